@@ -1,0 +1,48 @@
+# CryptoFlow: every entry point a person or CI needs. `make demo` and `make test` work on a fresh machine:
+# they create .venv, install the pinned versions (constraints.txt) and whatever system package they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install system-deps demo test bench chaos sim stream doctor clean lock
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)
+
+# Debian packages the tests use: Chromium for the real-browser UI test. Installed only when missing (needs root, as on CI).
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian chromium for the browser test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+demo: install
+	$(BIN)/cryptoflow demo
+
+test: install system-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+sim: install
+	$(BIN)/cryptoflow sim
+
+stream: install
+	$(BIN)/cryptoflow stream
+
+doctor: install
+	$(BIN)/cryptoflow doctor
+
+# Regenerate constraints.txt from the current .venv after changing dependencies in pyproject.toml.
+lock:
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^cryptoflow' > constraints.txt
+
+clean:
+	rm -rf data/ dbt_project/target dbt_project/logs .pytest_cache

@@ -1,0 +1,5 @@
+"""Dagster definitions of the `ops` domain."""
+
+import dagster as dg
+
+defs = dg.Definitions()

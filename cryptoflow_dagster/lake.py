@@ -1,0 +1,241 @@
+"""The one way into the lake: DuckDB with the DuckLake catalog ``lake`` attached.
+
+Everything that reads or writes the lake (Dagster assets, the CLI, tests, benchmarks) goes through this module, so that
+extensions, the catalog, retries and transactions are handled in one place:
+
+- extensions load from the ``duckdb-extension-*`` packages into a project-owned extension folder (no download, ever);
+- the catalog is SQLite (embedded default) or Postgres, the data path local or S3-compatible, both from settings;
+- :func:`write` runs a unit of work in one transaction and retries it, with jitter, when DuckLake reports a commit that lost
+  a race to another writer: a failed attempt leaves nothing behind, so a retry cannot double rows.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+
+from cryptoflow_dagster.lake_schema import SCHEMAS, TABLES
+from cryptoflow_dagster.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+CATALOG = "lake"
+DUCKDB_VERSION = "1.5.5"
+
+# extension name as DuckDB knows it -> the PyPI package that carries the signed binary, and the file's stem in it
+_EXTENSION_PACKAGES = {
+    "ducklake": ("duckdb_extension_ducklake", "ducklake"),
+    "sqlite_scanner": ("duckdb_extension_sqlite", "sqlite"),
+    "postgres_scanner": ("duckdb_extension_postgres", "postgres"),
+    "httpfs": ("duckdb_extension_httpfs", "httpfs"),
+}
+
+# Messages DuckLake/DuckDB give when a commit lost a race with another writer; anything else is a real error.
+_RETRYABLE = (
+    "database is locked",
+    "Failed to commit DuckLake transaction",
+    "Transaction conflict",
+    "write-write conflict",
+    "could not serialize access",
+    "deadlock detected",
+)
+
+
+class LakeError(RuntimeError):
+    """The lake cannot be opened; the message says what to do about it."""
+
+
+def packaged_extension(name: str) -> Path:
+    """Path of the signed extension binary shipped by its PyPI package, or a clear error naming the package."""
+    package, stem = _EXTENSION_PACKAGES[name]
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        dist = package.replace("_", "-")
+        raise LakeError(
+            f"DuckDB extension {name!r} is not installed: install the package {dist}=={DUCKDB_VERSION} "
+            f"(make install does this)"
+        ) from None
+    path = Path(module.__file__).parent / "extensions" / f"v{DUCKDB_VERSION}" / f"{stem}.duckdb_extension"
+    if not path.exists():
+        raise LakeError(f"{path} is missing: reinstall {package.replace('_', '-')}=={DUCKDB_VERSION}")
+    return path
+
+
+def needed_extensions(settings: Settings) -> list[str]:
+    names = ["ducklake"]
+    names.append("postgres_scanner" if settings.catalog_uri.startswith("ducklake:postgres:") else "sqlite_scanner")
+    if settings.data_path.startswith(("s3://", "gs://", "http://", "https://")):
+        names.append("httpfs")
+    return names
+
+
+def install_extensions(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    """Point DuckDB at the project's extension folder and install there, from the packaged files, what is missing."""
+    ext_dir = settings.extension_dir
+    ext_dir.mkdir(parents=True, exist_ok=True)
+    con.execute("SET extension_directory = ?", [str(ext_dir)])
+    # Never let DuckDB try the network: an unknown extension must fail here, not hang on a download.
+    con.execute("SET autoinstall_known_extensions = false")
+    installed = {
+        row[0]
+        for row in con.execute(
+            "SELECT extension_name FROM duckdb_extensions() WHERE installed AND install_path <> ''"
+        ).fetchall()
+    }
+    for name in needed_extensions(settings):
+        if name not in installed:
+            con.execute(f"INSTALL {_literal(str(packaged_extension(name)))}")
+        con.execute(f"LOAD {name}")
+
+
+def _configure_object_store(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    """Credentials for an S3-compatible data path come from the standard AWS_* variables, never from settings files."""
+    if not settings.data_path.startswith("s3://"):
+        return
+    endpoint = os.environ.get("CRYPTOFLOW_S3_ENDPOINT", "")
+    # CREATE SECRET takes no prepared parameters: values become quoted SQL literals.
+    options = ["TYPE s3", "PROVIDER config"]
+    for key, env in (("KEY_ID", "AWS_ACCESS_KEY_ID"), ("SECRET", "AWS_SECRET_ACCESS_KEY"), ("REGION", "AWS_REGION")):
+        if os.environ.get(env):
+            options.append(f"{key} {_literal(os.environ[env])}")
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        options += [f"ENDPOINT {_literal(host or scheme)}", f"USE_SSL {str(scheme == 'https').lower()}", "URL_STYLE 'path'"]
+    con.execute("CREATE OR REPLACE SECRET cryptoflow_s3 (" + ", ".join(options) + ")")
+
+
+def connect(settings: Settings | None = None, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the lake attached as ``lake`` and selected as the default catalog."""
+    settings = settings or load_settings()
+    if settings.catalog_uri.startswith("ducklake:sqlite:"):
+        settings.lake_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.data_path.startswith(("s3://", "gs://", "http")):
+        Path(settings.data_path).mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(":memory:")
+    try:
+        install_extensions(con, settings)
+        con.execute("SET TimeZone = 'UTC'")  # TIMESTAMPTZ values print and truncate in UTC, as the contract says
+        _configure_object_store(con, settings)
+        options = f"DATA_PATH {_literal(settings.data_path)}" + (", READ_ONLY" if read_only else "")
+        con.execute(f"ATTACH {_literal(settings.catalog_uri)} AS {CATALOG} ({options})")
+        con.execute(f"USE {CATALOG}")
+    except Exception:
+        con.close()
+        raise
+    return con
+
+
+def _literal(value: str) -> str:
+    """A SQL string literal, for the few statements (ATTACH, CREATE SECRET) that take no prepared parameters."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+@contextmanager
+def session(settings: Settings | None = None, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = connect(settings, read_only=read_only)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def is_retryable(exc: BaseException) -> bool:
+    text = str(exc)
+    return any(marker in text for marker in _RETRYABLE)
+
+
+def write(
+    con: duckdb.DuckDBPyConnection,
+    work: Callable[[duckdb.DuckDBPyConnection], T],
+    *,
+    attempts: int = 10,
+    base_delay_s: float = 0.05,
+    max_delay_s: float = 2.0,
+) -> T:
+    """Run ``work(con)`` inside one transaction; retry the whole unit when the commit lost a race.
+
+    ``work`` must be re-runnable: it is called again from the start after a rollback. Anything but a lost race is raised
+    at once. Bounded: after ``attempts`` lost races the last error is raised.
+    """
+    for attempt in range(1, attempts + 1):
+        con.execute("BEGIN TRANSACTION")
+        try:
+            result = work(con)
+            con.execute("COMMIT")
+            return result
+        except Exception as exc:
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass  # a failed COMMIT already ended the transaction; nothing is left to roll back
+            if not is_retryable(exc) or attempt == attempts:
+                raise
+            delay = min(max_delay_s, base_delay_s * 2 ** (attempt - 1)) * (0.5 + random.random())
+            log.info("lake commit lost a race (attempt %d/%d), retrying in %.2fs: %s", attempt, attempts, delay, exc)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the contract's schemas and Python-written tables if they do not exist (idempotent, safe to race)."""
+
+    def create(c: duckdb.DuckDBPyConnection) -> None:
+        for schema in SCHEMAS:
+            c.execute(f"CREATE SCHEMA IF NOT EXISTS {CATALOG}.{schema}")
+        for table, columns in TABLES.items():
+            c.execute(f"CREATE TABLE IF NOT EXISTS {CATALOG}.{table} ({columns})")
+
+    existing = {
+        f"{s}.{t}"
+        for s, t in con.execute(
+            "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = ?", [CATALOG]
+        ).fetchall()
+    }
+    if set(TABLES) - existing:
+        write(con, create)
+
+
+def replace_rows(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    where_sql: str,
+    params: Sequence[Any],
+    rows: Any,
+) -> int:
+    """Delete the rows matching ``where_sql`` and insert ``rows`` (a Polars/Arrow frame) in one retried transaction.
+
+    This is how a partition is rebuilt: running it twice leaves the same table. ``where_sql`` holds only placeholders
+    for outside values (``params``); ``table`` must be a contract table name. Returns the number of rows inserted.
+    """
+    if table not in TABLES and not table.startswith(("gold.", "silver.", "bronze.", "ops.")):
+        raise ValueError(f"unknown lake table {table!r}")
+
+    def work(c: duckdb.DuckDBPyConnection) -> int:
+        c.execute(f"DELETE FROM {CATALOG}.{table} WHERE {where_sql}", list(params))
+        return insert(c, table, rows)
+
+    return write(con, work)
+
+
+def insert(con: duckdb.DuckDBPyConnection, table: str, rows: Any) -> int:
+    """Insert a Polars/Arrow frame into a lake table by column name (inside the caller's transaction)."""
+    if len(rows) == 0:
+        return 0
+    con.register("_cryptoflow_rows", rows)
+    try:
+        columns = ", ".join(f'"{c}"' for c in rows.columns)
+        con.execute(f"INSERT INTO {CATALOG}.{table} ({columns}) SELECT {columns} FROM _cryptoflow_rows")
+    finally:
+        con.unregister("_cryptoflow_rows")
+    return len(rows)

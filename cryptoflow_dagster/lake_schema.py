@@ -1,0 +1,62 @@
+"""DDL of the lake tables that Python writes (the data contract in shared/docs/architecture.md).
+
+Gold tables built by dbt are created by dbt; the rest are created here, idempotently, by ``lake.ensure_schema``.
+Contract columns come first and keep their names; the extra columns after them are ours to add to.
+"""
+
+SCHEMAS = ("bronze", "silver", "gold", "ops")
+
+TABLES: dict[str, str] = {
+    "bronze.trades_raw": """
+        exchange VARCHAR NOT NULL, market VARCHAR NOT NULL, trade_id BIGINT NOT NULL, event_time TIMESTAMPTZ,
+        raw_json VARCHAR NOT NULL, unique_key VARCHAR NOT NULL, ingest_time TIMESTAMPTZ NOT NULL,
+        ingest_run_id VARCHAR, source VARCHAR NOT NULL, batch_file VARCHAR,
+        receive_time TIMESTAMPTZ, session_id VARCHAR, day DATE
+    """,
+    "bronze.candles_raw": """
+        exchange VARCHAR NOT NULL, market VARCHAR NOT NULL, interval VARCHAR NOT NULL, candle_start TIMESTAMPTZ NOT NULL,
+        raw_json VARCHAR NOT NULL, unique_key VARCHAR NOT NULL, ingest_time TIMESTAMPTZ NOT NULL,
+        ingest_run_id VARCHAR, api_params_json VARCHAR, day DATE
+    """,
+    "bronze.fear_greed_raw": """
+        day DATE NOT NULL, raw_json VARCHAR NOT NULL, ingest_time TIMESTAMPTZ NOT NULL, ingest_run_id VARCHAR
+    """,
+    # raw is BLOB so that bytes that are not even UTF-8 are kept exactly: nothing is lost.
+    "bronze.dead_letters": """
+        received_at TIMESTAMPTZ NOT NULL, source VARCHAR NOT NULL, batch_file VARCHAR, raw BLOB, error VARCHAR NOT NULL,
+        exchange VARCHAR, market VARCHAR, ingest_run_id VARCHAR
+    """,
+    "silver.trades": """
+        exchange VARCHAR NOT NULL, market VARCHAR NOT NULL, trade_id BIGINT NOT NULL, ts TIMESTAMPTZ NOT NULL,
+        price DOUBLE NOT NULL, volume DOUBLE NOT NULL, quote_volume DOUBLE NOT NULL, side VARCHAR NOT NULL,
+        ingest_time TIMESTAMPTZ NOT NULL, receive_time TIMESTAMPTZ, source VARCHAR, day DATE
+    """,
+    "silver.candles_1m": """
+        exchange VARCHAR NOT NULL, market VARCHAR NOT NULL, ts TIMESTAMPTZ NOT NULL,
+        open DOUBLE NOT NULL, high DOUBLE NOT NULL, low DOUBLE NOT NULL, close DOUBLE NOT NULL,
+        volume DOUBLE NOT NULL, quote_volume DOUBLE NOT NULL, ingest_time TIMESTAMPTZ, day DATE
+    """,
+    "silver.candles_1d": """
+        exchange VARCHAR NOT NULL, market VARCHAR NOT NULL, day DATE NOT NULL,
+        open DOUBLE NOT NULL, high DOUBLE NOT NULL, low DOUBLE NOT NULL, close DOUBLE NOT NULL,
+        volume DOUBLE NOT NULL, quote_volume DOUBLE NOT NULL, ingest_time TIMESTAMPTZ
+    """,
+    "silver.fear_greed": """
+        day DATE NOT NULL, value INTEGER NOT NULL, classification VARCHAR NOT NULL, ingest_time TIMESTAMPTZ
+    """,
+    # The alert outbox: a row is written (pending) before delivery and updated to sent|failed after.
+    "gold.alerts": """
+        alert_id VARCHAR NOT NULL, rule VARCHAR NOT NULL, exchange VARCHAR, market VARCHAR, event_time TIMESTAMPTZ,
+        triggered_at TIMESTAMPTZ NOT NULL, value DOUBLE, threshold DOUBLE, message VARCHAR, dedupe_key VARCHAR NOT NULL,
+        status VARCHAR NOT NULL, attempts INTEGER NOT NULL, delivered_at TIMESTAMPTZ, last_error VARCHAR
+    """,
+    "ops.ingested_files": """
+        file VARCHAR NOT NULL, rows BIGINT NOT NULL, ingested_at TIMESTAMPTZ NOT NULL, run_id VARCHAR,
+        dead_letters BIGINT
+    """,
+    "ops.gaps": """
+        exchange VARCHAR NOT NULL, market VARCHAR NOT NULL, gap_start TIMESTAMPTZ NOT NULL, gap_end TIMESTAMPTZ NOT NULL,
+        detected_at TIMESTAMPTZ NOT NULL, repaired_at TIMESTAMPTZ, repaired_rows BIGINT,
+        gap_id VARCHAR, kind VARCHAR, first_missing_id BIGINT, last_missing_id BIGINT
+    """,
+}

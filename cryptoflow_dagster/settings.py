@@ -1,0 +1,191 @@
+"""Every setting of the platform, read from ``CRYPTOFLOW_*`` environment variables.
+
+One frozen dataclass, built by :func:`load_settings`, is the single place a setting is named, defaulted and
+validated; ``.env.example`` and the README's table list the same variables. The module imports nothing heavy
+(no Dagster), so the sidecar, the simulator and the CLI can use it too.
+
+Secrets (``SLACK_BOT_TOKEN``) are deliberately absent: Dagster code reads them through ``dg.EnvVar`` only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, fields
+from datetime import date
+from pathlib import Path
+
+# Market codes reach SQL parameters, URLs and landing paths: anything outside these patterns is refused early.
+UPBIT_MARKET_RE = re.compile(r"^(KRW|BTC|USDT)-[A-Z0-9]{1,15}$")
+BINANCE_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
+
+DEFAULT_UPBIT_MARKETS = ("KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-USDT")
+DEFAULT_BINANCE_SYMBOLS = ("BTCUSDT", "ETHUSDT", "XRPUSDT", "SOLUSDT")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the platform cannot use; the message names the variable."""
+
+
+def validate_upbit_market(market: str) -> str:
+    if not UPBIT_MARKET_RE.fullmatch(market):
+        raise SettingsError(f"invalid Upbit market code {market!r}: expected e.g. KRW-BTC")
+    return market
+
+
+def validate_binance_symbol(symbol: str) -> str:
+    if not BINANCE_SYMBOL_RE.fullmatch(symbol):
+        raise SettingsError(f"invalid Binance symbol {symbol!r}: expected e.g. BTCUSDT")
+    return symbol
+
+
+def validate_market(exchange: str, market: str) -> str:
+    """Validate a market code for its exchange (the one check every path, URL and query builder calls)."""
+    if exchange == "upbit":
+        return validate_upbit_market(market)
+    if exchange == "binance":
+        return validate_binance_symbol(market)
+    raise SettingsError(f"unknown exchange {exchange!r}: expected upbit or binance")
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Documentation of one variable: used by ``cryptoflow doctor`` and to check the README table."""
+
+    env: str
+    default: str
+    help: str
+
+
+def _s(env: str, default: str, help: str) -> object:
+    return field(default=None, metadata={"setting": Setting(env, default, help)})
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = _s("CRYPTOFLOW_HOME", "./data", "Data directory: lake, landing files, Dagster home, sidecar state.")
+    lake_catalog: str = _s(
+        "CRYPTOFLOW_LAKE_CATALOG",
+        "",
+        "DuckLake catalog. Empty: SQLite file <home>/lake/catalog.sqlite. "
+        "Or 'postgres:dbname=lake host=127.0.0.1 user=...'.",
+    )
+    lake_data_path: str = _s(
+        "CRYPTOFLOW_LAKE_DATA_PATH", "", "Where DuckLake writes Parquet. Empty: <home>/lake/data/. Or s3://bucket/prefix/."
+    )
+    landing_dir: Path = _s("CRYPTOFLOW_LANDING_DIR", "", "Micro-batch landing folder. Empty: <home>/landing.")
+    upbit_rest_url: str = _s("CRYPTOFLOW_UPBIT_REST_URL", "https://api.upbit.com", "Upbit REST base URL (or the simulator's).")
+    upbit_ws_url: str = _s(
+        "CRYPTOFLOW_UPBIT_WS_URL", "wss://api.upbit.com/websocket/v1", "Upbit WebSocket URL (or the simulator's)."
+    )
+    binance_rest_url: str = _s(
+        "CRYPTOFLOW_BINANCE_REST_URL", "https://api.binance.com", "Binance REST base URL (or the simulator's)."
+    )
+    binance_ws_url: str = _s(
+        "CRYPTOFLOW_BINANCE_WS_URL", "wss://stream.binance.com:9443", "Binance WebSocket base URL (or the simulator's)."
+    )
+    fear_greed_url: str = _s(
+        "CRYPTOFLOW_FEAR_GREED_URL", "https://api.alternative.me", "alternative.me base URL (or the simulator's)."
+    )
+    upbit_markets: tuple[str, ...] = _s(
+        "CRYPTOFLOW_UPBIT_MARKETS", ",".join(DEFAULT_UPBIT_MARKETS), "Upbit markets, comma-separated."
+    )
+    binance_symbols: tuple[str, ...] = _s(
+        "CRYPTOFLOW_BINANCE_SYMBOLS", ",".join(DEFAULT_BINANCE_SYMBOLS), "Binance symbols, comma-separated."
+    )
+    start_date: date = _s("CRYPTOFLOW_START_DATE", "2025-09-01", "First day of the daily partitions (UTC).")
+    flush_interval_s: float = _s("CRYPTOFLOW_FLUSH_INTERVAL_S", "1.0", "Sidecar: seconds between micro-batch files.")
+    flush_max_messages: int = _s("CRYPTOFLOW_FLUSH_MAX_MESSAGES", "5000", "Sidecar: messages that force a flush.")
+    heartbeat_stale_s: float = _s(
+        "CRYPTOFLOW_HEARTBEAT_STALE_S", "30", "A sidecar heartbeat older than this raises a sidecar-down alert."
+    )
+    slack_api_url: str = _s(
+        "CRYPTOFLOW_SLACK_API_URL", "https://slack.com/api/", "Slack Web API base URL (the demo uses the simulator's sink)."
+    )
+    slack_channel: str = _s("CRYPTOFLOW_SLACK_CHANNEL", "#cryptoflow-alerts", "Slack channel for alerts and the digest.")
+    ui_url: str = _s("CRYPTOFLOW_UI_URL", "http://127.0.0.1:3000", "Dagster UI base URL used in links.")
+    ui_host: str = _s("CRYPTOFLOW_UI_HOST", "127.0.0.1", "Address the Dagster UI binds to.")
+    ui_port: int = _s("CRYPTOFLOW_UI_PORT", "3000", "Port of the Dagster UI.")
+    sim_host: str = _s("CRYPTOFLOW_SIM_HOST", "127.0.0.1", "Address the exchange simulator binds to.")
+    sim_port: int = _s("CRYPTOFLOW_SIM_PORT", "8765", "Port of the exchange simulator.")
+    sim_seed: int = _s("CRYPTOFLOW_SIM_SEED", "42", "Simulator random seed (same seed, same trades).")
+    sim_history_days: int = _s("CRYPTOFLOW_SIM_HISTORY_DAYS", "120", "Days of history the simulator serves.")
+    sim_trade_rate: float = _s("CRYPTOFLOW_SIM_TRADE_RATE", "3", "Simulator live trades per second per market.")
+    alert_rules: Path = _s("CRYPTOFLOW_ALERT_RULES", "", "Alert rules YAML. Empty: the packaged defaults.")
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.home / "lake"
+
+    @property
+    def catalog_uri(self) -> str:
+        """The DuckLake ATTACH target, e.g. ``ducklake:sqlite:data/lake/catalog.sqlite``."""
+        if self.lake_catalog:
+            return f"ducklake:{self.lake_catalog}"
+        return f"ducklake:sqlite:{self.lake_dir / 'catalog.sqlite'}"
+
+    @property
+    def data_path(self) -> str:
+        return self.lake_data_path or f"{self.lake_dir / 'data'}/"
+
+    @property
+    def extension_dir(self) -> Path:
+        # A project-owned extension folder: a fresh machine fills it from the packaged binaries, and no run
+        # depends on what someone once installed by hand in ~/.duckdb.
+        return self.home / "duckdb_extensions"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster_home"
+
+    @property
+    def heartbeat_path(self) -> Path:
+        return self.landing_dir / "_heartbeat.json"
+
+    @property
+    def sim_url(self) -> str:
+        return f"http://{self.sim_host}:{self.sim_port}"
+
+
+def _parse(name: str, raw: str, kind: type | str) -> object:
+    try:
+        if kind in (Path, "Path"):
+            return Path(raw).expanduser()
+        if kind in (int, "int"):
+            return int(raw)
+        if kind in (float, "float"):
+            return float(raw)
+        if kind in (date, "date"):
+            return date.fromisoformat(raw)
+        if str(kind).startswith("tuple"):
+            return _split(raw)
+        return raw
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r}: {exc}") from None
+
+
+def setting_docs() -> list[Setting]:
+    return [f.metadata["setting"] for f in fields(Settings)]
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from ``env`` (default: the process environment) and validate it."""
+    env = os.environ if env is None else env
+    values: dict[str, object] = {}
+    for f in fields(Settings):
+        doc: Setting = f.metadata["setting"]
+        values[f.name] = _parse(doc.env, env.get(doc.env, doc.default), f.type)
+    home = Path(values["home"]).resolve()
+    values["home"] = home
+    values["landing_dir"] = Path(values["landing_dir"]).resolve() if str(values["landing_dir"]) not in ("", ".") else home / "landing"
+    if str(values["alert_rules"]) in ("", "."):
+        values["alert_rules"] = Path(__file__).parent / "alert_rules.yaml"
+    for market in values["upbit_markets"]:
+        validate_upbit_market(market)
+    for symbol in values["binance_symbols"]:
+        validate_binance_symbol(symbol)
+    return Settings(**values)

@@ -1,0 +1,129 @@
+"""The landing-path contract between the sidecar (writer) and the Dagster sensor (reader). Both sides import this.
+
+    <landing>/<exchange>/<channel>/date=YYYY-MM-DD/<UTC time>-<session>-<seq>.parquet
+
+- ``<UTC time>`` is ``YYYYMMDDTHHMMSSffffffZ``: file names sort by time, so a sensor cursor can be a file name.
+- A file is written as ``.<name>.tmp`` in the same folder, fsynced, then renamed: a reader that lists ``*.parquet``
+  never sees half a file (rename is atomic within one filesystem).
+- Names are validated on both sides: a file whose name does not match is never read, so a stray or hostile
+  file cannot steer a path or a query.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+EXCHANGES = ("upbit", "binance")
+CHANNELS = ("trade", "ticker")
+TMP_PREFIX = "."
+TMP_SUFFIX = ".tmp"
+
+_NAME_RE = re.compile(r"^(?P<time>\d{8}T\d{12}Z)-(?P<session>[0-9a-f]{8,32})-(?P<seq>\d{8})\.parquet$")
+_TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"
+
+
+@dataclass(frozen=True, order=True)
+class LandingFile:
+    """One landed micro-batch. Ordering is by name (time first), then by folder."""
+
+    name: str
+    exchange: str
+    channel: str
+    day: date
+    path: Path
+
+    @property
+    def written_at(self) -> datetime:
+        return datetime.strptime(self.name[:22], _TIME_FORMAT).replace(tzinfo=timezone.utc)
+
+    @property
+    def relative(self) -> str:
+        """Path relative to the landing root: what bronze rows and ``ops.ingested_files`` record."""
+        return f"{self.exchange}/{self.channel}/date={self.day.isoformat()}/{self.name}"
+
+
+def file_name(when: datetime, session: str, seq: int) -> str:
+    name = f"{when.astimezone(timezone.utc).strftime(_TIME_FORMAT)}-{session}-{seq:08d}.parquet"
+    if not _NAME_RE.match(name):
+        raise ValueError(f"bad landing file name parts: session={session!r} seq={seq!r}")
+    return name
+
+
+def landing_path(root: Path, exchange: str, channel: str, when: datetime, session: str, seq: int) -> Path:
+    """Final path of a micro-batch written at ``when`` (its UTC date picks the ``date=`` folder)."""
+    if exchange not in EXCHANGES or channel not in CHANNELS:
+        raise ValueError(f"unknown landing stream {exchange}/{channel}")
+    day = when.astimezone(timezone.utc).date()
+    return root / exchange / channel / f"date={day.isoformat()}" / file_name(when, session, seq)
+
+
+def temp_path(final: Path) -> Path:
+    return final.with_name(f"{TMP_PREFIX}{final.name}{TMP_SUFFIX}")
+
+
+def write_atomically(final: Path, write) -> Path:
+    """Call ``write(tmp_path)``, fsync the file, rename it to ``final`` and fsync the folder. Returns ``final``."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(final)
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself survives a crash only once the folder is synced
+    finally:
+        os.close(dir_fd)
+    return final
+
+
+def parse(path: Path, root: Path) -> LandingFile | None:
+    """The :class:`LandingFile` for ``path`` under ``root``, or None when it does not follow the contract."""
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        return None
+    parts = rel.parts
+    if len(parts) != 4 or parts[0] not in EXCHANGES or parts[1] not in CHANNELS or not parts[2].startswith("date="):
+        return None
+    if not _NAME_RE.match(parts[3]):
+        return None
+    try:
+        day = date.fromisoformat(parts[2][5:])
+    except ValueError:
+        return None
+    return LandingFile(name=parts[3], exchange=parts[0], channel=parts[1], day=day, path=path)
+
+
+def list_files(root: Path, after: str | None = None, channels: tuple[str, ...] = CHANNELS) -> list[LandingFile]:
+    """Every landed file (never a temp file) whose name sorts after ``after``, oldest first."""
+    found: list[LandingFile] = []
+    if not root.exists():
+        return found
+    for exchange in EXCHANGES:
+        for channel in channels:
+            base = root / exchange / channel
+            if not base.is_dir():
+                continue
+            for day_dir in base.iterdir():
+                if not day_dir.is_dir():
+                    continue
+                for entry in os.scandir(day_dir):
+                    if not entry.name.endswith(".parquet") or (after is not None and entry.name <= after):
+                        continue
+                    landed = parse(Path(entry.path), root)
+                    if landed is not None:
+                        found.append(landed)
+    found.sort()
+    return found

@@ -1,0 +1,33 @@
+"""Shared fixtures. Every test gets its own CRYPTOFLOW_HOME (lake, landing, extension folder, Dagster home) under tmp."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cryptoflow_dagster.settings import Settings, load_settings
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def cryptoflow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "cf_home"
+    home.mkdir()
+    monkeypatch.setenv("CRYPTOFLOW_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster_home"))
+    (home / "dagster_home").mkdir()
+    return home
+
+
+@pytest.fixture
+def settings(cryptoflow_home: Path) -> Settings:
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        raise RuntimeError(f"shared data not found at {SHARED_DATA}: the checkout must sit beside shared/")
+    return SHARED_DATA

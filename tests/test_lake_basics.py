@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from cryptoflow_dagster import lake
+from cryptoflow_dagster.lake_schema import TABLES
+
+
+def test_fresh_extension_folder_is_filled_from_packages(settings):
+    assert not settings.extension_dir.exists()
+    with lake.session(settings) as con:
+        lake.ensure_schema(con)
+        loaded = {r[0] for r in con.execute("SELECT extension_name FROM duckdb_extensions() WHERE loaded").fetchall()}
+    assert {"ducklake", "sqlite_scanner"} <= loaded
+    assert list(settings.extension_dir.rglob("ducklake.duckdb_extension"))
+
+
+def test_schema_has_every_contract_table(settings):
+    with lake.session(settings) as con:
+        lake.ensure_schema(con)
+        lake.ensure_schema(con)  # idempotent
+        tables = {
+            f"{s}.{t}"
+            for s, t in con.execute(
+                "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = 'lake'"
+            ).fetchall()
+        }
+    assert set(TABLES) <= tables
+
+
+def test_replace_rows_is_idempotent(settings):
+    frame = pl.DataFrame({"day": ["2025-01-01", "2025-01-02"], "value": [10, 20], "classification": ["Fear", "Fear"]})
+    frame = frame.with_columns(pl.col("day").str.to_date())
+    with lake.session(settings) as con:
+        lake.ensure_schema(con)
+        for _ in range(3):
+            lake.replace_rows(con, "silver.fear_greed", "day BETWEEN ? AND ?", ["2025-01-01", "2025-01-02"], frame)
+        assert con.execute("SELECT count(*), sum(value) FROM silver.fear_greed").fetchone() == (2, 30)
+
+
+def test_failed_unit_of_work_leaves_nothing(settings):
+    frame = pl.DataFrame({"day": ["2025-01-01"], "value": [10], "classification": ["Fear"]})
+    frame = frame.with_columns(pl.col("day").str.to_date())
+    with lake.session(settings) as con:
+        lake.ensure_schema(con)
+
+        def half_then_fail(c):
+            lake.insert(c, "silver.fear_greed", frame)
+            raise ValueError("boom after the insert")
+
+        with pytest.raises(ValueError, match="boom"):
+            lake.write(con, half_then_fail)
+        assert con.execute("SELECT count(*) FROM silver.fear_greed").fetchone() == (0,)
+
+
+def test_read_only_session_refuses_writes(settings):
+    with lake.session(settings) as con:
+        lake.ensure_schema(con)
+    with lake.session(settings, read_only=True) as ro:
+        assert ro.execute("SELECT count(*) FROM silver.trades").fetchone() == (0,)
+        with pytest.raises(Exception, match="read-only"):
+            ro.execute("INSERT INTO silver.fear_greed VALUES ('2025-01-01', 1, 'Fear', NULL)")
+
+
+def test_missing_extension_package_names_it(monkeypatch):
+    # Simulates an environment where the package was never installed: the error must name what to install.
+    real_import = lake.importlib.import_module
+
+    def fake(name, *a, **k):
+        if name == "duckdb_extension_ducklake":
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(lake.importlib, "import_module", fake)
+    with pytest.raises(lake.LakeError, match="duckdb-extension-ducklake==1.5.5"):
+        lake.packaged_extension("ducklake")
