@@ -48,7 +48,8 @@ TABLES: dict[str, str] = {
     "gold.alerts": """
         alert_id VARCHAR NOT NULL, rule VARCHAR NOT NULL, exchange VARCHAR, market VARCHAR, event_time TIMESTAMPTZ,
         triggered_at TIMESTAMPTZ NOT NULL, value DOUBLE, threshold DOUBLE, message VARCHAR, dedupe_key VARCHAR NOT NULL,
-        status VARCHAR NOT NULL, attempts INTEGER NOT NULL, delivered_at TIMESTAMPTZ, last_error VARCHAR
+        status VARCHAR NOT NULL, attempts INTEGER NOT NULL, delivered_at TIMESTAMPTZ, last_error VARCHAR,
+        next_attempt_at TIMESTAMPTZ, details_json VARCHAR
     """,
     "ops.ingested_files": """
         file VARCHAR NOT NULL, rows BIGINT NOT NULL, ingested_at TIMESTAMPTZ NOT NULL, run_id VARCHAR,
