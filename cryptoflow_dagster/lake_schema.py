@@ -24,7 +24,8 @@ TABLES: dict[str, str] = {
     # raw is BLOB so that bytes that are not even UTF-8 are kept exactly: nothing is lost.
     "bronze.dead_letters": """
         received_at TIMESTAMPTZ NOT NULL, source VARCHAR NOT NULL, batch_file VARCHAR, raw BLOB, error VARCHAR NOT NULL,
-        exchange VARCHAR, market VARCHAR, ingest_run_id VARCHAR
+        exchange VARCHAR, market VARCHAR, ingest_run_id VARCHAR,
+        day DATE  -- the partition a batch load rejected the row in, so a rebuild replaces its own dead letters
     """,
     "silver.trades": """
         exchange VARCHAR NOT NULL, market VARCHAR NOT NULL, trade_id BIGINT NOT NULL, ts TIMESTAMPTZ NOT NULL,
