@@ -1,0 +1,151 @@
+"""Keeps one exchange feed connected forever: backoff with jitter, a silence watchdog, keep-alives, max-age reconnects.
+
+Each connection gets a session id (stamped on every row it lands). The time between the last message of one connection and
+the first message of the next is recorded as a gap candidate: trades may have happened there unseen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import WebSocketException
+
+from streaming_sensor import feeds
+from streaming_sensor.batches import MicroBatcher
+from streaming_sensor.heartbeat import StreamState, record_gap
+
+log = logging.getLogger(__name__)
+
+
+def backoff_delay(attempt: int, base_s: float = 0.25, cap_s: float = 30.0, rand: Callable[[], float] = random.random) -> float:
+    """Capped exponential backoff with full jitter: reconnect storms spread out, and the wait never exceeds ``cap_s``."""
+    return min(cap_s, base_s * 2 ** min(attempt, 20)) * (0.5 + 0.5 * rand())
+
+
+class _Reconnect(Exception):
+    """The watchdog or the exchange asked for a fresh connection."""
+
+
+class FeedConnection:
+    def __init__(
+        self,
+        feed: feeds.Feed,
+        batcher: MicroBatcher,
+        state: StreamState,
+        landing,
+        request_flush: Callable[[], None],
+        flush_max_messages: int,
+        gap_start: float | None = None,
+        silence_timeout_s: float | None = None,
+    ):
+        self.feed = feed
+        self.batcher = batcher
+        self.state = state
+        self.landing = landing
+        self.request_flush = request_flush
+        self.flush_max = flush_max_messages
+        self.silence_timeout_s = silence_timeout_s or feed.silence_timeout_s
+        # When set, trades since this time may be missing: closed by the first message of the next connection.
+        self.gap_start = gap_start
+        self._reconnect_reason: str | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        attempt = 0
+        while not stop.is_set():
+            session = uuid.uuid4().hex[:16]
+            self.state.state = "connecting"
+            started = time.monotonic()
+            try:
+                await self._connect_once(session, stop)
+            except asyncio.CancelledError:
+                raise
+            except (OSError, WebSocketException, _Reconnect, asyncio.TimeoutError) as exc:
+                log.warning("%s connection %s ended: %s", self.feed.exchange, session, exc or type(exc).__name__)
+            finally:
+                if self.state.state == "connected" and self.gap_start is None:
+                    self.gap_start = self.state.last_message_at or time.time()
+                self.state.state = "stopped" if stop.is_set() else "backoff"
+            if stop.is_set():
+                break
+            if time.monotonic() - started > 30:
+                attempt = 0  # it was a healthy connection: start the backoff over
+            self.state.reconnects += 1
+            delay = backoff_delay(attempt)
+            attempt += 1
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _connect_once(self, session: str, stop: asyncio.Event) -> None:
+        # websockets answers the server's pings itself (Binance pings every 20 s); our own pings detect half-open links.
+        async with connect(self.feed.url(), open_timeout=10, ping_interval=20, ping_timeout=20, max_size=2**22) as ws:
+            for text in self.feed.subscription():
+                await ws.send(text)
+            now = time.time()
+            self.state.state, self.state.session_id, self.state.connected_since = "connected", session, now
+            self.state.last_message_at = now
+            self._reconnect_reason = None
+            log.info("%s connected, session %s", self.feed.exchange, session)
+            guard = asyncio.create_task(self._watchdog(ws, stop, time.monotonic()))
+            try:
+                await self._receive(ws, session)
+            finally:
+                guard.cancel()
+            if self._reconnect_reason:
+                raise _Reconnect(self._reconnect_reason)
+
+    async def _watchdog(self, ws: ClientConnection, stop: asyncio.Event, opened: float) -> None:
+        """Closes the connection when it is silent too long, too old, or the sidecar stops; sends keep-alives."""
+        last_keepalive = time.monotonic()
+        while True:
+            try:
+                await asyncio.wait_for(stop.wait(), 0.5)
+                await ws.close()
+                return
+            except asyncio.TimeoutError:
+                pass
+            now = time.monotonic()
+            silent = time.time() - (self.state.last_message_at or 0)
+            reason = None
+            if silent > self.silence_timeout_s:
+                reason = f"silent for {silent:.0f}s"
+            elif now - opened > self.feed.max_age_s:
+                reason = "maximum connection age reached"
+            if reason:
+                self._reconnect_reason = reason
+                await ws.close()
+                return
+            if self.feed.keepalive_text and now - last_keepalive > self.feed.keepalive_interval_s:
+                last_keepalive = now
+                await ws.send(self.feed.keepalive_text)
+
+    async def _receive(self, ws: ClientConnection, session: str) -> None:
+        exchange, parse, add, state = self.feed.exchange, self.feed.parse, self.batcher.add, self.state
+        async for frame in ws:
+            now_ns = time.time_ns()
+            raw = frame if isinstance(frame, bytes) else frame.encode()
+            p = parse(raw)
+            state.last_message_at = now_ns / 1e9
+            if p.kind == feeds.CONTROL:
+                if p.reconnect:
+                    self._reconnect_reason = "exchange announced shutdown"
+                    return
+                continue
+            state.messages += 1
+            if p.kind == feeds.DEAD:
+                state.malformed += 1
+                size = add(exchange, feeds.TRADE, p.market, None, None, now_ns // 1000, session, raw, p.error)
+            else:
+                size = add(exchange, p.kind, p.market, p.trade_id, p.event_ms, now_ns // 1000, session, raw, None)
+            if self.gap_start is not None and p.kind == feeds.TRADE:
+                record_gap(self.landing, exchange, self.feed.markets, self.gap_start, now_ns / 1e9, "disconnect", session)
+                self.gap_start = None
+            if size >= self.flush_max:
+                self.request_flush()

@@ -1,0 +1,212 @@
+"""One class per exchange: endpoint, subscription and the hot-path parser of its WebSocket frames.
+
+The parser reads only what routing and exactly-once need (market, trade id, event time) and checks that the fields silver
+will extract are there; the frame itself is kept verbatim. A frame that fails is not raised: it becomes a
+:class:`Parsed` with ``kind="dead"`` and a reason, so the stream goes on and the Dagster run writes a dead letter.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import ClassVar
+
+import orjson
+
+TRADE = "trade"
+TICKER = "ticker"
+CONTROL = "control"  # pongs, subscription acks: nothing to land
+DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    kind: str
+    market: str | None = None
+    trade_id: int | None = None
+    event_ms: int | None = None
+    error: str | None = None
+    reconnect: bool = False  # the exchange announced it will close this connection
+
+
+def _dead(reason: str, market: str | None = None) -> Parsed:
+    return Parsed(DEAD, market=market, error=reason)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _decimal_string(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+class Feed:
+    """What the connection handler needs to know about one exchange."""
+
+    exchange: ClassVar[str]
+    # A connection silent for longer than this is presumed dead and replaced (the watchdog).
+    silence_timeout_s: ClassVar[float]
+    # Exchanges close connections after a maximum age; reconnecting first avoids losing the tail of a session.
+    max_age_s: ClassVar[float]
+    # Application-level keep-alive text frame, if the exchange wants one.
+    keepalive_text: ClassVar[str | None] = None
+    keepalive_interval_s: ClassVar[float] = 60.0
+
+    def __init__(self, base_url: str, markets: tuple[str, ...]):
+        self.base_url = base_url.rstrip("/")
+        self.markets = tuple(markets)
+        self._subscribed = frozenset(self.markets)
+
+    def url(self) -> str:
+        raise NotImplementedError
+
+    def subscription(self) -> list[str]:
+        """Text frames to send right after connecting."""
+        raise NotImplementedError
+
+    def parse(self, frame: bytes | str) -> Parsed:
+        raise NotImplementedError
+
+
+class UpbitFeed(Feed):
+    """Upbit ``/websocket/v1``: trade and ticker, DEFAULT format, binary frames of UTF-8 JSON.
+
+    A real trade frame (captured 2023-11-19, shared/data/upbit/native_samples.json)::
+
+        {"type":"trade","code":"KRW-BTC","timestamp":1700365437515,"trade_date":"2023-11-19","trade_time":"03:43:57",
+         "trade_timestamp":1700365437486,"trade_price":49083000.0,"trade_volume":0.02430412,"ask_bid":"ASK",
+         "prev_closing_price":49165000.0,"change":"FALL","change_price":82000.0,"sequential_id":1700365437486000,
+         "stream_type":"REALTIME"}
+    """
+
+    exchange = "upbit"
+    # KRW markets trade every few seconds; Upbit itself closes after 120 s of silence, so 60 s is already suspicious.
+    silence_timeout_s = 60.0
+    max_age_s = 23 * 3600.0
+    keepalive_text = "PING"  # answered with {"status":"UP"}; keeps the 120 s idle close away on quiet markets
+    keepalive_interval_s = 30.0
+
+    def url(self) -> str:
+        return self.base_url
+
+    def subscription(self) -> list[str]:
+        codes = list(self.markets)
+        request = [
+            {"ticket": uuid.uuid4().hex},
+            {"type": "trade", "codes": codes, "is_only_realtime": True},
+            {"type": "ticker", "codes": codes, "is_only_realtime": True},
+            {"format": "DEFAULT"},
+        ]
+        return [orjson.dumps(request).decode()]
+
+    def parse(self, frame: bytes | str) -> Parsed:
+        try:
+            msg = orjson.loads(frame)
+        except orjson.JSONDecodeError as exc:
+            return _dead(f"invalid JSON: {exc}")
+        if not isinstance(msg, dict):
+            return _dead("not a JSON object")
+        kind = msg.get("type")
+        if kind is None:
+            if msg.get("status") == "UP":
+                return Parsed(CONTROL)
+            if "error" in msg:
+                return _dead(f"exchange error: {msg['error']}")
+            return _dead("missing field: type")
+        market = msg.get("code")
+        if not isinstance(market, str):
+            return _dead("missing field: code")
+        if market not in self._subscribed:
+            return _dead(f"unsubscribed market {market!r}", market)
+        if kind == "trade":
+            sid, ts = msg.get("sequential_id"), msg.get("trade_timestamp")
+            if not _is_int(sid):
+                return _dead("missing or non-integer field: sequential_id", market)
+            if not _is_int(ts):
+                return _dead("missing or non-integer field: trade_timestamp", market)
+            price, volume = msg.get("trade_price"), msg.get("trade_volume")
+            if not _is_number(price) or price <= 0:
+                return _dead("missing or non-positive field: trade_price", market)
+            if not _is_number(volume) or volume < 0:
+                return _dead("missing or negative field: trade_volume", market)
+            if msg.get("ask_bid") not in ("ASK", "BID"):
+                return _dead("missing or unknown field: ask_bid", market)
+            return Parsed(TRADE, market, sid, ts)
+        if kind == "ticker":
+            ts = msg.get("timestamp")
+            if not _is_int(ts):
+                return _dead("missing or non-integer field: timestamp", market)
+            return Parsed(TICKER, market, None, ts)
+        return _dead(f"unknown message type {kind!r}", market)
+
+
+class BinanceFeed(Feed):
+    """Binance spot combined streams ``/stream?streams=<symbol>@trade/...``.
+
+    A real trade (trxusdt@trade, 2025-03-04: the first row of shared/data/binance/ws_trades_TRXUSDT_spot_2025-03-04.csv,
+    recorded flattened with times in microseconds; here re-framed as the combined stream sends it)::
+
+        {"stream":"trxusdt@trade","data":{"e":"trade","E":1741046401271,"s":"TRXUSDT","t":348656870,"p":"0.2312",
+         "q":"2619.4","T":1741046401271,"m":true,"M":true}}
+    """
+
+    exchange = "binance"
+    # Liquid USDT pairs trade many times a second; and the server pings every 20 s, so 60 s of nothing is a dead link.
+    silence_timeout_s = 60.0
+    max_age_s = 23.5 * 3600.0  # Binance drops every connection at 24 h
+
+    def url(self) -> str:
+        streams = "/".join(f"{s.lower()}@trade" for s in self.markets)
+        return f"{self.base_url}/stream?streams={streams}"
+
+    def subscription(self) -> list[str]:
+        return []  # the combined-stream URL is the subscription
+
+    def parse(self, frame: bytes | str) -> Parsed:
+        try:
+            msg = orjson.loads(frame)
+        except orjson.JSONDecodeError as exc:
+            return _dead(f"invalid JSON: {exc}")
+        if not isinstance(msg, dict):
+            return _dead("not a JSON object")
+        data = msg.get("data") if "stream" in msg else msg
+        if not isinstance(data, dict):
+            return _dead("missing field: data")
+        if "result" in data and "id" in data:
+            return Parsed(CONTROL)
+        kind = data.get("e")
+        if kind == "serverShutdown":
+            return Parsed(CONTROL, reconnect=True)
+        if kind is None:
+            return _dead("missing field: e")
+        if kind != "trade":
+            return _dead(f"unknown message type {kind!r}")
+        market = data.get("s")
+        if not isinstance(market, str):
+            return _dead("missing field: s")
+        if market not in self._subscribed:
+            return _dead(f"unsubscribed market {market!r}", market)
+        trade_id, ts = data.get("t"), data.get("T")
+        if not _is_int(trade_id):
+            return _dead("missing or non-integer field: t", market)
+        if not _is_int(ts):
+            return _dead("missing or non-integer field: T", market)
+        if not _decimal_string(data.get("p")) or not _decimal_string(data.get("q")):
+            return _dead("missing or non-decimal field: p/q", market)
+        if not isinstance(data.get("m"), bool):
+            return _dead("missing or non-boolean field: m", market)
+        return Parsed(TRADE, market, trade_id, ts)
+
+
+FEEDS: dict[str, type[Feed]] = {"upbit": UpbitFeed, "binance": BinanceFeed}

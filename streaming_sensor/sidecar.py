@@ -1,0 +1,129 @@
+"""The sidecar process: one connection per exchange, a flusher, a heartbeat; ``main(argv)`` is ``cryptoflow stream``.
+
+SIGTERM and Ctrl-C stop the connections, flush what is buffered, write a last heartbeat and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+from cryptoflow_dagster.settings import Settings, load_settings
+from streaming_sensor.batches import MicroBatcher
+from streaming_sensor.connection import FeedConnection
+from streaming_sensor.feeds import FEEDS, BinanceFeed, Feed, UpbitFeed
+from streaming_sensor.heartbeat import Heartbeat, StreamState, read_heartbeat
+
+log = logging.getLogger(__name__)
+
+
+def build_feeds(settings: Settings, exchanges: tuple[str, ...]) -> list[Feed]:
+    out: list[Feed] = []
+    for name in exchanges:
+        if name == "upbit" and settings.upbit_markets:
+            out.append(UpbitFeed(settings.upbit_ws_url, settings.upbit_markets))
+        elif name == "binance" and settings.binance_symbols:
+            out.append(BinanceFeed(settings.binance_ws_url, settings.binance_symbols))
+    return out
+
+
+def _previous_last_message(heartbeat_path: Path, exchange: str) -> float | None:
+    """When the last sidecar saw its last message: the start of the downtime gap, if there was one."""
+    beat = read_heartbeat(heartbeat_path)
+    if not beat:
+        return None
+    stream = beat.get("streams", {}).get(exchange) or {}
+    stamp = stream.get("last_message_at") or beat.get("updated_at")
+    return datetime.fromisoformat(stamp).timestamp() if stamp else None
+
+
+class Sidecar:
+    def __init__(self, settings: Settings, exchanges: tuple[str, ...] = tuple(FEEDS), silence_timeout_s: float | None = None):
+        self.settings = settings
+        self.writer_id = uuid.uuid4().hex[:16]
+        landing = settings.landing_dir
+        self.batcher = MicroBatcher(landing, self.writer_id, settings.home / "sidecar" / "spill")
+        self.heartbeat = Heartbeat(self.writer_id)
+        self.stop = asyncio.Event()
+        self._flush_now = asyncio.Event()
+        self.connections = []
+        for feed in build_feeds(settings, exchanges):
+            state = self.heartbeat.streams[feed.exchange] = StreamState()
+            self.connections.append(
+                FeedConnection(
+                    feed,
+                    self.batcher,
+                    state,
+                    landing,
+                    self._flush_now.set,
+                    settings.flush_max_messages,
+                    gap_start=_previous_last_message(settings.heartbeat_path, feed.exchange),
+                    silence_timeout_s=silence_timeout_s,
+                )
+            )
+
+    async def _flusher(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await asyncio.wait_for(self._flush_now.wait(), self.settings.flush_interval_s)
+            except asyncio.TimeoutError:
+                pass
+            self._flush_now.clear()
+            # Parquet encoding runs in a thread: the event loop keeps reading sockets while a file is written.
+            files = await loop.run_in_executor(None, self.batcher.flush)
+            self.heartbeat.files += len(files)
+            self.heartbeat.spilled = self.batcher.rows_spilled
+            if self.stop.is_set():
+                return
+
+    async def _beat(self) -> None:
+        while not self.stop.is_set():
+            self.heartbeat.write(self.settings.heartbeat_path)
+            try:
+                await asyncio.wait_for(self.stop.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+
+    async def run(self, duration_s: float | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.stop.set)
+            except (NotImplementedError, RuntimeError):
+                pass  # not the main thread (tests run the sidecar in a thread and call stop directly)
+        tasks = [asyncio.create_task(c.run(self.stop)) for c in self.connections]
+        beat = asyncio.create_task(self._beat())
+        flusher = asyncio.create_task(self._flusher())
+        if duration_s is not None:
+            loop.call_later(duration_s, self.stop.set)
+        await self.stop.wait()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._flush_now.set()
+        await flusher  # the last flush after every connection stopped: nothing buffered is left behind
+        await beat
+        for state in self.heartbeat.streams.values():
+            state.state = "stopped"
+        self.heartbeat.write(self.settings.heartbeat_path)
+        log.info("sidecar stopped: %d files, %d rows", self.batcher.files_written, self.batcher.rows_written)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cryptoflow stream", description="Stream exchange trades into landing files.")
+    parser.add_argument("--exchange", action="append", choices=sorted(FEEDS), help="repeatable; default: all")
+    parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: run forever)")
+    parser.add_argument("--silence-timeout", type=float, default=None, help="override the per-exchange watchdog (s)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings()
+    sidecar = Sidecar(settings, tuple(args.exchange or FEEDS), silence_timeout_s=args.silence_timeout)
+    started = time.monotonic()
+    asyncio.run(sidecar.run(args.duration))
+    log.info("ran %.1fs", time.monotonic() - started)
+    return 0
