@@ -52,6 +52,22 @@ TABLES: dict[str, str] = {
         status VARCHAR NOT NULL, attempts INTEGER NOT NULL, delivered_at TIMESTAMPTZ, last_error VARCHAR,
         next_attempt_at TIMESTAMPTZ, details_json VARCHAR
     """,
+    # Intraday gold from the trade stream (streaming job, SQL through the lake module: see docs/decisions/0004).
+    "gold.ohlcv_1m_from_trades": """
+        exchange VARCHAR NOT NULL, market VARCHAR NOT NULL, ts TIMESTAMPTZ NOT NULL,
+        open DOUBLE NOT NULL, high DOUBLE NOT NULL, low DOUBLE NOT NULL, close DOUBLE NOT NULL,
+        volume DOUBLE NOT NULL, quote_volume DOUBLE NOT NULL, trade_count BIGINT NOT NULL, vwap DOUBLE NOT NULL,
+        updated_at TIMESTAMPTZ, day DATE
+    """,
+    "gold.market_stats_24h": """
+        exchange VARCHAR NOT NULL, market VARCHAR NOT NULL, as_of TIMESTAMPTZ NOT NULL,
+        open_24h DOUBLE, high_24h DOUBLE, low_24h DOUBLE, last_price DOUBLE, change_pct DOUBLE,
+        volume_24h DOUBLE, quote_volume_24h DOUBLE, vwap_24h DOUBLE, trade_count_24h BIGINT, updated_at TIMESTAMPTZ
+    """,
+    "gold.kimchi_premium_1m": """
+        ts TIMESTAMPTZ NOT NULL, asset VARCHAR NOT NULL, upbit_krw DOUBLE NOT NULL, binance_usdt DOUBLE NOT NULL,
+        usdt_krw DOUBLE NOT NULL, premium_pct DOUBLE NOT NULL, updated_at TIMESTAMPTZ, day DATE
+    """,
     "ops.ingested_files": """
         file VARCHAR NOT NULL, rows BIGINT NOT NULL, ingested_at TIMESTAMPTZ NOT NULL, run_id VARCHAR,
         dead_letters BIGINT
