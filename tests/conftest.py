@@ -31,3 +31,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         raise RuntimeError(f"shared data not found at {SHARED_DATA}: the checkout must sit beside shared/")
     return SHARED_DATA
+
+
+@pytest.fixture
+def slack_server():
+    """A local Slack-compatible Web API (tests/slack_server.py) on 127.0.0.1; ``.url`` is its API base URL."""
+    from slack_server import SlackServer
+
+    server = SlackServer().start()
+    yield server
+    server.stop()
