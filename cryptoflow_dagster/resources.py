@@ -10,6 +10,7 @@ import dagster as dg
 import duckdb
 
 from cryptoflow_dagster import lake
+from cryptoflow_dagster.clients.resources import BinanceResource, FearGreedResource, UpbitResource
 from cryptoflow_dagster.settings import Settings, load_settings
 
 
@@ -31,4 +32,7 @@ def build_resources() -> dict[str, object]:
     """Every resource key the platform's assets, checks and sensors may ask for."""
     return {
         "lake": LakeResource(),
+        "upbit": UpbitResource(),
+        "binance": BinanceResource(),
+        "fear_greed": FearGreedResource(),
     }

@@ -2,4 +2,6 @@
 
 import dagster as dg
 
-defs = dg.Definitions()
+from cryptoflow_dagster.defs.checks.batch import checks as batch_checks
+
+defs = dg.Definitions(asset_checks=batch_checks)

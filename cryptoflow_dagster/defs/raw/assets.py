@@ -1,0 +1,106 @@
+"""Bronze assets over REST: every candle and Fear & Greed entry exactly as the API returned it, plus trace columns."""
+
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+
+import dagster as dg
+from pydantic import Field
+
+from cryptoflow_dagster import lake as lakehouse
+from cryptoflow_dagster.batch import bronze
+from cryptoflow_dagster.batch.collect import INTERVALS, MarketDay, fetch_candles, select_markets
+from cryptoflow_dagster.clients.resources import BinanceResource, FearGreedResource, UpbitResource
+from cryptoflow_dagster.defs.raw.partitions import BACKFILL_POLICY, DAILY, partition_days
+from cryptoflow_dagster.resources import LakeResource
+
+
+class CandlesConfig(dg.Config):
+    markets: list[str] = Field(
+        default_factory=list,
+        description="Upbit codes (KRW-BTC) and/or Binance symbols (BTCUSDT) to collect; empty = every configured market.",
+    )
+    workers: int = Field(default=4, description="Markets fetched at once; the clients keep all of them within the rate limits.")
+
+
+@dg.asset(
+    key=["bronze", "candles_raw"],
+    group_name="raw",
+    partitions_def=DAILY,
+    backfill_policy=BACKFILL_POLICY,
+    kinds={"python", "duckdb"},
+    description=(
+        "Upbit 1-minute and day candles and Binance 1m/1d klines per UTC day and market, each response item verbatim in "
+        "raw_json with the request parameters, ingest time and run id. A rebuild replaces one (day, exchange, market) "
+        "per transaction. Run config `markets` selects a subset."
+    ),
+)
+def candles_raw(
+    context: dg.AssetExecutionContext,
+    config: CandlesConfig,
+    lake: LakeResource,
+    upbit: UpbitResource,
+    binance: BinanceResource,
+) -> dg.MaterializeResult:
+    settings = lake.settings()
+    pairs = select_markets(settings, config.markets)
+    days = partition_days(context)
+    run_id = context.run.run_id
+    totals = {"rows": 0, "market_days": 0}
+    started = time.monotonic()
+    with upbit.client() as up, binance.client() as bn, lake.connect() as con:
+
+        def collect(md: MarketDay):
+            pages = {interval: fetch_candles(md, interval, up, bn) for interval in INTERVALS}
+            now = datetime.now(timezone.utc)
+            frames = [bronze.candle_rows(md.exchange, md.market, i, p, run_id=run_id, ingest_time=now) for i, p in pages.items()]
+            return md, frames[0].vstack(frames[1])
+
+        with ThreadPoolExecutor(max_workers=max(1, config.workers)) as pool:
+            for n, day in enumerate(days, start=1):
+                day_rows = 0
+                for md, frame in pool.map(collect, [MarketDay(ex, m, day) for ex, m in pairs]):
+                    lakehouse.replace_rows(
+                        con, "bronze.candles_raw", "day = ? AND exchange = ? AND market = ?", [day, md.exchange, md.market], frame
+                    )
+                    day_rows += frame.height
+                totals["rows"] += day_rows
+                totals["market_days"] += len(pairs)
+                context.log.info(
+                    f"bronze.candles_raw {n}/{len(days)} days ({day}): {day_rows} candles for {len(pairs)} markets, "
+                    f"{time.monotonic() - started:.1f}s elapsed"
+                )
+        requests = {"upbit": up.http.stats["requests"], "binance": bn.http.stats["requests"]}
+        limited = {"upbit_429": up.http.stats["429"], "binance_429": bn.http.stats["429"]}
+    return dg.MaterializeResult(
+        metadata={
+            "rows": totals["rows"],
+            "days": len(days),
+            "markets": ", ".join(m for _, m in pairs),
+            "requests": dg.MetadataValue.json(requests),
+            "responses_429": dg.MetadataValue.json(limited),
+        }
+    )
+
+
+@dg.asset(
+    key=["bronze", "fear_greed_raw"],
+    group_name="raw",
+    partitions_def=DAILY,
+    backfill_policy=BACKFILL_POLICY,
+    kinds={"python", "duckdb"},
+    description="The alternative.me Fear & Greed index per UTC day, each entry as received; one transaction per day.",
+)
+def fear_greed_raw(context: dg.AssetExecutionContext, lake: LakeResource, fear_greed: FearGreedResource) -> dg.MaterializeResult:
+    days = partition_days(context)
+    with fear_greed.client() as client:
+        page = client.days(days[0], days[-1])
+    frame = bronze.fear_greed_rows(page, run_id=context.run.run_id, ingest_time=datetime.now(timezone.utc))
+    with lake.connect() as con:
+        for day in days:
+            lakehouse.replace_rows(con, "bronze.fear_greed_raw", "day = ?", [day], frame.filter(frame["day"] == day))
+    missing = sorted(set(days) - set(frame["day"].to_list()))
+    if missing:
+        context.log.warning(f"Fear & Greed has no entry for {len(missing)} day(s): {', '.join(map(str, missing[:10]))}")
+    return dg.MaterializeResult(metadata={"rows": frame.height, "days": len(days), "days_without_entry": len(missing)})

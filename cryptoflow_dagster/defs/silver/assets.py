@@ -1,0 +1,110 @@
+"""Silver candles and Fear & Greed from bronze with Polars: typed, deduplicated, validated, one transaction per day."""
+
+
+from datetime import date
+
+import dagster as dg
+import duckdb
+import polars as pl
+
+from cryptoflow_dagster import lake as lakehouse
+from cryptoflow_dagster.batch import silver
+from cryptoflow_dagster.batch.bronze import expected_minutes
+from cryptoflow_dagster.defs.raw.partitions import BACKFILL_POLICY, DAILY, partition_days
+from cryptoflow_dagster.resources import LakeResource
+
+
+def rebuild_day(con: duckdb.DuckDBPyConnection, table: str, day: date, result: silver.SilverResult) -> None:
+    """Replace the day's silver rows and the dead letters this table rejected that day, together or not at all."""
+
+    def work(c: duckdb.DuckDBPyConnection) -> None:
+        c.execute(f"DELETE FROM {table} WHERE day = ?", [day])
+        c.execute("DELETE FROM bronze.dead_letters WHERE source = ? AND day = ?", [table, day])
+        lakehouse.insert(c, table, result.rows)
+        lakehouse.insert(c, "bronze.dead_letters", result.dead_letters)
+
+    lakehouse.write(con, work)
+
+
+def _bronze_candles(con: duckdb.DuckDBPyConnection, day: date, interval: str) -> pl.DataFrame:
+    return con.execute(
+        "SELECT exchange, market, interval, candle_start, raw_json, ingest_time FROM bronze.candles_raw "
+        "WHERE day = ? AND interval = ?",
+        [day, interval],
+    ).pl()
+
+
+def _build_candles(context: dg.AssetExecutionContext, lake: LakeResource, interval: str) -> dg.MaterializeResult:
+    table = f"silver.candles_{interval}"
+    days = partition_days(context)
+    totals = {"rows": 0, "dead_letters": 0, "duplicates_dropped": 0, "minutes_without_candle": 0}
+    with lake.connect() as con:
+        for n, day in enumerate(days, start=1):
+            result = silver.candles(_bronze_candles(con, day, interval), interval, run_id=context.run.run_id)
+            rebuild_day(con, table, day, result)
+            totals["rows"] += result.rows.height
+            totals["dead_letters"] += result.dead_letters.height
+            totals["duplicates_dropped"] += result.duplicates_dropped
+            if interval == "1m" and result.rows.height:
+                gaps = silver.missing_minutes(result.rows, expected_minutes(day))
+                totals["minutes_without_candle"] += int(gaps["missing"].sum())
+            context.log.info(
+                f"{table} {n}/{len(days)} days ({day}): {result.rows.height} rows, "
+                f"{result.dead_letters.height} dead letters, {result.duplicates_dropped} older duplicates dropped"
+            )
+    if interval == "1d":
+        totals.pop("minutes_without_candle")
+    return dg.MaterializeResult(metadata={**totals, "days": len(days)})
+
+
+_COMMON = dict(group_name="silver", partitions_def=DAILY, backfill_policy=BACKFILL_POLICY, kinds={"polars", "duckdb"})
+
+
+@dg.asset(
+    key=["silver", "candles_1m"],
+    deps=[["bronze", "candles_raw"]],
+    description=(
+        "1-minute OHLCV per (exchange, market, ts) from bronze.candles_raw: latest ingest wins, invalid rows go to "
+        "bronze.dead_letters with the reason. Minutes without trades stay absent and are counted."
+    ),
+    **_COMMON,
+)
+def candles_1m(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    return _build_candles(context, lake, "1m")
+
+
+@dg.asset(
+    key=["silver", "candles_1d"],
+    deps=[["bronze", "candles_raw"]],
+    description="Day candles (00:00 UTC) per (exchange, market, day) from bronze.candles_raw, validated like the 1-minute ones.",
+    **_COMMON,
+)
+def candles_1d(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    return _build_candles(context, lake, "1d")
+
+
+@dg.asset(
+    key=["silver", "fear_greed"],
+    deps=[["bronze", "fear_greed_raw"]],
+    description="Fear & Greed per day: integer value 0..100 and its classification.",
+    **_COMMON,
+)
+def fear_greed(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    days = partition_days(context)
+    with lake.connect() as con:
+        bronze_rows = con.execute(
+            "SELECT day, raw_json, ingest_time FROM bronze.fear_greed_raw WHERE day >= ? AND day <= ?", [days[0], days[-1]]
+        ).pl()
+        result = silver.fear_greed(bronze_rows, run_id=context.run.run_id)
+        for day in days:
+            rebuild_day(
+                con,
+                "silver.fear_greed",
+                day,
+                silver.SilverResult(
+                    result.rows.filter(pl.col("day") == day), result.dead_letters.filter(pl.col("day") == day), 0
+                ),
+            )
+    return dg.MaterializeResult(
+        metadata={"rows": result.rows.height, "dead_letters": result.dead_letters.height, "days": len(days)}
+    )
