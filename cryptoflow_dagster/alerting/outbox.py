@@ -16,6 +16,7 @@ import duckdb
 import polars as pl
 
 from cryptoflow_dagster import lake
+from cryptoflow_dagster.alerting.messages import redact
 from cryptoflow_dagster.alerting.model import FAILED, PENDING, SENDING, SENT, Alert
 
 COLUMNS = (
@@ -35,11 +36,11 @@ def _frame(alerts: list[Alert]) -> pl.DataFrame:
             "triggered_at": [a.triggered_at for a in alerts],
             "value": [a.value for a in alerts],
             "threshold": [a.threshold for a in alerts],
-            "message": [a.message for a in alerts],
+            "message": [redact(a.message) for a in alerts],
             "dedupe_key": [a.dedupe_key for a in alerts],
             "status": [PENDING] * len(alerts),
             "attempts": [0] * len(alerts),
-            "details_json": [json.dumps(a.details, default=str, sort_keys=True) for a in alerts],
+            "details_json": [redact(json.dumps(a.details, default=str, sort_keys=True)) for a in alerts],
         },
         schema_overrides={
             "exchange": pl.String, "market": pl.String, "value": pl.Float64, "threshold": pl.Float64,
@@ -91,7 +92,7 @@ def due(con: duckdb.DuckDBPyConnection, now: datetime, limit: int = 50) -> list[
     """Pending alerts whose next attempt is due, oldest first."""
     cur = con.execute(
         f"SELECT {COLUMNS} FROM gold.alerts WHERE status = ? AND (next_attempt_at IS NULL OR next_attempt_at <= ?) "
-        "ORDER BY triggered_at, alert_id LIMIT ?",
+        "ORDER BY triggered_at, event_time NULLS LAST, alert_id LIMIT ?",
         [PENDING, now, limit],
     )
     names = [d[0] for d in cur.description]
