@@ -116,6 +116,7 @@ class Settings:
     sim_history_days: int = _s("CRYPTOFLOW_SIM_HISTORY_DAYS", "120", "Days of history the simulator serves.")
     sim_trade_rate: float = _s("CRYPTOFLOW_SIM_TRADE_RATE", "3", "Simulator live trades per second per market.")
     alert_rules: Path = _s("CRYPTOFLOW_ALERT_RULES", "", "Alert rules YAML. Empty: the packaged defaults.")
+    digest_cron: str = _s("CRYPTOFLOW_DIGEST_CRON", "0 1 * * *", "When the daily Slack digest goes out (cron, UTC).")
 
     @property
     def lake_dir(self) -> Path:
