@@ -1,0 +1,175 @@
+"""Landing files -> bronze.trades_raw, bronze.dead_letters, silver.trades, intraday gold: exactly once per file.
+
+One lake transaction per chunk of files writes the bronze rows, the dead letters, the new silver rows, the gold refresh
+and the ``ops.ingested_files`` rows together. A run killed half-way commits nothing of the chunk, and a retry skips any
+file already in ``ops.ingested_files`` (checked inside the same transaction), so rows are neither lost nor doubled.
+silver.trades gets a row only for an (exchange, market, trade_id) it does not hold yet: duplicates and replays end as one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from cryptoflow_dagster import lake
+from cryptoflow_dagster.defs.streaming import intraday_gold
+from cryptoflow_dagster.defs.streaming.trade_sql import with_trade_fields
+from streaming_sensor import layout
+
+log = logging.getLogger(__name__)
+
+CHUNK_FILES = 500  # bounds one transaction's size when a backlog built up (e.g. after Dagster was down)
+
+
+@dataclass
+class IngestResult:
+    files: int = 0
+    bronze_rows: int = 0
+    silver_rows: int = 0
+    dead_letters: int = 0
+    skipped_files: int = 0
+    gold: dict[str, int] = field(default_factory=dict)
+    days: set = field(default_factory=set)
+    max_event_lag_s: float | None = None
+
+
+def pending_files(con: duckdb.DuckDBPyConnection, root: Path) -> list[layout.LandingFile]:
+    """Trade landing files not yet in ``ops.ingested_files``, oldest first."""
+    files = layout.list_files(root, channels=("trade",))
+    if not files:
+        return []
+    done = _already_ingested(con, [f.relative for f in files])
+    return [f for f in files if f.relative not in done]
+
+
+def _already_ingested(con: duckdb.DuckDBPyConnection, names: list[str]) -> set[str]:
+    con.register("_names", pa.table({"file": names}))
+    try:
+        return {r[0] for r in con.execute("SELECT i.file FROM ops.ingested_files i JOIN _names n USING (file)").fetchall()}
+    finally:
+        con.unregister("_names")
+
+
+def read_landing(files: list[layout.LandingFile]) -> pa.Table:
+    tables = []
+    for f in files:
+        t = pq.read_table(f.path)
+        tables.append(t.append_column("batch_file", pa.array([f.relative] * t.num_rows, pa.string())))
+    return pa.concat_tables(tables) if tables else pa.table({})
+
+
+# Landing rows, typed; `problem` is why a row is a dead letter (the sidecar's reason, or a field silver cannot read).
+_STAGED = with_trade_fields(
+    """
+    SELECT exchange, market, trade_id, make_timestamp(event_time_ms * 1000)::TIMESTAMPTZ AS event_time,
+        make_timestamp(receive_time_us)::TIMESTAMPTZ AS receive_time, session_id, batch_file, raw, error,
+        CASE WHEN error IS NULL THEN decode(raw) END AS raw_json
+    FROM _landing
+    """
+)
+_STAGED = f"""
+    SELECT *, CASE
+        WHEN error IS NOT NULL THEN error
+        WHEN trade_id IS NULL OR event_time IS NULL OR market IS NULL THEN 'missing trade id, time or market'
+        WHEN price IS NULL OR price <= 0 OR volume IS NULL OR volume < 0 OR side IS NULL
+            THEN 'unreadable price, volume or side'
+        END AS problem
+    FROM ({_STAGED})
+"""
+
+
+def ingest_pending(
+    con: duckdb.DuckDBPyConnection, root: Path, run_id: str | None, now: datetime | None = None
+) -> IngestResult:
+    """Ingest every pending trade landing file under ``root``. Safe to run again at any point."""
+    result = IngestResult()
+    files = pending_files(con, root)
+    for start in range(0, len(files), CHUNK_FILES):
+        chunk = files[start : start + CHUNK_FILES]
+        _ingest_chunk(con, chunk, run_id, now or datetime.now(timezone.utc), result)
+    return result
+
+
+def _ingest_chunk(con, chunk: list[layout.LandingFile], run_id: str | None, now: datetime, result: IngestResult) -> None:
+    landing = read_landing(chunk)
+    con.register("_landing", landing)
+    staged = con.execute(_STAGED).to_arrow_table()
+    con.register("_staged", staged)
+    ranges = con.execute(
+        """SELECT exchange, market, min(date_trunc('minute', event_time)) AS lo, max(date_trunc('minute', event_time)) AS hi
+           FROM _staged WHERE problem IS NULL GROUP BY ALL"""
+    ).to_arrow_table()
+    con.register(intraday_gold.RANGES, ranges)
+    first_day, last_day = con.execute(
+        "SELECT min(CAST(event_time AS DATE)), max(CAST(event_time AS DATE)) FROM _staged WHERE problem IS NULL"
+    ).fetchone()
+    per_file = con.execute(
+        "SELECT batch_file AS file, count(*) AS rows, count(problem) AS dead_letters FROM _staged GROUP BY ALL"
+    ).to_arrow_table()
+    con.register("_files", per_file)
+
+    def work(c: duckdb.DuckDBPyConnection) -> tuple[int, int, int, int, dict]:
+        done = {r[0] for r in c.execute("SELECT i.file FROM ops.ingested_files i JOIN _files f USING (file)").fetchall()}
+        if done:  # another run got there first: take only what is still ours
+            keep = [r for r in per_file.column("file").to_pylist() if r not in done]
+            c.register("_files", per_file.filter(pc.is_in(per_file["file"], pa.array(keep, pa.string()))))
+        mine = "batch_file IN (SELECT file FROM _files)"
+        bronze = c.execute(
+            f"""INSERT INTO bronze.trades_raw (exchange, market, trade_id, event_time, raw_json, unique_key, ingest_time,
+                    ingest_run_id, source, batch_file, receive_time, session_id, day)
+                SELECT exchange, market, trade_id, event_time, raw_json, exchange || ':' || market || ':' || trade_id,
+                    $now, $run, 'ws', batch_file, receive_time, session_id, CAST(event_time AS DATE)
+                FROM _staged WHERE problem IS NULL AND {mine}""",
+            {"now": now, "run": run_id},
+        ).fetchone()[0]
+        dead = c.execute(
+            f"""INSERT INTO bronze.dead_letters (received_at, source, batch_file, raw, error, exchange, market,
+                    ingest_run_id, day)
+                SELECT receive_time, 'ws', batch_file, raw, problem, exchange, market, $run, CAST(receive_time AS DATE)
+                FROM _staged WHERE problem IS NOT NULL AND {mine}""",
+            {"run": run_id},
+        ).fetchone()[0]
+        silver = c.execute(
+            f"""INSERT INTO silver.trades (exchange, market, trade_id, ts, price, volume, quote_volume, side, ingest_time,
+                    receive_time, source, day)
+                WITH new AS (
+                    SELECT * FROM _staged WHERE problem IS NULL AND {mine}
+                    QUALIFY row_number() OVER (PARTITION BY exchange, market, trade_id ORDER BY receive_time) = 1
+                )
+                SELECT n.exchange, n.market, n.trade_id, n.event_time, n.price, n.volume, n.price * n.volume, n.side, $now,
+                    n.receive_time, 'ws', CAST(n.event_time AS DATE)
+                FROM new n ANTI JOIN (
+                    -- a trade's day never changes, so only the days in this batch can hold an earlier copy of it
+                    SELECT exchange, market, trade_id FROM silver.trades WHERE day BETWEEN $first_day AND $last_day
+                ) s ON s.exchange = n.exchange AND s.market = n.market AND s.trade_id = n.trade_id""",
+            {"now": now, "first_day": first_day, "last_day": last_day},
+        ).fetchone()[0]
+        gold = intraday_gold.refresh(c, now)
+        c.execute(
+            "INSERT INTO ops.ingested_files (file, rows, ingested_at, run_id, dead_letters) "
+            "SELECT file, rows, $now, $run, dead_letters FROM _files",
+            {"now": now, "run": run_id},
+        )
+        return bronze, dead, silver, len(done), gold
+
+    try:
+        bronze, dead, silver, skipped, gold = lake.write(con, work)
+    finally:
+        for name in ("_landing", "_staged", "_files", intraday_gold.RANGES):
+            con.unregister(name)
+    result.files += len(chunk) - skipped
+    result.skipped_files += skipped
+    result.bronze_rows += bronze
+    result.dead_letters += dead
+    result.silver_rows += silver
+    for key, value in gold.items():
+        result.gold[key] = result.gold.get(key, 0) + value
+    days = ranges.column("lo").to_pylist() + ranges.column("hi").to_pylist()
+    result.days |= {d.date() for d in days}

@@ -1,0 +1,45 @@
+"""The Dagster sensor that turns landed micro-batches into streaming runs.
+
+The cursor is the newest landing file name seen. A run is requested only when no streaming run is queued or in flight,
+and the run itself takes every file not yet in ``ops.ingested_files``: runs never pile up behind a fast stream, and
+exactly-once is the lake transaction's job, not the cursor's.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from cryptoflow_dagster.settings import load_settings
+from streaming_sensor import layout
+
+STREAMING_JOB = "streaming_ingest"
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def streaming_run_in_flight(instance: dg.DagsterInstance) -> bool:
+    records = instance.get_run_records(dg.RunsFilter(job_name=STREAMING_JOB, statuses=IN_FLIGHT), limit=1)
+    return bool(records)
+
+
+@dg.sensor(
+    name="landing_files_sensor",
+    job_name=STREAMING_JOB,
+    minimum_interval_seconds=1,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Requests a streaming run when new trade micro-batches landed and no streaming run is in flight.",
+)
+def landing_files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    files = layout.list_files(load_settings().landing_dir, after=context.cursor, channels=("trade",))
+    if not files:
+        return dg.SkipReason("no new landing files")
+    if streaming_run_in_flight(context.instance):
+        # The cursor stays put: the files are picked up by the next run, requested once this one is done.
+        return dg.SkipReason(f"{len(files)} new files wait for the streaming run in flight")
+    newest = files[-1].name
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=newest, tags={"cryptoflow/landing_cursor": newest})],
+                           cursor=newest)
