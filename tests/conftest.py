@@ -41,3 +41,33 @@ def slack_server():
     server = SlackServer().start()
     yield server
     server.stop()
+
+
+def _sim_options(request: pytest.FixtureRequest) -> dict:
+    # Real data lives in 2025-09: history from there lets tests compare against the recorded candles.
+    options = {"history_start": "2025-09-01", "seed": 42}
+    marker = request.node.get_closest_marker("sim_options")
+    if marker is not None:
+        options.update(marker.kwargs)
+    return options
+
+
+@pytest.fixture
+def sim(request: pytest.FixtureRequest):
+    """A fresh exchange simulator subprocess on a free loopback port (``@pytest.mark.sim_options(...)`` sets flags)."""
+    from exchange_sim.testing import running_sim
+
+    with running_sim(**_sim_options(request)) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="session")
+def sim_session():
+    """One shared simulator for read-only tests (history from 2025-09-01, seed 42); do not flip its faults.
+
+    Its rate limits are lifted so tests sharing it do not throttle each other; use `sim` to meet the real limits.
+    """
+    from exchange_sim.testing import running_sim
+
+    with running_sim(history_start="2025-09-01", seed=42, upbit_rate=10_000, binance_weight=10_000_000) as handle:
+        yield handle

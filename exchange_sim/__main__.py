@@ -1,0 +1,3 @@
+from exchange_sim.server import main
+
+raise SystemExit(main())

@@ -1,0 +1,106 @@
+"""Simulator options: defaults from ``cryptoflow_dagster.settings``, overridden by CLI flags (``python -m exchange_sim``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from cryptoflow_dagster.settings import load_settings, validate_binance_symbol, validate_upbit_market
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    seed: int = 42
+    history_days: int = 120
+    history_start: date | None = None  # overrides history_days (tests ask for 2025-09, where real data is)
+    trade_rate: float = 3.0  # live trades per second per market
+    history_per_minute: float = 20.0
+    upbit_markets: tuple[str, ...] = ("KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-USDT")
+    binance_symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "XRPUSDT", "SOLUSDT")
+    real_csv: dict[str, Path] | None = None  # market -> CSV; None: the recorded files in shared/data/upbit
+    fear_greed_csv: Path | None = None
+    upbit_rate_per_s: int = 10  # per group, per client address
+    upbit_ban_after: int = 10  # 429s in a row (each within 2 s of the last) before 418
+    upbit_ban_s: float = 2.0  # first 418 ban; doubles on each repeat
+    binance_weight_per_min: int = 6000
+    binance_ban_after: int = 10
+    binance_ban_s: float = 120.0
+    ws_ping_interval_s: float = 20.0
+    ws_idle_timeout_s: float = 120.0
+    firehose: bool = False  # live streams send as fast as the client reads instead of at wall-clock pace
+    live_epoch_ms: int | None = None  # default: server start
+    faults: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for market in self.upbit_markets:
+            validate_upbit_market(market)
+        for symbol in self.binance_symbols:
+            validate_binance_symbol(symbol)
+
+
+def _bool(text: str) -> bool:
+    return text.strip().lower() in ("1", "true", "yes", "on")
+
+
+def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None) -> SimConfig:
+    env = dict(os.environ if env is None else env)
+    settings = load_settings(env)
+    p = argparse.ArgumentParser(prog="python -m exchange_sim", description="Offline Upbit/Binance/Fear&Greed/Slack simulator")
+    p.add_argument("--host", default=settings.sim_host)
+    p.add_argument("--port", type=int, default=settings.sim_port)
+    p.add_argument("--seed", type=int, default=settings.sim_seed)
+    p.add_argument("--history-days", type=int, default=settings.sim_history_days)
+    p.add_argument("--history-start", type=date.fromisoformat, default=env.get("CRYPTOFLOW_SIM_HISTORY_START") or None,
+                   help="first UTC day of history (YYYY-MM-DD); default: today minus --history-days")
+    p.add_argument("--trade-rate", type=float, default=settings.sim_trade_rate, help="live trades/s per market")
+    p.add_argument("--history-per-minute", type=float, default=20.0, help="mean trades per minute before server start")
+    p.add_argument("--upbit-markets", default=",".join(settings.upbit_markets))
+    p.add_argument("--binance-symbols", default=",".join(settings.binance_symbols))
+    p.add_argument("--real-csv", action="append", default=[], metavar="MARKET=PATH",
+                   help="real 1-minute candles shaping a market's path (repeatable); default: shared/data/upbit/*_1m_*.csv")
+    p.add_argument("--no-real-data", action="store_true", help="pure seeded model, no recorded candles")
+    p.add_argument("--fear-greed-csv", type=Path, default=None)
+    p.add_argument("--upbit-rate", type=int, default=10, help="Upbit requests/s per group")
+    p.add_argument("--upbit-ban-after", type=int, default=10)
+    p.add_argument("--upbit-ban-s", type=float, default=2.0)
+    p.add_argument("--binance-weight", type=int, default=6000, help="Binance weight per minute")
+    p.add_argument("--binance-ban-after", type=int, default=10)
+    p.add_argument("--binance-ban-s", type=float, default=120.0)
+    p.add_argument("--ws-ping-interval", type=float, default=20.0)
+    p.add_argument("--ws-idle-timeout", type=float, default=120.0)
+    p.add_argument("--firehose", action="store_true", default=_bool(env.get("CRYPTOFLOW_SIM_FIREHOSE", "")))
+    p.add_argument("--live-epoch-ms", type=int, default=None)
+    p.add_argument("--faults", default=env.get("CRYPTOFLOW_SIM_FAULTS", ""), help="JSON object of fault switches")
+    a = p.parse_args(argv)
+    real: dict[str, Path] | None = None
+    if a.no_real_data:
+        real = {}
+    elif a.real_csv:
+        real = {}
+        for item in a.real_csv:
+            market, _, path = item.partition("=")
+            if not path:
+                p.error(f"--real-csv wants MARKET=PATH, got {item!r}")
+            real[validate_upbit_market(market)] = Path(path)
+    faults = json.loads(a.faults) if a.faults else {}
+    if not isinstance(faults, dict):
+        p.error("--faults must be a JSON object")
+    history_start = a.history_start if isinstance(a.history_start, date) or a.history_start is None else date.fromisoformat(a.history_start)
+    return SimConfig(
+        host=a.host, port=a.port, seed=a.seed, history_days=a.history_days, history_start=history_start,
+        trade_rate=a.trade_rate, history_per_minute=a.history_per_minute,
+        upbit_markets=tuple(m.strip() for m in a.upbit_markets.split(",") if m.strip()),
+        binance_symbols=tuple(s.strip() for s in a.binance_symbols.split(",") if s.strip()),
+        real_csv=real, fear_greed_csv=a.fear_greed_csv, upbit_rate_per_s=a.upbit_rate, upbit_ban_after=a.upbit_ban_after,
+        upbit_ban_s=a.upbit_ban_s, binance_weight_per_min=a.binance_weight, binance_ban_after=a.binance_ban_after,
+        binance_ban_s=a.binance_ban_s, ws_ping_interval_s=a.ws_ping_interval, ws_idle_timeout_s=a.ws_idle_timeout,
+        firehose=a.firehose, live_epoch_ms=a.live_epoch_ms, faults=faults,
+    )

@@ -1,0 +1,55 @@
+"""App assembly and entry point: one process, one port, one asyncio loop for every protocol the simulator speaks."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+from starlette.applications import Starlette
+
+from exchange_sim import binance_rest, binance_ws, control, fear_greed, slack_sink, upbit_rest, upbit_ws
+from exchange_sim.config import SimConfig, parse_args
+from exchange_sim.state import Sim
+
+log = logging.getLogger(__name__)
+
+
+def build_app(config: SimConfig) -> Starlette:
+    sim = Sim(config)
+    app = Starlette(
+        routes=[
+            *upbit_rest.routes(sim),
+            *upbit_ws.routes(),
+            *binance_rest.routes(sim),
+            *binance_ws.routes(),
+            *fear_greed.routes(sim),
+            *slack_sink.routes(sim),
+            *control.routes(sim),
+        ]
+    )
+    app.state.sim = sim
+    return app
+
+
+def serve(config: SimConfig) -> None:
+    app = build_app(config)
+    log.info("exchange simulator on http://%s:%d (history from %s)", config.host, config.port, app.state.sim.history_start_ms)
+    uvicorn.run(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level="warning",
+        access_log=False,
+        ws="websockets",
+        ws_ping_interval=config.ws_ping_interval_s,
+        ws_ping_timeout=60.0,  # Binance wants a pong within a minute
+        ws_per_message_deflate=False,  # compression would cap the firehose
+        lifespan="off",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    serve(parse_args(argv))
+    return 0

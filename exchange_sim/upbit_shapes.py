@@ -1,0 +1,247 @@
+"""Upbit's payload shapes: REST candles, ticks and tickers, and WebSocket trade/ticker messages (DEFAULT and SIMPLE).
+
+Field names and order follow shared/docs/exchange-apis.md and the recorded samples; tests compare key sets and types
+against shared/data/upbit/native_samples.json.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+
+from exchange_sim.markets import MarketSpec, upbit_ticks
+from exchange_sim.model import DAY_MS, Candles, Model, Trades
+
+KST = timedelta(hours=9)
+
+TRADE_KEYS = (
+    ("type", "ty"), ("code", "cd"), ("timestamp", "tms"), ("trade_date", "td"), ("trade_time", "ttm"),
+    ("trade_timestamp", "ttms"), ("trade_price", "tp"), ("trade_volume", "tv"), ("ask_bid", "ab"),
+    ("prev_closing_price", "pcp"), ("change", "c"), ("change_price", "cp"), ("sequential_id", "sid"),
+    ("best_ask_price", "bap"), ("best_ask_size", "bas"), ("best_bid_price", "bbp"), ("best_bid_size", "bbs"),
+    ("stream_type", "st"),
+)
+TICKER_KEYS = (
+    ("type", "ty"), ("code", "cd"), ("opening_price", "op"), ("high_price", "hp"), ("low_price", "lp"),
+    ("trade_price", "tp"), ("prev_closing_price", "pcp"), ("change", "c"), ("change_price", "cp"),
+    ("signed_change_price", "scp"), ("change_rate", "cr"), ("signed_change_rate", "scr"), ("trade_volume", "tv"),
+    ("acc_trade_volume", "atv"), ("acc_trade_volume_24h", "atv24"), ("acc_trade_price", "atp"),
+    ("acc_trade_price_24h", "atp24"), ("trade_date", "tdt"), ("trade_time", "ttm"), ("trade_timestamp", "ttms"),
+    ("ask_bid", "ab"), ("acc_ask_volume", "aav"), ("acc_bid_volume", "abv"), ("highest_52_week_price", "h52wp"),
+    ("highest_52_week_date", "h52wdt"), ("lowest_52_week_price", "l52wp"), ("lowest_52_week_date", "l52wdt"),
+    ("market_state", "ms"), ("is_trading_suspended", "its"), ("delisting_date", "dd"), ("market_warning", "mw"),
+    ("timestamp", "tms"), ("stream_type", "st"),
+)
+
+
+def num(x: float) -> float | int:
+    """Upbit prints whole KRW quotes of best bid/ask without a fraction (``91370000``), trade prices with one."""
+    return int(x) if float(x).is_integer() else float(x)
+
+
+def iso(ms: int, shift: timedelta = timedelta(0)) -> str:
+    return (datetime.fromtimestamp(ms / 1000, timezone.utc) + shift).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def hms(ms: int, sep: str = ":") -> str:
+    s = (ms % DAY_MS) // 1000
+    return f"{s // 3600:02d}{sep}{s // 60 % 60:02d}{sep}{s % 60:02d}"
+
+
+def ymd(ms: int, sep: str = "-") -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime(f"%Y{sep}%m{sep}%d")
+
+
+def change_word(price: float, prev: float) -> str:
+    return "RISE" if price > prev else "FALL" if price < prev else "EVEN"
+
+
+def minute_candle_rows(market: str, c: Candles, unit: int) -> list[dict]:
+    rows = []
+    for i in range(len(c) - 1, -1, -1):  # newest first
+        start = int(c.start[i])
+        rows.append({
+            "market": market,
+            "candle_date_time_utc": iso(start),
+            "candle_date_time_kst": iso(start, KST),
+            "opening_price": float(c.open[i]),
+            "high_price": float(c.high[i]),
+            "low_price": float(c.low[i]),
+            "trade_price": float(c.close[i]),
+            "timestamp": int(c.last_ts[i]),
+            "candle_acc_trade_price": float(c.quote[i]),
+            "candle_acc_trade_volume": float(c.volume[i]),
+            "unit": unit,
+        })
+    return rows
+
+
+def day_candle_row(market: str, c: Candles, prev_close: float, converting: str | None) -> dict:
+    close = float(c.close[0])
+    row = {
+        "market": market,
+        "candle_date_time_utc": iso(int(c.start[0])),
+        "candle_date_time_kst": iso(int(c.start[0]), KST),
+        "opening_price": float(c.open[0]),
+        "high_price": float(c.high[0]),
+        "low_price": float(c.low[0]),
+        "trade_price": close,
+        "timestamp": int(c.last_ts[0]),
+        "candle_acc_trade_price": float(c.quote[0]),
+        "candle_acc_trade_volume": float(c.volume[0]),
+        "prev_closing_price": prev_close,
+        "change_price": round(close - prev_close, 8),
+        "change_rate": round((close - prev_close) / prev_close, 10) if prev_close else 0.0,
+    }
+    if converting:
+        row["converted_trade_price"] = close
+    return row
+
+
+def tick_rows(market: str, t: Trades, prev_close: float) -> list[dict]:
+    rows = []
+    for i in range(len(t) - 1, -1, -1):  # newest first
+        ts, price = int(t.ts[i]), float(t.price[i])
+        rows.append({
+            "market": market,
+            "trade_date_utc": ymd(ts),
+            "trade_time_utc": hms(ts),
+            "timestamp": ts,
+            "trade_price": price,
+            "trade_volume": float(t.volume[i]),
+            "prev_closing_price": prev_close,
+            "change_price": round(price - prev_close, 8),  # signed on REST
+            "ask_bid": "BID" if t.buy[i] else "ASK",
+            "sequential_id": int(t.ids[i]),
+        })
+    return rows
+
+
+class TradeEncoder:
+    """Pre-built %-templates: the firehose formats each trade with one string operation."""
+
+    def __init__(self, simple: bool, list_format: bool):
+        keys = [k[1] if simple else k[0] for k in TRADE_KEYS]
+        fmt = {"type": '"%s"', "code": '"%s"', "trade_date": '"%s"', "trade_time": '"%s"', "ask_bid": '"%s"',
+               "change": '"%s"', "stream_type": '"%s"'}
+        parts = [f'"{k}":{fmt.get(full, "%s")}' for k, (full, _) in zip(keys, TRADE_KEYS)]
+        self.template = "{" + ",".join(parts) + "}"
+        self.list_format = list_format
+
+    def encode(self, code: str, spec: MarketSpec, t: Trades, prev_close: float, stream_type: str, sent_ms: int,
+               drift=None) -> list[str]:
+        ts = t.ts.tolist()
+        price = t.price.tolist()
+        vol = t.volume.tolist()
+        buy = t.buy.tolist()
+        ids = t.ids.tolist()
+        ticks = upbit_ticks(t.price, spec.quote).tolist()
+        day_cache: dict[int, str] = {}
+        out = []
+        tmpl = self.template
+        pc = repr(float(prev_close))
+        for i in range(len(ts)):
+            ms, p, v = ts[i], price[i], vol[i]
+            d = ms // DAY_MS
+            date = day_cache.get(d) or day_cache.setdefault(d, ymd(ms))
+            s = (ms % DAY_MS) // 1000
+            tk = ticks[i]
+            if buy[i]:
+                ask, bid = p, p - tk
+            else:
+                ask, bid = p + tk, p
+            msg = tmpl % (
+                "trade", code, max(sent_ms, ms), date, f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}", ms, repr(p),
+                repr(v), "BID" if buy[i] else "ASK", pc, "RISE" if p > prev_close else "FALL" if p < prev_close else "EVEN",
+                repr(abs(round(p - prev_close, 8))), ids[i], _n(ask), repr(round(v * 1.7 + 0.001, 8)), _n(bid),
+                repr(round(v * 0.9 + 0.002, 8)), stream_type,
+            )
+            if drift is not None:
+                msg = drift(msg)
+            out.append("[" + msg + "]" if self.list_format else msg)
+        return out
+
+
+def _n(x: float) -> str:
+    return str(int(x)) if x.is_integer() else repr(round(x, 8))
+
+
+def ticker_fields(model: Model, spec: MarketSpec, at_ms: int) -> dict | None:
+    """The ticker as of ``at_ms``: today's OHLC and totals, rolling 24 h totals, 52-week extremes over served history."""
+    day = at_ms // DAY_MS
+    today = model.day_trades(spec, day)
+    n = int(np.searchsorted(today.ts, at_ms, "right"))
+    if n == 0:
+        return None
+    t = today.slice(0, n)
+    prev_close = model.day_close(spec, day - 1)
+    price = float(t.price[-1])
+    day_c = model.day_candle(spec, day, at_ms + 1)
+    yesterday = model.day_trades(spec, day - 1)
+    j = int(np.searchsorted(yesterday.ts, at_ms - DAY_MS, "right"))
+    vol24 = float(day_c.volume[0]) + float(np.cumsum(yesterday.volume[j:])[-1]) if j < len(yesterday) else float(day_c.volume[0])
+    q24 = float(day_c.quote[0]) + float(np.cumsum((yesterday.price * yesterday.volume)[j:])[-1]) if j < len(yesterday) else float(day_c.quote[0])
+    hi, hi_day, lo, lo_day = float(day_c.high[0]), day, float(day_c.low[0]), day
+    before = model.extremes_before(spec, day)
+    if before is not None:
+        if before[0] > hi:
+            hi, hi_day = before[0], before[1]
+        if before[2] < lo:
+            lo, lo_day = before[2], before[3]
+    change = round(price - prev_close, 8)
+    rate = round(change / prev_close, 10) if prev_close else 0.0
+    ts = int(t.ts[-1])
+    return {
+        "opening_price": float(day_c.open[0]),
+        "high_price": float(day_c.high[0]),
+        "low_price": float(day_c.low[0]),
+        "trade_price": price,
+        "prev_closing_price": prev_close,
+        "change": change_word(price, prev_close),
+        "change_price": abs(change),
+        "signed_change_price": change,
+        "change_rate": abs(rate),
+        "signed_change_rate": rate,
+        "trade_volume": float(t.volume[-1]),
+        "acc_trade_volume": float(day_c.volume[0]),
+        "acc_trade_volume_24h": vol24,
+        "acc_trade_price": float(day_c.quote[0]),
+        "acc_trade_price_24h": q24,
+        "trade_date": ymd(ts, ""),
+        "trade_time": hms(ts, ""),
+        "trade_timestamp": ts,
+        "ask_bid": "BID" if t.buy[-1] else "ASK",
+        "acc_ask_volume": float(np.cumsum(np.where(t.buy, 0.0, t.volume))[-1]),
+        "acc_bid_volume": float(np.cumsum(np.where(t.buy, t.volume, 0.0))[-1]),
+        "highest_52_week_price": hi,
+        "highest_52_week_date": ymd(hi_day * DAY_MS),
+        "lowest_52_week_price": lo,
+        "lowest_52_week_date": ymd(lo_day * DAY_MS),
+        "market_state": "ACTIVE",
+        "is_trading_suspended": False,
+        "delisting_date": None,
+        "market_warning": "NONE",
+        "timestamp": max(at_ms, ts),
+    }
+
+
+REST_TICKER_KEYS = (
+    "market", "trade_date", "trade_time", "trade_timestamp", "opening_price", "high_price", "low_price", "trade_price",
+    "prev_closing_price", "change", "change_price", "change_rate", "signed_change_price", "signed_change_rate",
+    "trade_volume", "acc_trade_price", "acc_trade_price_24h", "acc_trade_volume", "acc_trade_volume_24h",
+    "highest_52_week_price", "highest_52_week_date", "lowest_52_week_price", "lowest_52_week_date", "timestamp",
+)
+
+
+def rest_ticker(market: str, fields: dict) -> dict:
+    merged = {"market": market, **fields}
+    return {k: merged[k] for k in REST_TICKER_KEYS}
+
+
+def ws_ticker(code: str, fields: dict, stream_type: str, simple: bool, list_format: bool) -> str:
+    merged = {"type": "ticker", "code": code, **fields, "stream_type": stream_type}
+    msg = {(short if simple else full): merged[full] for full, short in TICKER_KEYS}
+    text = json.dumps(msg, ensure_ascii=False, separators=(",", ":"))
+    return "[" + text + "]" if list_format else text

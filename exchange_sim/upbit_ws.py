@@ -1,0 +1,170 @@
+"""Upbit WebSocket /websocket/v1: one subscription array per request, binary frames, SNAPSHOT then REALTIME."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from exchange_sim import upbit_shapes as shapes
+from exchange_sim.model import Trades
+from exchange_sim.state import Sim, now_ms
+from exchange_sim.streams import Cursor, latest_trade, pump
+from exchange_sim.ws_common import Connection
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("DEFAULT", "SIMPLE", "JSON_LIST", "SIMPLE_LIST")
+TYPES = ("trade", "ticker")
+
+
+class SubscriptionError(ValueError):
+    def __init__(self, name: str, message: str):
+        super().__init__(message)
+        self.name = name
+
+
+@dataclass
+class Subscription:
+    types: dict[str, tuple[list[str], bool, bool]]  # type -> (codes, only_snapshot, only_realtime)
+    fmt: str
+
+    @property
+    def simple(self) -> bool:
+        return self.fmt.startswith("SIMPLE")
+
+    @property
+    def list_format(self) -> bool:
+        return self.fmt.endswith("LIST")
+
+
+def parse_subscription(sim: Sim, text: str) -> Subscription:
+    try:
+        request = json.loads(text)
+    except ValueError:
+        raise SubscriptionError("WRONG_FORMAT", "the request is not JSON") from None
+    if not isinstance(request, list) or not all(isinstance(x, dict) for x in request):
+        raise SubscriptionError("WRONG_FORMAT", "the request must be a JSON array of objects")
+    if not any(isinstance(x.get("ticket"), str) and x["ticket"] for x in request):
+        raise SubscriptionError("NO_TICKET", "a {\"ticket\": ...} object is required")
+    fmt = "DEFAULT"
+    for x in request:
+        if "format" in x:
+            fmt = str(x["format"]).upper()
+            if fmt not in FORMATS:
+                raise SubscriptionError("WRONG_FORMAT", f"format must be one of {FORMATS}")
+    types: dict[str, tuple[list[str], bool, bool]] = {}
+    for x in request:
+        if "type" not in x:
+            continue
+        kind = x["type"]
+        if kind not in TYPES:
+            raise SubscriptionError("INVALID_PARAM", f"type {kind!r} is not served by the simulator (trade, ticker)")
+        codes = x.get("codes")
+        if not isinstance(codes, list) or not codes or not all(isinstance(c, str) for c in codes):
+            raise SubscriptionError("NO_CODES", f"type {kind}: codes must be a non-empty array")
+        for code in codes:
+            if code != code.upper():
+                raise SubscriptionError("INVALID_PARAM", f"codes must be uppercase, got {code!r}")
+            if sim.spec_or_none("upbit", code) is None:
+                raise SubscriptionError("INVALID_PARAM", f"unknown code {code!r}")
+        only_snapshot = bool(x.get("is_only_snapshot", x.get("isOnlySnapshot", False)))
+        only_realtime = bool(x.get("is_only_realtime", x.get("isOnlyRealtime", False)))
+        types[kind] = (list(dict.fromkeys(codes)), only_snapshot, only_realtime)
+    if not types:
+        raise SubscriptionError("NO_TYPE", "a {\"type\": ..., \"codes\": [...]} object is required")
+    return Subscription(types, fmt)
+
+
+class UpbitConnection(Connection):
+    binary = True
+
+    async def on_text(self, text: str) -> None:
+        if text.strip() == "PING":
+            await self.send_now(['{"status":"UP"}'])
+            return
+        try:
+            sub = parse_subscription(self.sim, text)
+        except SubscriptionError as exc:
+            await self.send_now([json.dumps({"error": {"name": exc.name, "message": str(exc)}})])
+            return
+        # a new request replaces the previous one, as on Upbit
+        self.start_stream(self.stream(sub))
+
+    async def stream(self, sub: Subscription) -> None:
+        now = now_ms()
+        trade_enc = shapes.TradeEncoder(sub.simple, sub.list_format)
+        realtime: dict[str, set[str]] = {}
+        for kind, (codes, only_snapshot, only_realtime) in sub.types.items():
+            for code in codes:
+                if not only_realtime:
+                    await self.snapshot(kind, code, now, sub, trade_enc)
+                if not only_snapshot:
+                    realtime.setdefault(code, set()).add(kind)
+        if not realtime:
+            return
+        cursors = {code: Cursor(self.sim, self.sim.upbit[code], now) for code in realtime}
+
+        async def emit(code: str, t: Trades) -> None:
+            spec = self.sim.upbit[code]
+            frames: list[str] = []
+            if "trade" in realtime[code]:
+                prev = self.sim.model.day_close(spec, int(t.ts[0]) // 86_400_000 - 1)
+                if int(t.ts[-1]) // 86_400_000 != int(t.ts[0]) // 86_400_000:
+                    frames.extend(self._split_days(code, t, trade_enc))
+                else:
+                    frames.extend(trade_enc.encode(code, spec, t, prev, "REALTIME", now_ms(), self._drift()))
+            if "ticker" in realtime[code]:
+                fields = shapes.ticker_fields(self.sim.model, spec, int(t.ts[-1]))
+                if fields is not None:
+                    frames.append(self._maybe_drift(shapes.ws_ticker(code, fields, "REALTIME", sub.simple, sub.list_format)))
+            await self.send(frames, code, len(t))
+
+        await pump(self.sim, cursors, emit)
+
+    def _split_days(self, code: str, t: Trades, enc: shapes.TradeEncoder) -> list[str]:
+        spec = self.sim.upbit[code]
+        out: list[str] = []
+        day = t.ts // 86_400_000
+        for d in sorted(set(day.tolist())):
+            part = t.mask(day == d)
+            out.extend(enc.encode(code, spec, part, self.sim.model.day_close(spec, d - 1), "REALTIME", now_ms(), self._drift()))
+        return out
+
+    def _drift(self):
+        return self.frames.drift if self.sim.faults.ws_schema_drift_after else None
+
+    def _maybe_drift(self, text: str) -> str:
+        return self.frames.drift(text) if self.sim.faults.ws_schema_drift_after else text
+
+    async def snapshot(self, kind: str, code: str, now: int, sub: Subscription, enc: shapes.TradeEncoder) -> None:
+        spec = self.sim.upbit[code]
+        if kind == "trade":
+            t = latest_trade(self.sim, spec, now)
+            if len(t):
+                prev = self.sim.model.day_close(spec, int(t.ts[0]) // 86_400_000 - 1)
+                await self.send(enc.encode(code, spec, t, prev, "SNAPSHOT", now), code, 0)
+        else:
+            fields = shapes.ticker_fields(self.sim.model, spec, now)
+            if fields is not None:
+                await self.send([shapes.ws_ticker(code, fields, "SNAPSHOT", sub.simple, sub.list_format)], code, 0)
+
+
+async def endpoint(websocket: WebSocket) -> None:
+    sim: Sim = websocket.app.state.sim
+    await websocket.accept()
+    conn = UpbitConnection(sim, websocket)
+    try:
+        await conn.run()
+    except WebSocketDisconnect:
+        pass
+    finally:
+        conn.stop()
+
+
+def routes() -> list[WebSocketRoute]:
+    return [WebSocketRoute("/websocket/v1", endpoint)]

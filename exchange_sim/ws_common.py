@@ -1,0 +1,105 @@
+"""What every simulated WebSocket connection shares: the receive loop, idle close, fault disconnects, sending."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Coroutine
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from exchange_sim.faults import FrameFaults
+from exchange_sim.state import Sim
+
+log = logging.getLogger(__name__)
+
+
+class Connection:
+    binary = False  # Upbit sends binary frames, Binance text
+
+    def __init__(self, sim: Sim, ws: WebSocket):
+        self.sim, self.ws = sim, ws
+        self.frames = FrameFaults(sim.faults)
+        self.task: asyncio.Task | None = None
+        self.opened = self.last_activity = time.monotonic()
+        sim.counters.ws_connections += 1
+
+    async def on_text(self, text: str) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        watchdog = asyncio.create_task(self._watchdog())
+        try:
+            while True:
+                msg = await self.ws.receive()
+                if msg["type"] == "websocket.disconnect":
+                    return
+                self.last_activity = time.monotonic()
+                text = msg.get("text")
+                if text is None:
+                    text = (msg.get("bytes") or b"").decode("utf-8", "replace")
+                await self.on_text(text)
+        finally:
+            watchdog.cancel()
+            self.stop()
+
+    def start_stream(self, coro: Coroutine) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        self.task = asyncio.create_task(self._guard(coro))
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    async def _guard(self, coro: Coroutine) -> None:
+        try:
+            await coro
+        except (WebSocketDisconnect, RuntimeError, OSError, asyncio.CancelledError):
+            pass  # the client went away or the connection was closed under us
+        except Exception:  # a bug in a stream must not kill the server; it is logged with its traceback
+            log.exception("stream failed")
+            await self.close(1011, "internal error")
+
+    async def send(self, frames: list, code: str | None = None, trades: int = 0) -> None:
+        if self.sim.faults.ws_active:
+            frames = self.frames.arrange(frames)
+        await self.send_now(frames)
+        c = self.sim.counters
+        c.ws_messages += len(frames)
+        if code is not None and trades:
+            c.per_market_sent[code] = c.per_market_sent.get(code, 0) + trades
+
+    async def send_now(self, frames: list) -> None:
+        send = self.ws.send
+        if self.binary:
+            for f in frames:
+                await send({"type": "websocket.send", "bytes": f if isinstance(f, bytes) else f.encode()})
+        else:
+            for f in frames:
+                await send({"type": "websocket.send", "text": f if isinstance(f, str) else f.decode("utf-8", "replace")})
+        self.last_activity = time.monotonic()
+
+    async def close(self, code: int, reason: str) -> None:
+        self.stop()
+        if self.ws.application_state == WebSocketState.CONNECTED:
+            try:
+                await self.ws.close(code, reason)
+            except (RuntimeError, OSError):
+                pass
+
+    async def _watchdog(self) -> None:
+        cfg = self.sim.config
+        while True:
+            await asyncio.sleep(0.2)
+            now = time.monotonic()
+            every = self.sim.faults.ws_disconnect_every_s
+            if every and now - self.opened >= every:
+                log.info("fault: closing a WebSocket after %.1f s", every)
+                await self.close(1011, "simulated disconnect")
+                return
+            if now - self.last_activity >= cfg.ws_idle_timeout_s:
+                await self.close(1000, "idle timeout")
+                return
