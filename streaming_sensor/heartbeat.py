@@ -41,6 +41,8 @@ class Heartbeat:
     streams: dict[str, StreamState] = field(default_factory=dict)
     files: int = 0
     spilled: int = 0
+    # Every message received before this time is in a landing file (or the spill): a crash loses only what came after.
+    flushed_through: float | None = None
 
     def as_json(self) -> bytes:
         streams = {}
@@ -55,6 +57,7 @@ class Heartbeat:
                 "writer_id": self.writer_id,
                 "started_at": utc_iso(self.started_at),
                 "updated_at": utc_iso(time.time()),
+                "flushed_through": utc_iso(self.flushed_through),
                 "streams": streams,
                 "counters": {
                     "messages": sum(s.messages for s in self.streams.values()),

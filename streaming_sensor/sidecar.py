@@ -33,13 +33,15 @@ def build_feeds(settings: Settings, exchanges: tuple[str, ...]) -> list[Feed]:
     return out
 
 
-def _previous_last_message(heartbeat_path: Path, exchange: str) -> float | None:
-    """When the last sidecar saw its last message: the start of the downtime gap, if there was one."""
+def downtime_start(heartbeat_path: Path) -> float | None:
+    """Where the previous sidecar's landed data ends: the start of the downtime gap, if a sidecar ran here before.
+
+    A killed sidecar loses what it received after its last flush, so the gap starts there, not at its last message.
+    """
     beat = read_heartbeat(heartbeat_path)
     if not beat:
         return None
-    stream = beat.get("streams", {}).get(exchange) or {}
-    stamp = stream.get("last_message_at") or beat.get("updated_at")
+    stamp = beat.get("flushed_through") or beat.get("started_at")
     return datetime.fromisoformat(stamp).timestamp() if stamp else None
 
 
@@ -53,6 +55,7 @@ class Sidecar:
         self.stop = asyncio.Event()
         self._flush_now = asyncio.Event()
         self.connections = []
+        gap_start = downtime_start(settings.heartbeat_path)
         for feed in build_feeds(settings, exchanges):
             state = self.heartbeat.streams[feed.exchange] = StreamState()
             self.connections.append(
@@ -63,7 +66,7 @@ class Sidecar:
                     landing,
                     self._flush_now.set,
                     settings.flush_max_messages,
-                    gap_start=_previous_last_message(settings.heartbeat_path, feed.exchange),
+                    gap_start=gap_start,
                     silence_timeout_s=silence_timeout_s,
                 )
             )
@@ -76,9 +79,11 @@ class Sidecar:
             except asyncio.TimeoutError:
                 pass
             self._flush_now.clear()
+            flushing_from = time.time()
             # Parquet encoding runs in a thread: the event loop keeps reading sockets while a file is written.
             files = await loop.run_in_executor(None, self.batcher.flush)
             self.heartbeat.files += len(files)
+            self.heartbeat.flushed_through = flushing_from
             self.heartbeat.spilled = self.batcher.rows_spilled
             if self.stop.is_set():
                 return

@@ -1,0 +1,220 @@
+"""Gap detection and repair for the trade stream.
+
+- Binance trade ids are contiguous per symbol: a missing id in silver.trades is a gap, filled by id from historicalTrades.
+- Upbit sequential ids are not contiguous, so Upbit gaps are time windows: the sidecar records a disconnect (or its own
+  downtime, seen in the previous heartbeat) as a gap candidate; repair pages /v1/trades/ticks back over the window.
+
+Each gap is one ``ops.gaps`` row (found when, repaired when, how many rows came back). Repaired trades enter bronze with
+``source = 'rest'`` and silver through the same typed SQL and anti-join as streamed ones, and the touched minutes of gold are
+recomputed, all in one transaction with the ``ops.gaps`` update: a repair is never half-applied, and repeating it is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from cryptoflow_dagster import lake
+from cryptoflow_dagster.clients.binance import BinanceClient
+from cryptoflow_dagster.clients.upbit import UpbitClient
+from cryptoflow_dagster.defs.streaming import intraday_gold
+from cryptoflow_dagster.defs.streaming.trade_sql import with_trade_fields
+from streaming_sensor.heartbeat import read_gap_candidates
+
+log = logging.getLogger(__name__)
+
+UPBIT_TICK_DAYS = 7  # Upbit serves ticks for the last 7 days only
+SCAN_DAYS = 2  # id gaps are looked for in the most recent days of silver
+# A trade stamped just before the last message of a dropped connection may still have been in flight: widen the window.
+WINDOW_MARGIN = timedelta(seconds=5)
+
+
+@dataclass(frozen=True)
+class Gap:
+    gap_id: str
+    exchange: str
+    market: str
+    kind: str  # trade_ids | window
+    gap_start: datetime
+    gap_end: datetime
+    first_missing_id: int | None = None
+    last_missing_id: int | None = None
+
+
+def _ts(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(timezone.utc)
+
+
+def binance_id_gaps(con: duckdb.DuckDBPyConnection, today: date) -> list[Gap]:
+    rows = con.execute(
+        """SELECT market, trade_id + 1, next_id - 1, ts, next_ts FROM (
+               SELECT market, trade_id, ts, lead(trade_id) OVER w AS next_id, lead(ts) OVER w AS next_ts
+               FROM silver.trades WHERE exchange = 'binance' AND day >= ?
+               WINDOW w AS (PARTITION BY market ORDER BY trade_id))
+           WHERE next_id > trade_id + 1""",
+        [today - timedelta(days=SCAN_DAYS - 1)],
+    ).fetchall()
+    return [Gap(f"binance:{m}:{a}-{b}", "binance", m, "trade_ids", s, e, a, b) for m, a, b, s, e in rows]
+
+
+def upbit_window_gaps(landing: Path) -> list[Gap]:
+    gaps = []
+    for c in read_gap_candidates(landing):
+        if c.get("exchange") != "upbit":
+            continue  # Binance windows show up as id gaps, which are exact
+        for market in c.get("markets", []):
+            start, end = _ts(c["start"]) - WINDOW_MARGIN, _ts(c["end"]) + WINDOW_MARGIN
+            gaps.append(Gap(f"upbit:{market}:{c['start']}:{c['end']}", "upbit", market, "window", start, end))
+    return gaps
+
+
+def record_gaps(con: duckdb.DuckDBPyConnection, gaps: list[Gap], now: datetime) -> int:
+    """Add gaps ``ops.gaps`` does not know yet (by gap_id). Returns how many were new."""
+    if not gaps:
+        return 0
+    frame = pa.table(
+        {
+            "gap_id": [g.gap_id for g in gaps], "exchange": [g.exchange for g in gaps], "market": [g.market for g in gaps],
+            "kind": [g.kind for g in gaps], "gap_start": [g.gap_start for g in gaps], "gap_end": [g.gap_end for g in gaps],
+            "first_missing_id": pa.array([g.first_missing_id for g in gaps], pa.int64()),
+            "last_missing_id": pa.array([g.last_missing_id for g in gaps], pa.int64()),
+        }
+    )
+    con.register("_gaps", frame)
+    try:
+        return lake.write(
+            con,
+            lambda c: c.execute(
+                """INSERT INTO ops.gaps (exchange, market, gap_start, gap_end, detected_at, gap_id, kind, first_missing_id,
+                       last_missing_id)
+                   SELECT DISTINCT n.exchange, n.market, n.gap_start, n.gap_end, $now, n.gap_id, n.kind, n.first_missing_id,
+                       n.last_missing_id
+                   FROM _gaps n ANTI JOIN ops.gaps g ON g.gap_id = n.gap_id""",
+                {"now": now},
+            ).fetchone()[0],
+        )
+    finally:
+        con.unregister("_gaps")
+
+
+def open_gaps(con: duckdb.DuckDBPyConnection) -> list[Gap]:
+    rows = con.execute(
+        """SELECT gap_id, exchange, market, kind, gap_start, gap_end, first_missing_id, last_missing_id
+           FROM ops.gaps WHERE repaired_at IS NULL ORDER BY detected_at, gap_id"""
+    ).fetchall()
+    return [Gap(*r) for r in rows]
+
+
+def fetch_binance(client: BinanceClient, gap: Gap) -> list[str]:
+    return [raw for page in client.trades_between_ids(gap.market, gap.first_missing_id, gap.last_missing_id) for raw in page.raw]
+
+
+def fetch_upbit(client: UpbitClient, gap: Gap, today: date) -> list[str]:
+    since_ms = int(gap.gap_start.timestamp() * 1000)
+    until_ms = int(gap.gap_end.timestamp() * 1000) + 1
+    days_back = (today - gap.gap_end.date()).days
+    raws: list[str] = []
+    for page in client.trade_tick_pages(gap.market, since_ms=since_ms, until_ms=until_ms,
+                                        days_ago=days_back if days_back > 0 else None):
+        raws.extend(page.raw)
+    return raws
+
+
+_REST_ROWS = with_trade_fields(
+    """SELECT $exchange AS exchange, $market AS market, raw_json,
+           CAST(COALESCE(json_extract_string(raw_json, '$.id'), json_extract_string(raw_json, '$.sequential_id')) AS BIGINT)
+               AS trade_id,
+           make_timestamp(CAST(COALESCE(json_extract_string(raw_json, '$.time'), json_extract_string(raw_json, '$.timestamp'))
+               AS BIGINT) * 1000)::TIMESTAMPTZ AS event_time
+       FROM _rest"""
+)
+
+
+def apply_repair(con: duckdb.DuckDBPyConnection, gap: Gap, raws: list[str], run_id: str | None, now: datetime) -> int:
+    """Write the REST trades of one gap to bronze, silver and gold and close the gap, in one transaction.
+
+    Returns the number of trades silver did not have yet (``repaired_rows``).
+    """
+    con.register("_rest", pa.table({"raw_json": pa.array(raws, pa.string())}))
+    typed = con.execute(_REST_ROWS, {"exchange": gap.exchange, "market": gap.market}).to_arrow_table()
+    con.register("_typed", typed)
+    con.register(intraday_gold.RANGES, con.execute(
+        "SELECT exchange, market, min(date_trunc('minute', event_time)) AS lo, max(date_trunc('minute', event_time)) AS hi "
+        "FROM _typed GROUP BY ALL").to_arrow_table())
+
+    def work(c: duckdb.DuckDBPyConnection) -> int:
+        c.execute(
+            """INSERT INTO bronze.trades_raw (exchange, market, trade_id, event_time, raw_json, unique_key, ingest_time,
+                   ingest_run_id, source, batch_file, day)
+               SELECT exchange, market, trade_id, event_time, raw_json, exchange || ':' || market || ':' || trade_id, $now,
+                   $run, 'rest', $gap, CAST(event_time AS DATE)
+               FROM _typed t
+               -- bronze is append-only, but a repeated repair of the same gap adds nothing
+               ANTI JOIN (SELECT trade_id FROM bronze.trades_raw WHERE batch_file = $gap) b ON b.trade_id = t.trade_id""",
+            {"now": now, "run": run_id, "gap": gap.gap_id},
+        )
+        added = c.execute(
+            """INSERT INTO silver.trades (exchange, market, trade_id, ts, price, volume, quote_volume, side, ingest_time,
+                   source, day)
+               SELECT t.exchange, t.market, t.trade_id, t.event_time, t.price, t.volume, t.price * t.volume, t.side, $now,
+                   'rest', CAST(t.event_time AS DATE)
+               FROM (SELECT * FROM _typed WHERE price > 0 AND volume >= 0 AND side IS NOT NULL AND trade_id IS NOT NULL
+                     QUALIFY row_number() OVER (PARTITION BY trade_id) = 1) t
+               ANTI JOIN (SELECT trade_id FROM silver.trades
+                          WHERE exchange = $exchange AND market = $market AND day BETWEEN $d0 AND $d1) s
+                   ON s.trade_id = t.trade_id""",
+            {"now": now, "exchange": gap.exchange, "market": gap.market,
+             "d0": gap.gap_start.date() - timedelta(days=1), "d1": gap.gap_end.date() + timedelta(days=1)},
+        ).fetchone()[0]
+        intraday_gold.refresh(c, now)
+        c.execute("UPDATE ops.gaps SET repaired_at = ?, repaired_rows = ? WHERE gap_id = ?", [now, added, gap.gap_id])
+        return added
+
+    try:
+        return lake.write(con, work)
+    finally:
+        for name in ("_rest", "_typed", intraday_gold.RANGES):
+            con.unregister(name)
+
+
+@dataclass
+class RepairReport:
+    detected: int = 0
+    repaired: int = 0
+    rows: int = 0
+    failed: int = 0
+
+
+def detect_and_repair(
+    con: duckdb.DuckDBPyConnection,
+    landing: Path,
+    upbit: UpbitClient | None,
+    binance: BinanceClient | None,
+    run_id: str | None = None,
+    now: datetime | None = None,
+) -> RepairReport:
+    now = now or datetime.now(timezone.utc)
+    today = now.date()
+    report = RepairReport()
+    report.detected = record_gaps(con, binance_id_gaps(con, today) + upbit_window_gaps(landing), now)
+    for gap in open_gaps(con):
+        if gap.exchange == "upbit" and (today - gap.gap_end.date()).days > UPBIT_TICK_DAYS:
+            continue  # out of Upbit's reach; stays open and the asset check reports it
+        try:
+            if gap.exchange == "binance" and binance is not None:
+                raws = fetch_binance(binance, gap)
+            elif gap.exchange == "upbit" and upbit is not None:
+                raws = fetch_upbit(upbit, gap, today)
+            else:
+                continue
+            report.rows += apply_repair(con, gap, raws, run_id, now)
+            report.repaired += 1
+        except Exception as exc:  # one exchange failing must not stop the other's repairs; the gap stays open
+            report.failed += 1
+            log.warning("repair of %s failed: %s", gap.gap_id, exc)
+    return report

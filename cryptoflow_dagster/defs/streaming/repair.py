@@ -1,0 +1,51 @@
+"""Dagster side of gap repair: a job run every minute, and the asset check that no gap stays open too long."""
+
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+
+from cryptoflow_dagster.clients.resources import BinanceResource, UpbitResource
+from cryptoflow_dagster.defs.streaming.gaps import detect_and_repair
+from cryptoflow_dagster.defs.streaming.rebuild import SILVER_TRADES
+from cryptoflow_dagster.resources import LakeResource
+
+OPEN_GAP_LIMIT = timedelta(minutes=15)  # a few repair runs, with REST retries and rate-limit waits, fit in it
+
+
+@dg.op(description="Record new trade gaps (Binance id holes, Upbit disconnect windows) and fill open ones over REST.")
+def repair_trade_gaps(context: dg.OpExecutionContext, lake: LakeResource, upbit: UpbitResource, binance: BinanceResource) -> None:
+    settings = lake.settings()
+    with lake.connect() as con, upbit.client() as up, binance.client() as bn:
+        report = detect_and_repair(con, settings.landing_dir, up, bn, context.run_id)
+    context.log.info(f"gaps: {report.detected} new, {report.repaired} repaired ({report.rows} trades back), {report.failed} failed")
+    if report.failed:
+        raise dg.Failure(f"{report.failed} gap repairs failed; they stay open and are retried next run")
+
+
+@dg.job(name="gap_repair", executor_def=dg.in_process_executor, description="Trade gap detection and REST repair.")
+def gap_repair_job() -> None:
+    repair_trade_gaps()
+
+
+gap_repair_schedule = dg.ScheduleDefinition(
+    job=gap_repair_job, cron_schedule="* * * * *", default_status=dg.DefaultScheduleStatus.RUNNING
+)
+
+
+def open_gaps_older_than(con, limit: timedelta, now: datetime) -> list[tuple]:
+    return con.execute(
+        "SELECT gap_id, detected_at FROM ops.gaps WHERE repaired_at IS NULL AND detected_at < ? ORDER BY detected_at",
+        [now - limit],
+    ).fetchall()
+
+
+@dg.asset_check(asset=SILVER_TRADES, name="no_stale_trade_gaps", description="No trade gap left unrepaired for 15 minutes.")
+def no_stale_trade_gaps(lake: LakeResource) -> dg.AssetCheckResult:
+    with lake.connect() as con:
+        stale = open_gaps_older_than(con, OPEN_GAP_LIMIT, datetime.now(timezone.utc))
+        open_total = con.execute("SELECT count(*) FROM ops.gaps WHERE repaired_at IS NULL").fetchone()[0]
+    return dg.AssetCheckResult(
+        passed=not stale,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"stale_gaps": len(stale), "open_gaps": open_total, "oldest": [g[0] for g in stale[:10]]},
+    )
