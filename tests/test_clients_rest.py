@@ -160,11 +160,11 @@ def test_429_retry_after_is_honoured_then_the_client_stops_before_a_418():
         client = BinanceClient(server.url, max_429=3)
         assert client.klines("BTCUSDT", "1m", start_ms=0).items == []
         first, second = server.requests[0][0], server.requests[1][0]
-        with pytest.raises(RateLimitStop, match="418"):
+        with pytest.raises(RateLimitStop, match="3 responses 429 .* in a row.*418"):
             client.klines("BTCUSDT", "1m", start_ms=0)
-    # The retry waited out Retry-After, and after the third 429 nothing more was sent.
+    # The retry waited out Retry-After; a success reset the streak, and after three 429s in a row nothing more was sent.
     assert second - first >= 1.0
-    assert len(server.requests) == 4 and client.http.stats["429"] == 3
+    assert len(server.requests) == 5 and client.http.stats["429"] == 4
 
 
 def test_5xx_is_retried_with_backoff_and_418_and_4xx_fail_clearly():
@@ -223,8 +223,13 @@ def test_limiter_units_parse_and_pace():
     assert 0.125 <= backoff_delay(1) <= 0.25 and backoff_delay(20) <= 10.0
     now = [1000.0]
     upbit = UpbitLimiter(10, clock=lambda: now[0])
-    assert [upbit.wait_time("candle") for _ in range(9)] == [0.0] * 9
+    assert upbit.wait_time("candle") == 0.0 and upbit.wait_time("candle") > 0  # one probe until the server answers
+    upbit.observe("group=candle; min=1800; sec=9")
+    assert [upbit.wait_time("candle") for _ in range(8)] == [0.0] * 8  # 9 a second: one below Upbit's 10
     assert upbit.wait_time("candle") > 0 and upbit.wait_time("trade") == 0.0  # groups are separate
+    now[0] += 1.0
+    upbit.observe("group=candle; min=1800; sec=2")  # a slower server: its word caps this second and the next ones
+    assert [upbit.wait_time("candle") > 0 for _ in range(3)] == [False, False, True]
     weight = WeightLimiter(6000, safety=0.8, clock=lambda: now[0] * 60)
     weight.observe("4790")
     assert weight.wait_time(2) == 0.0 and weight.wait_time(25) > 0  # 4792 + 25 would pass the 4800 budget

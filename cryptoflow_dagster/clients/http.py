@@ -79,6 +79,8 @@ class RestClient:
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s, headers={"Accept": "application/json"})
         self._lock = threading.Lock()
         self.stats = {"requests": 0, "429": 0, "retries": 0}
+        # The exchanges escalate to 418 after 429s keep coming: count them in a row, a success resets the count.
+        self._429_streak = 0
 
     def close(self) -> None:
         self._http.close()
@@ -120,12 +122,15 @@ class RestClient:
                     f"{self.name} answered 418 (IP banned) for GET {path}: stop all collection and wait out the ban"
                 )
             if status == 429:
-                total = self._count("429")
+                self._count("429")
+                with self._lock:
+                    self._429_streak += 1
+                    streak = self._429_streak
                 wait = parse_retry_after(response.headers.get("Retry-After")) or backoff_delay(attempt, base_s=1.0)
                 on_429(wait)
-                if total >= self.max_429:
+                if streak >= self.max_429:
                     raise RateLimitStop(
-                        f"{self.name}: {total} responses 429 (too many requests) in this run; stopping before the "
+                        f"{self.name}: {streak} responses 429 (too many requests) in a row; stopping before the "
                         f"exchange escalates to a 418 IP ban. Lower the concurrency or wait {wait:.0f}s and rerun."
                     )
                 log.warning("%s 429 on %s, holding requests for %.2fs", self.name, path, wait)
@@ -137,6 +142,8 @@ class RestClient:
                 continue
             if status >= 400:
                 raise ExchangeError(f"{self.name} GET {path} {dict(params)}: HTTP {status}: {response.text[:300]}")
+            with self._lock:
+                self._429_streak = 0
             try:
                 return Reply(response.json(), response.text)
             except ValueError as exc:

@@ -57,6 +57,10 @@ class UpbitLimiter:
         self._lock = threading.Lock()
         self._sent: dict[str, deque[float]] = {}
         self._blocked_until: dict[str, float] = {}
+        # (requests the server said are left, when it said so): concurrent workers share what is left of that second.
+        self._server_left: dict[str, tuple[int, float]] = {}
+        # Requests per second the server has shown it allows (largest `sec` seen + the request that got it).
+        self._capacity: dict[str, int] = {}
 
     def wait_time(self, group: str) -> float:
         """Seconds to wait before a request of ``group`` may go out; 0 reserves the slot (call under no lock)."""
@@ -70,6 +74,20 @@ class UpbitLimiter:
                 return blocked
             if len(window) >= self.per_second:
                 return max(0.001, 1.0 - (now - window[0]))
+            if group not in self._server_left:
+                # Until the server has told us this group's allowance, one request at a time finds it out.
+                if window:
+                    return 0.02
+                window.append(now)
+                return 0.0
+            capacity = self._capacity.get(group, self.per_second)
+            if len(window) >= capacity:
+                return max(0.001, 1.0 - (now - window[0]))
+            left, said_at = self._server_left[group]
+            if now - said_at < 1.0:
+                if left <= 0:
+                    return max(0.001, 1.0 - (now - said_at))
+                self._server_left[group] = (left - 1, said_at)
             window.append(now)
             return 0.0
 
@@ -78,10 +96,14 @@ class UpbitLimiter:
             self._sleep(delay)
 
     def observe(self, remaining_req: str | None) -> None:
-        """Take the server's word: with no requests left this second, hold the group for a full second."""
+        """Take the server's word: what it says is left this second is all the group's workers may still send in it."""
         parsed = parse_remaining_req(remaining_req)
-        if parsed and parsed[1] <= 0:
-            self.block(parsed[0], 1.0)
+        if parsed:
+            group, left = parsed
+            with self._lock:
+                self._server_left[group] = (left, self._clock())
+                seen = min(self.per_second, left + 1)
+                self._capacity[group] = max(self._capacity.get(group, 0), seen)
 
     def block(self, group: str, seconds: float) -> None:
         with self._lock:

@@ -79,20 +79,19 @@ class UpbitClient:
         return self.get(path, params, "candle")
 
     def candle_pages(self, market: str, interval: str, start: datetime, end: datetime) -> Iterator[Page]:
-        """Every page covering [start, end): walk the ``to`` cursor back from ``end`` to the oldest candle seen.
+        """Every page covering [start, end): walk the ``to`` cursor back from ``end``, 200 candles per call.
 
-        Items outside the window are dropped from the page (the last page usually reaches before ``start``).
+        The next cursor is the oldest candle seen, or one page-width further back if that is earlier: a quiet market
+        returns short (even empty) pages because minutes without trades have no candle, so a short page is not the end.
+        Items outside the window are dropped (the last page usually reaches before ``start``).
         """
+        width = timedelta(days=1) if interval == "1d" else timedelta(minutes=int(interval.rstrip("m")))
         cursor = end
         while cursor > start:
             page = self.candles(market, interval, to=cursor)
-            if not page.items:
-                return
             yield page.keep(lambda item: start <= candle_start(item) < end)
-            oldest = min(candle_start(item) for item in page.items)
-            if len(page.items) < page.params["count"] or oldest <= start or oldest >= cursor:
-                return
-            cursor = oldest
+            oldest = min((candle_start(item) for item in page.items), default=cursor)
+            cursor = min(oldest, cursor - width * page.params["count"])
 
     def day_candle(self, market: str, day_start: datetime) -> Page:
         """The day candle of the UTC day starting at ``day_start`` (empty items if that day had no trade)."""
