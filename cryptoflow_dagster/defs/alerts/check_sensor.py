@@ -20,6 +20,7 @@ def new_evaluations(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey, a
     """Completed evaluations of one check with a record id above ``after_id``, oldest first."""
     found = []
     cursor = None
+    run_partitions: dict[str, str | None] = {}
     for _ in range(_MAX_PAGES):
         page = instance.event_log_storage.get_asset_check_execution_history(
             check_key, limit=_PAGE, cursor=cursor, status=_DONE
@@ -30,8 +31,15 @@ def new_evaluations(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey, a
             ev = record.evaluation
             if ev is None:
                 continue
+            partition = record.partition or ev.partition
+            if partition is None:
+                # A check without partitions of its own, run for one partition of its asset: the run says which.
+                if record.run_id not in run_partitions:
+                    run = instance.get_run_by_id(record.run_id)
+                    run_partitions[record.run_id] = run.tags.get("dagster/partition") if run else None
+                partition = run_partitions[record.run_id]
             found.append(CheckEvaluation(
-                asset_path=tuple(check_key.asset_key.path), check_name=check_key.name, partition=record.partition,
+                asset_path=tuple(check_key.asset_key.path), check_name=check_key.name, partition=partition,
                 passed=ev.passed, record_id=record.id, run_id=record.run_id, severity=ev.severity.value,
                 description=ev.description,
                 metadata={k: str(getattr(v, "value", v)) for k, v in (ev.metadata or {}).items()},

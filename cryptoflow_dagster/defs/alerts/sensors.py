@@ -48,11 +48,21 @@ def sidecar_heartbeat_sensor(context: dg.SensorEvaluationContext, lake: LakeReso
     return dg.SkipReason(f"sidecar {'down' if down else 'up'}; last heartbeat {beat.isoformat() if beat else 'none'}")
 
 
+def _step_error(event: dg.DagsterEvent) -> str:
+    data = event.step_failure_data
+    if data is not None and data.error is not None:
+        error = data.error
+        while error.cause is not None:  # Dagster wraps the op's own exception; the innermost one says what happened
+            error = error.cause
+        return f"{event.step_key}: {error.message.strip()}"
+    return event.message or ""
+
+
 @dg.run_failure_sensor(name="run_failure_alert_sensor", minimum_interval_seconds=10, default_status=RUNNING,
                        description="Every failed run of this code location's jobs becomes one Slack alert.")
 def run_failure_alert_sensor(context: dg.RunFailureSensorContext, lake: LakeResource):
     run = context.dagster_run
-    step_errors = [e.message or "" for e in context.get_step_failure_events()]
+    step_errors = [_step_error(e) for e in context.get_step_failure_events()]
     alert = run_failure_alert(run.run_id, run.job_name, context.failure_event.message or "run failed", step_errors,
                               datetime.now(timezone.utc), run.tags.get("dagster/partition"))
     with lake.connect() as con:
