@@ -77,6 +77,11 @@ class Settings:
     lake_data_path: str = _s(
         "CRYPTOFLOW_LAKE_DATA_PATH", "", "Where DuckLake writes Parquet. Empty: <home>/lake/data/. Or s3://bucket/prefix/."
     )
+    s3_endpoint: str = _s(
+        "CRYPTOFLOW_S3_ENDPOINT",
+        "",
+        "S3-compatible endpoint for an s3:// data path, e.g. http://127.0.0.1:9000 (keys from AWS_* variables).",
+    )
     landing_dir: Path = _s("CRYPTOFLOW_LANDING_DIR", "", "Micro-batch landing folder. Empty: <home>/landing.")
     upbit_rest_url: str = _s("CRYPTOFLOW_UPBIT_REST_URL", "https://api.upbit.com", "Upbit REST base URL (or the simulator's).")
     upbit_ws_url: str = _s(
@@ -115,6 +120,11 @@ class Settings:
     sim_seed: int = _s("CRYPTOFLOW_SIM_SEED", "42", "Simulator random seed (same seed, same trades).")
     sim_history_days: int = _s("CRYPTOFLOW_SIM_HISTORY_DAYS", "120", "Days of history the simulator serves.")
     sim_trade_rate: float = _s("CRYPTOFLOW_SIM_TRADE_RATE", "3", "Simulator live trades per second per market.")
+    sim_history_start: str = _s(
+        "CRYPTOFLOW_SIM_HISTORY_START",
+        "",
+        "Simulator: first day of history, YYYY-MM-DD (overrides CRYPTOFLOW_SIM_HISTORY_DAYS). Empty: history days back.",
+    )
     alert_rules: Path = _s("CRYPTOFLOW_ALERT_RULES", "", "Alert rules YAML. Empty: the packaged defaults.")
     digest_cron: str = _s("CRYPTOFLOW_DIGEST_CRON", "0 1 * * *", "When the daily Slack digest goes out (cron, UTC).")
 
