@@ -1,4 +1,4 @@
 {# Rows where `expression` is false fail the test; a null result passes (columns are null while a window fills). #}
-{% test expression_is_true(model, expression) %}
+{% test expression_is_true(model, expression, column_name=None) %}
     select * from {{ model }} where not ({{ expression }})
 {% endtest %}
