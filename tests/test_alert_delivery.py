@@ -151,7 +151,7 @@ def test_sink_without_token_still_receives(settings, slack_server, recorded):
     poster = make_poster(None, slack_server.url, "#alerts")
     with lake.session(settings) as con:
         deliver_pending(con, poster, now=NOW)
-    assert len(slack_server.posts) == 3 and slack_server.posts[0].authorization is None
+    assert len(slack_server.posts) == 3 and slack_server.posts[0].authorization == "Bearer xoxb-local-sink"
 
 
 def test_block_kit_message_links_to_the_ui(settings, slack_server, recorded):

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +21,8 @@ from cryptoflow_dagster.alerting.model import Alert
 from cryptoflow_dagster.alerting.rules import RuleSet, load_rules
 from cryptoflow_dagster.alerting.slack import SlackPoster, make_poster
 from cryptoflow_dagster.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
 
 _rules_cache: dict[Path, tuple[float, RuleSet]] = {}
 
@@ -38,9 +41,18 @@ def rules_for(settings: Settings) -> RuleSet:
 def record_market_alerts(
     con: duckdb.DuckDBPyConnection, trades: Any, settings: Settings | None = None, now: datetime | None = None
 ) -> list[Alert]:
-    """Evaluate the market rules on a new micro-batch and write what fires to the outbox (pending). Returns it."""
-    settings = settings or load_settings()
-    return outbox.record(con, evaluate_market_rules(con, trades, rules_for(settings), now))
+    """Evaluate the market rules on a new micro-batch and write what fires to the outbox (pending). Returns it.
+
+    Needs the columns exchange, market, trade_id, ts, price, volume. Call it before the batch's own lake transaction:
+    alerts then do not wait for any gold work, and a retried batch yields the same dedupe keys (recorded once).
+    A failure here is logged and never stops ingestion: trades matter more than an alert about them.
+    """
+    try:
+        settings = settings or load_settings()
+        return outbox.record(con, evaluate_market_rules(con, trades, rules_for(settings), now))
+    except Exception:
+        log.exception("market alert evaluation failed for a batch of %d trades; ingestion continues", len(trades))
+        return []
 
 
 def poster_from_env(settings: Settings | None = None) -> SlackPoster | None:

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cryptoflow_dagster import lake
+from cryptoflow_dagster.alerting.hooks import record_market_alerts
 from cryptoflow_dagster.defs.streaming import intraday_gold
 from cryptoflow_dagster.defs.streaming.trade_sql import with_trade_fields
 from streaming_sensor import layout
@@ -159,6 +160,9 @@ def _ingest_chunk(con, chunk: list[layout.LandingFile], run_id: str | None, now:
         )
         return bronze, dead, silver, len(done), gold
 
+    # Market alerts see the batch now, before the transaction below spends time on gold (alerting/hooks.py).
+    new_trades = con.execute("SELECT exchange, market, trade_id, event_time AS ts, price, volume FROM _staged WHERE problem IS NULL")
+    record_market_alerts(con, new_trades.to_arrow_table())
     try:
         bronze, dead, silver, skipped, gold = lake.write(con, work)
     finally:
