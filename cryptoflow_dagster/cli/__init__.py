@@ -1,0 +1,49 @@
+"""``cryptoflow``: the one console script (pyproject ``[project.scripts]``). One module per subcommand; each exposes
+``register(subparsers)`` and a ``run(args) -> int`` that the parser calls. Heavy imports (Dagster, DuckDB, the
+simulator) happen inside ``run`` so that ``cryptoflow --help`` is instant and one missing part breaks only its command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from cryptoflow_dagster.cli import backfill, demo, doctor, query, sim, slo, stream
+from cryptoflow_dagster.cli.errors import CliError
+
+COMMANDS = (demo, sim, stream, query, doctor, backfill, slo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cryptoflow",
+        description="CryptoFlow: crypto market data (Upbit, Binance, Fear & Greed) into a DuckLake lakehouse, run by Dagster.",
+        epilog="Settings come from CRYPTOFLOW_* environment variables; .env.example lists them all.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        command.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "passthrough", None) is None:
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    else:
+        args.passthrough = extra  # the delegated program parses these (and answers its own --help)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.run(args) or 0)
+    except CliError as exc:
+        print(f"cryptoflow {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,63 @@
+"""The Dagster instance the platform runs on: ``<CRYPTOFLOW_HOME>/dagster_home/dagster.yaml``.
+
+The file is written once, when absent, and then belongs to the operator: an edited file is never overwritten.
+:func:`instance_config` returns the settings as a plain dict so that another storage (Postgres, issue 7) is one more
+branch there, not a second writer.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cryptoflow_dagster.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# How many runs the queue starts at once. Two cores and a SQLite-catalogued lake: more runs only wait on each other.
+MAX_CONCURRENT_RUNS = 4
+# Backfill runs may take at most this many run slots, so sensor-driven (streaming) runs are never starved by a backfill.
+BACKFILL_RUN_LIMIT = 2
+# Steps that declare ``pool="lake"`` (or any pool not configured otherwise) share this many slots. Concurrent DuckLake
+# commits are safe (lake.write retries a lost race) but each lost race is a wasted write, so writers are kept few.
+DEFAULT_POOL_LIMIT = 2
+
+
+def instance_config(settings: Settings) -> dict[str, Any]:
+    """The dagster.yaml contents for ``settings``: run queue, concurrency pools, telemetry off, local SQLite storage."""
+    storage_dir = settings.dagster_home / "storage"
+    return {
+        "run_coordinator": {
+            "module": "dagster._core.run_coordinator",
+            "class": "QueuedRunCoordinator",
+        },
+        "concurrency": {
+            "runs": {
+                "max_concurrent_runs": MAX_CONCURRENT_RUNS,
+                "tag_concurrency_limits": [{"key": "dagster/backfill", "limit": BACKFILL_RUN_LIMIT}],
+            },
+            "pools": {"default_limit": DEFAULT_POOL_LIMIT},
+        },
+        "storage": {"sqlite": {"base_dir": str(storage_dir)}},
+        "telemetry": {"enabled": False},
+        # The UI's "nux" and update checks reach the internet; the platform must run offline.
+        "nux": {"enabled": False},
+    }
+
+
+def ensure_dagster_yaml(settings: Settings) -> Path:
+    """Write ``<dagster_home>/dagster.yaml`` if it does not exist; return its path either way."""
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "dagster.yaml"
+    if path.exists():
+        return path
+    header = "# Written by cryptoflow (cryptoflow_dagster/instance.py) because none existed; edit freely, it is kept.\n"
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(header + yaml.safe_dump(instance_config(settings), sort_keys=False))
+    tmp.replace(path)  # never leave a half-written dagster.yaml for a concurrently starting daemon to read
+    log.info("wrote %s", path)
+    return path
