@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import uvicorn
@@ -41,7 +42,7 @@ def serve(config: SimConfig) -> None:
         port=config.port,
         log_level="warning",
         access_log=False,
-        ws="websockets",
+        ws=os.environ.get("SIM_WS_IMPL", "websockets-sansio"),
         ws_ping_interval=config.ws_ping_interval_s,
         ws_ping_timeout=60.0,  # Binance wants a pong within a minute
         ws_per_message_deflate=False,  # compression would cap the firehose

@@ -6,6 +6,7 @@ import html
 import json
 import time
 import zlib
+from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -27,8 +28,8 @@ async def _params(request: Request) -> dict:
         body = await request.body()
         data = json.loads(body or b"{}")
         return data if isinstance(data, dict) else {}
-    form = await request.form()
-    out = dict(form)
+    # urlencoded by hand: Starlette's form parser needs python-multipart, which nothing else here needs
+    out = {k: v[-1] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
     for key in ("blocks", "attachments"):
         if isinstance(out.get(key), str):
             try:

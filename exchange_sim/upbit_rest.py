@@ -70,7 +70,9 @@ def limited(sim: Sim, group: str, handler: Callable[[Sim, Request], Awaitable[Re
         if verdict.status == 429:
             return PlainTextResponse("Too many API requests.", status_code=429, headers=verdict.headers)
         if verdict.status == 418:
-            return _error(418, "418", "Too many requests after 429s: this address is blocked for a while")
+            response = _error(418, "418", "Too many requests after 429s: this address is blocked for a while")
+            response.headers.update(verdict.headers)
+            return response
         response = await sim.rest_faults()
         if response is None:
             try:
