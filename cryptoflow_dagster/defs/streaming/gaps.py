@@ -126,7 +126,7 @@ def fetch_upbit(client: UpbitClient, gap: Gap, today: date) -> list[str]:
 
 
 _REST_ROWS = with_trade_fields(
-    """SELECT $exchange AS exchange, $market AS market, raw_json,
+    """SELECT gap_id, exchange, market, raw_json,
            CAST(COALESCE(json_extract_string(raw_json, '$.id'), json_extract_string(raw_json, '$.sequential_id')) AS BIGINT)
                AS trade_id,
            make_timestamp(CAST(COALESCE(json_extract_string(raw_json, '$.time'), json_extract_string(raw_json, '$.timestamp'))
@@ -135,51 +135,82 @@ _REST_ROWS = with_trade_fields(
 )
 
 
-def apply_repair(con: duckdb.DuckDBPyConnection, gap: Gap, raws: list[str], run_id: str | None, now: datetime) -> int:
-    """Write the REST trades of one gap to bronze, silver and gold and close the gap, in one transaction.
+def apply_repairs(
+    con: duckdb.DuckDBPyConnection, fetched: list[tuple[Gap, list[str]]], run_id: str | None, now: datetime
+) -> dict[str, int]:
+    """Write the REST trades of the ``fetched`` gaps to bronze, silver and gold and close the gaps, in one transaction.
 
-    Returns the number of trades silver did not have yet (``repaired_rows``).
+    Returns, per gap id, how many trades silver did not have yet (its ``repaired_rows``).
     """
-    con.register("_rest", pa.table({"raw_json": pa.array(raws, pa.string())}))
-    typed = con.execute(_REST_ROWS, {"exchange": gap.exchange, "market": gap.market}).to_arrow_table()
+    if not fetched:
+        return {}
+    rest = pa.table(
+        {
+            "gap_id": [g.gap_id for g, raws in fetched for _ in raws],
+            "exchange": [g.exchange for g, raws in fetched for _ in raws],
+            "market": [g.market for g, raws in fetched for _ in raws],
+            "raw_json": pa.array([r for _, raws in fetched for r in raws], pa.string()),
+        }
+    )
+    con.register("_rest", rest)
+    typed = con.execute(_REST_ROWS).to_arrow_table()
     con.register("_typed", typed)
     con.register(intraday_gold.RANGES, con.execute(
         "SELECT exchange, market, min(date_trunc('minute', event_time)) AS lo, max(date_trunc('minute', event_time)) AS hi "
-        "FROM _typed GROUP BY ALL").to_arrow_table())
+        "FROM _typed WHERE event_time IS NOT NULL GROUP BY ALL").to_arrow_table())
+    gap_ids = [g.gap_id for g, _ in fetched]
+    first_day = min(g.gap_start.date() for g, _ in fetched) - timedelta(days=1)
+    last_day = max(g.gap_end.date() for g, _ in fetched) + timedelta(days=1)
 
-    def work(c: duckdb.DuckDBPyConnection) -> int:
+    def work(c: duckdb.DuckDBPyConnection) -> dict[str, int]:
         c.execute(
             """INSERT INTO bronze.trades_raw (exchange, market, trade_id, event_time, raw_json, unique_key, ingest_time,
                    ingest_run_id, source, batch_file, day)
                SELECT exchange, market, trade_id, event_time, raw_json, exchange || ':' || market || ':' || trade_id, $now,
-                   $run, 'rest', $gap, CAST(event_time AS DATE)
+                   $run, 'rest', gap_id, CAST(event_time AS DATE)
                FROM _typed t
-               -- bronze is append-only, but a repeated repair of the same gap adds nothing
-               ANTI JOIN (SELECT trade_id FROM bronze.trades_raw WHERE batch_file = $gap) b ON b.trade_id = t.trade_id""",
-            {"now": now, "run": run_id, "gap": gap.gap_id},
+               -- bronze is append-only, but repeating a gap's repair adds nothing
+               ANTI JOIN (SELECT batch_file, trade_id FROM bronze.trades_raw
+                          WHERE source = 'rest' AND batch_file IN (SELECT unnest($gaps))) b
+                   ON b.batch_file = t.gap_id AND b.trade_id = t.trade_id
+               WHERE t.trade_id IS NOT NULL AND t.event_time IS NOT NULL""",
+            {"now": now, "run": run_id, "gaps": gap_ids},
         )
-        added = c.execute(
+        new = c.execute(
+            """SELECT t.* FROM (
+                   SELECT * FROM _typed WHERE price > 0 AND volume >= 0 AND side IS NOT NULL AND trade_id IS NOT NULL
+                       AND event_time IS NOT NULL
+                   QUALIFY row_number() OVER (PARTITION BY exchange, market, trade_id ORDER BY gap_id) = 1) t
+               ANTI JOIN (SELECT exchange, market, trade_id FROM silver.trades WHERE day BETWEEN $d0 AND $d1) s
+                   ON s.exchange = t.exchange AND s.market = t.market AND s.trade_id = t.trade_id""",
+            {"d0": first_day, "d1": last_day},
+        ).to_arrow_table()
+        c.register("_new", new)
+        c.execute(
             """INSERT INTO silver.trades (exchange, market, trade_id, ts, price, volume, quote_volume, side, ingest_time,
                    source, day)
-               SELECT t.exchange, t.market, t.trade_id, t.event_time, t.price, t.volume, t.price * t.volume, t.side, $now,
-                   'rest', CAST(t.event_time AS DATE)
-               FROM (SELECT * FROM _typed WHERE price > 0 AND volume >= 0 AND side IS NOT NULL AND trade_id IS NOT NULL
-                     QUALIFY row_number() OVER (PARTITION BY trade_id) = 1) t
-               ANTI JOIN (SELECT trade_id FROM silver.trades
-                          WHERE exchange = $exchange AND market = $market AND day BETWEEN $d0 AND $d1) s
-                   ON s.trade_id = t.trade_id""",
-            {"now": now, "exchange": gap.exchange, "market": gap.market,
-             "d0": gap.gap_start.date() - timedelta(days=1), "d1": gap.gap_end.date() + timedelta(days=1)},
-        ).fetchone()[0]
+               SELECT exchange, market, trade_id, event_time, price, volume, price * volume, side, $now, 'rest',
+                   CAST(event_time AS DATE)
+               FROM _new""",
+            {"now": now},
+        )
+        counts = dict(c.execute("SELECT gap_id, count(*) FROM _new GROUP BY ALL").fetchall())
         intraday_gold.refresh(c, now)
-        c.execute("UPDATE ops.gaps SET repaired_at = ?, repaired_rows = ? WHERE gap_id = ?", [now, added, gap.gap_id])
-        return added
+        c.register("_repaired", pa.table({"gap_id": gap_ids, "n": pa.array([counts.get(g, 0) for g in gap_ids], pa.int64())}))
+        c.execute(
+            "UPDATE ops.gaps SET repaired_at = $now, repaired_rows = r.n FROM _repaired r WHERE ops.gaps.gap_id = r.gap_id",
+            {"now": now},
+        )
+        return {g: counts.get(g, 0) for g in gap_ids}
 
     try:
         return lake.write(con, work)
     finally:
-        for name in ("_rest", "_typed", intraday_gold.RANGES):
-            con.unregister(name)
+        for name in ("_rest", "_typed", "_new", "_repaired", intraday_gold.RANGES):
+            try:
+                con.unregister(name)
+            except duckdb.Error:
+                pass
 
 
 @dataclass
@@ -202,19 +233,19 @@ def detect_and_repair(
     today = now.date()
     report = RepairReport()
     report.detected = record_gaps(con, binance_id_gaps(con, today) + upbit_window_gaps(landing), now)
+    fetched: list[tuple[Gap, list[str]]] = []
     for gap in open_gaps(con):
         if gap.exchange == "upbit" and (today - gap.gap_end.date()).days > UPBIT_TICK_DAYS:
             continue  # out of Upbit's reach; stays open and the asset check reports it
         try:
             if gap.exchange == "binance" and binance is not None:
-                raws = fetch_binance(binance, gap)
+                fetched.append((gap, fetch_binance(binance, gap)))
             elif gap.exchange == "upbit" and upbit is not None:
-                raws = fetch_upbit(upbit, gap, today)
-            else:
-                continue
-            report.rows += apply_repair(con, gap, raws, run_id, now)
-            report.repaired += 1
+                fetched.append((gap, fetch_upbit(upbit, gap, today)))
         except Exception as exc:  # one exchange failing must not stop the other's repairs; the gap stays open
             report.failed += 1
-            log.warning("repair of %s failed: %s", gap.gap_id, exc)
+            log.warning("fetching %s failed: %s", gap.gap_id, exc)
+    # One transaction for every fetched gap: gold is recomputed once, and a crash leaves all of them open to retry.
+    rows = apply_repairs(con, fetched, run_id, now)
+    report.repaired, report.rows = len(rows), sum(rows.values())
     return report
