@@ -125,6 +125,12 @@ class Settings:
         "",
         "Simulator: first day of history, YYYY-MM-DD (overrides CRYPTOFLOW_SIM_HISTORY_DAYS). Empty: history days back.",
     )
+    sim_firehose: str = _s(
+        "CRYPTOFLOW_SIM_FIREHOSE", "", "Simulator: 1 = live streams send as fast as clients read, not at wall-clock pace."
+    )
+    sim_faults: str = _s(
+        "CRYPTOFLOW_SIM_FAULTS", "", "Simulator: fault switches at start, JSON, e.g. {\"ws_disconnect_every_s\": 30}."
+    )
     alert_rules: Path = _s("CRYPTOFLOW_ALERT_RULES", "", "Alert rules YAML. Empty: the packaged defaults.")
     digest_cron: str = _s("CRYPTOFLOW_DIGEST_CRON", "0 1 * * *", "When the daily Slack digest goes out (cron, UTC).")
 

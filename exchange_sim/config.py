@@ -10,6 +10,7 @@ from datetime import date
 from pathlib import Path
 
 from cryptoflow_dagster.settings import load_settings, validate_binance_symbol, validate_upbit_market
+from exchange_sim.faults import Faults
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -58,7 +59,7 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
     p.add_argument("--port", type=int, default=settings.sim_port)
     p.add_argument("--seed", type=int, default=settings.sim_seed)
     p.add_argument("--history-days", type=int, default=settings.sim_history_days)
-    p.add_argument("--history-start", type=date.fromisoformat, default=env.get("CRYPTOFLOW_SIM_HISTORY_START") or None,
+    p.add_argument("--history-start", type=date.fromisoformat, default=settings.sim_history_start or None,
                    help="first UTC day of history (YYYY-MM-DD); default: today minus --history-days")
     p.add_argument("--trade-rate", type=float, default=settings.sim_trade_rate, help="live trades/s per market")
     p.add_argument("--history-per-minute", type=float, default=20.0, help="mean trades per minute before server start")
@@ -76,9 +77,9 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
     p.add_argument("--binance-ban-s", type=float, default=120.0)
     p.add_argument("--ws-ping-interval", type=float, default=20.0)
     p.add_argument("--ws-idle-timeout", type=float, default=120.0)
-    p.add_argument("--firehose", action="store_true", default=_bool(env.get("CRYPTOFLOW_SIM_FIREHOSE", "")))
+    p.add_argument("--firehose", action="store_true", default=_bool(settings.sim_firehose))
     p.add_argument("--live-epoch-ms", type=int, default=None)
-    p.add_argument("--faults", default=env.get("CRYPTOFLOW_SIM_FAULTS", ""), help="JSON object of fault switches")
+    p.add_argument("--faults", default=settings.sim_faults, help="JSON object of fault switches (see exchange_sim/faults.py)")
     a = p.parse_args(argv)
     real: dict[str, Path] | None = None
     if a.no_real_data:
@@ -90,10 +91,22 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
             if not path:
                 p.error(f"--real-csv wants MARKET=PATH, got {item!r}")
             real[validate_upbit_market(market)] = Path(path)
-    faults = json.loads(a.faults) if a.faults else {}
+    try:
+        faults = json.loads(a.faults) if a.faults else {}
+    except ValueError as exc:
+        p.error(f"--faults / CRYPTOFLOW_SIM_FAULTS is not JSON: {exc}")
     if not isinstance(faults, dict):
         p.error("--faults must be a JSON object")
-    history_start = a.history_start if isinstance(a.history_start, date) or a.history_start is None else date.fromisoformat(a.history_start)
+    try:
+        Faults().update(faults)
+    except ValueError as exc:
+        p.error(str(exc))
+    history_start = a.history_start
+    if isinstance(history_start, str):  # argparse leaves a string default unconverted
+        try:
+            history_start = date.fromisoformat(history_start)
+        except ValueError:
+            p.error(f"CRYPTOFLOW_SIM_HISTORY_START={history_start!r} is not YYYY-MM-DD")
     return SimConfig(
         host=a.host, port=a.port, seed=a.seed, history_days=a.history_days, history_start=history_start,
         trade_rate=a.trade_rate, history_per_minute=a.history_per_minute,

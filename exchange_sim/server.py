@@ -52,5 +52,10 @@ def serve(config: SimConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    serve(parse_args(argv))
+    config = parse_args(argv)
+    try:
+        serve(config)
+    except (ValueError, OSError) as exc:  # a bad real-data CSV or a port in use: say so, no traceback
+        log.error("exchange simulator cannot start: %s", exc)
+        return 2
     return 0
