@@ -95,7 +95,8 @@ def _dead_letters(rejected: pl.DataFrame, source: str, run_id: str, day_col: str
 
 def candles(bronze: pl.DataFrame, interval: str, *, run_id: str) -> SilverResult:
     """``silver.candles_1m`` (interval ``1m``) or ``silver.candles_1d`` (``1d``) from ``bronze.candles_raw`` rows."""
-    frame = bronze.filter(pl.col("interval") == interval)
+    # The UTC day comes from the candle itself, so dead letters carry their partition whatever columns bronze sent.
+    frame = bronze.filter(pl.col("interval") == interval).with_columns(day=pl.col("candle_start").dt.date())
     frame, duplicates = latest_per_key(frame, ["exchange", "market", "candle_start"])
     parsed = frame.with_columns(*[_field(c) for c in CANDLE_FIELDS]).with_columns(reason=candle_rejection())
     good = parsed.filter(pl.col("reason").is_null())
