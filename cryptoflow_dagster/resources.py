@@ -11,6 +11,7 @@ import duckdb
 
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.clients.resources import BinanceResource, FearGreedResource, UpbitResource
+from cryptoflow_dagster.dbt_project import dbt_resource
 from cryptoflow_dagster.settings import Settings, load_settings
 
 
@@ -35,4 +36,5 @@ def build_resources() -> dict[str, object]:
         "upbit": UpbitResource(),
         "binance": BinanceResource(),
         "fear_greed": FearGreedResource(),
+        "dbt": dbt_resource(),
     }
