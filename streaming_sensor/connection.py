@@ -82,6 +82,7 @@ class FeedConnection:
                 await asyncio.wait_for(stop.wait(), delay)
             except asyncio.TimeoutError:
                 pass
+        self.state.state = "stopped"
 
     async def _connect_once(self, session: str, stop: asyncio.Event) -> None:
         # websockets answers the server's pings itself (Binance pings every 20 s); our own pings detect half-open links.

@@ -1,0 +1,61 @@
+"""Connection handling against a local WebSocket server on loopback: watchdog, keep-alive, reconnects, gap candidates."""
+
+from __future__ import annotations
+
+import asyncio
+
+from websockets.asyncio.server import serve
+
+from streaming_sensor.batches import MicroBatcher
+from streaming_sensor.connection import FeedConnection, backoff_delay
+from streaming_sensor.feeds import UpbitFeed
+from streaming_sensor.heartbeat import StreamState, read_gap_candidates
+
+
+def test_backoff_is_exponential_capped_and_jittered():
+    low = [backoff_delay(a, rand=lambda: 0.0) for a in range(12)]
+    high = [backoff_delay(a, rand=lambda: 1.0) for a in range(12)]
+    assert low[0] == 0.125 and high[0] == 0.25 and high[3] == 2.0
+    assert max(high) == 30.0 and high[-1] == 30.0  # capped: a feed keeps retrying, never gives up, never waits forever
+    assert all(lo < hi for lo, hi in zip(low, high))  # jitter spreads reconnects
+    assert backoff_delay(10_000) <= 30.0
+
+
+class QuickUpbit(UpbitFeed):
+    keepalive_interval_s = 0.3
+
+
+def test_silent_connection_is_replaced_keepalive_is_sent_and_the_window_becomes_a_gap(tmp_path):
+    received: list[str] = []
+    connections: list[int] = []
+
+    async def handler(ws):
+        connections.append(1)
+        if len(connections) == 2:  # the second connection delivers one trade, then goes quiet too
+            await ws.send(b'{"type":"trade","code":"KRW-BTC","trade_timestamp":1700000000000,"trade_price":1.0,'
+                          b'"trade_volume":1.0,"ask_bid":"BID","sequential_id":17000000000000000}')
+        async for message in ws:
+            received.append(message)
+
+    async def scenario() -> StreamState:
+        async with serve(handler, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            feed = QuickUpbit(f"ws://127.0.0.1:{port}/websocket/v1", ("KRW-BTC",))
+            batcher = MicroBatcher(tmp_path / "landing", "0123456789abcdef", tmp_path / "spill")
+            state = StreamState()
+            conn = FeedConnection(feed, batcher, state, tmp_path / "landing", lambda: None, 5000, silence_timeout_s=1.0)
+            stop = asyncio.Event()
+            task = asyncio.create_task(conn.run(stop))
+            await asyncio.sleep(4.0)
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            batcher.flush()
+            return state
+
+    state = asyncio.run(scenario())
+    assert len(connections) >= 2 and state.reconnects >= 1  # the watchdog closed the silent link and a new one came up
+    assert "PING" in received  # Upbit keep-alive
+    assert any(m.startswith("[") and '"type":"trade"' in m for m in received)  # subscription
+    assert state.messages == 1 and state.state == "stopped"
+    (gap,) = read_gap_candidates(tmp_path / "landing")  # silence, reconnect, first trade: a window to repair
+    assert gap["exchange"] == "upbit" and gap["markets"] == ["KRW-BTC"] and gap["start"] < gap["end"]
