@@ -29,6 +29,7 @@ def trades(exchange: str, market: str, rows: list[tuple[int, datetime, float, fl
             "quote_volume": [float(r[2] * r[3]) for r in rows],
             "side": ["buy"] * len(rows),
             "ingest_time": [r[1] for r in rows],
+            "day": [r[1].date() for r in rows],
         },
         schema_overrides={"ts": pl.Datetime("us", "UTC"), "ingest_time": pl.Datetime("us", "UTC"), "trade_id": pl.Int64},
     )
@@ -43,12 +44,29 @@ def real_trx_trades(shared_data: Path) -> pl.DataFrame:
         ts.alias("ts"), pl.col("Price").cast(pl.Float64).alias("price"), pl.col("Quantity").cast(pl.Float64).alias("volume"),
         (pl.col("Price") * pl.col("Quantity")).alias("quote_volume"),
         pl.when(pl.col("IsBuyerMarketMaker") == 1).then(pl.lit("sell")).otherwise(pl.lit("buy")).alias("side"),
-        ts.alias("ingest_time"),
+        ts.alias("ingest_time"), ts.dt.date().alias("day"),
     )
 
 
 def land(con, frame: pl.DataFrame) -> None:
-    lake.write(con, lambda c: lake.insert(c, "silver.trades", frame))
+    """Silver rows, and the 1-minute gold bars of the minutes they touch (what the streaming run writes together)."""
+
+    def work(c) -> None:
+        lake.insert(c, "silver.trades", frame)
+        c.register("_touched", frame.select("exchange", "market", pl.col("ts").dt.truncate("1m").alias("minute")).unique())
+        c.execute("DELETE FROM gold.ohlcv_1m_from_trades g USING _touched t "
+                  "WHERE g.exchange = t.exchange AND g.market = t.market AND g.ts = t.minute")
+        c.execute(
+            """INSERT INTO gold.ohlcv_1m_from_trades
+               SELECT s.exchange, s.market, date_trunc('minute', s.ts) AS minute, arg_min(price, s.ts), max(price),
+                      min(price), arg_max(price, s.ts), sum(volume), sum(quote_volume), count(*),
+                      sum(quote_volume) / sum(volume), now(), CAST(date_trunc('minute', s.ts) AS DATE)
+                 FROM silver.trades s JOIN (SELECT DISTINCT * FROM _touched) t
+                   ON s.exchange = t.exchange AND s.market = t.market AND date_trunc('minute', s.ts) = t.minute
+                GROUP BY ALL""")
+        c.unregister("_touched")
+
+    lake.write(con, work)
 
 
 def step(con, frame: pl.DataFrame, rules, into_silver: bool = True):
