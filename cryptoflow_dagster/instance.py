@@ -61,3 +61,17 @@ def ensure_dagster_yaml(settings: Settings) -> Path:
     tmp.replace(path)  # never leave a half-written dagster.yaml for a concurrently starting daemon to read
     log.info("wrote %s", path)
     return path
+
+
+def prepare_instance(settings: Settings) -> None:
+    """Write dagster.yaml if absent and create the instance's storage, once, before any Dagster process starts.
+
+    A webserver and a daemon started together on a fresh SQLite home both create the schema and one of them dies on
+    ``table alembic_version already exists``; creating it here first removes that race.
+    """
+    from dagster import DagsterInstance
+
+    ensure_dagster_yaml(settings)
+    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        # constructing each storage creates (or migrates) its tables
+        instance.run_storage, instance.event_log_storage, instance.schedule_storage  # noqa: B018

@@ -71,3 +71,43 @@ def sim_session():
 
     with running_sim(history_start="2025-09-01", seed=42, upbit_rate=10_000, binance_weight=10_000_000) as handle:
         yield handle
+
+
+@pytest.fixture(scope="session")
+def dagster_ui_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The CRYPTOFLOW_HOME (lake, Dagster home, logs) of the `dagster_ui` platform."""
+    return tmp_path_factory.mktemp("dagster_ui_home")
+
+
+@pytest.fixture(scope="session")
+def dagster_ui(dagster_ui_home: Path, sim_session):
+    """`dagster dev -w workspace.yaml` on a free port against `sim_session`, with a tmp home (`dagster_ui_home`) set up
+    as `cryptoflow demo` sets its own; yields the UI base URL once the code location is LOADED (GraphQL, not HTTP 200)."""
+    import os
+    from datetime import date
+
+    from cryptoflow_dagster import lake
+    from cryptoflow_dagster.cli import services
+    from cryptoflow_dagster.cli.children import Children
+    from cryptoflow_dagster.cli.demo import child_env
+    from cryptoflow_dagster.instance import prepare_instance
+    from cryptoflow_dagster.webserver import wait_until_loaded
+
+    port = services.free_port()
+    base = {**os.environ, **sim_session.env(), "CRYPTOFLOW_HOME": str(dagster_ui_home), "CRYPTOFLOW_UI_PORT": str(port)}
+    ui_settings = load_settings(base)
+    env = child_env(ui_settings, base, history_start=date(2025, 9, 1))  # sim_session's history starts there too
+    prepare_instance(ui_settings)
+    with lake.session(ui_settings) as con:
+        lake.ensure_schema(con)
+    with Children() as children:
+        dev = children.start(
+            "dagster-dev",
+            services.dagster_dev_argv("127.0.0.1", port),
+            env=env,
+            cwd=services.REPO_ROOT,
+            log_path=dagster_ui_home / "logs" / "dagster-dev.log",
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_until_loaded(url, timeout_s=240, still_running=lambda: dev.process.poll() is None)
+        yield url

@@ -40,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        for chatty in ("httpx", "httpcore", "alembic"):  # one line per request / migration step drowns the output
+            logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         return int(args.run(args) or 0)
     except CliError as exc:

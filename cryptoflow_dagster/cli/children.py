@@ -76,10 +76,13 @@ class Children:
     def stop(self) -> None:
         for child in reversed(self.children):
             _signal_group(child.pgid, signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_timeout_s
+        started = time.monotonic()
+        deadline = started + self.stop_timeout_s
         for child in reversed(self.children):
-            _wait_group(child, deadline)
+            if _wait_group(child, deadline):
+                log.info("%s stopped (%.1fs)", child.name, time.monotonic() - started)
         for child in self.children:
+            child.process.poll()  # reap an exited leader: a zombie would still count as a live group member
             if _group_alive(child.pgid):
                 log.warning("%s did not stop within %.0fs: killing its process group", child.name, self.stop_timeout_s)
                 _signal_group(child.pgid, signal.SIGKILL)
@@ -115,10 +118,11 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def _wait_group(child: Child, deadline: float) -> None:
+def _wait_group(child: Child, deadline: float) -> bool:
     """Wait for the group leader (reaping it) and for the rest of its group, until the shared deadline."""
     while time.monotonic() < deadline:
         child.process.poll()
         if child.process.returncode is not None and not _group_alive(child.pgid):
-            return
+            return True
         time.sleep(0.1)
+    return False

@@ -116,9 +116,10 @@ def run(args: argparse.Namespace) -> int:
     _preflight(settings)
 
     from cryptoflow_dagster import lake
-    from cryptoflow_dagster.instance import ensure_dagster_yaml
+    from cryptoflow_dagster.instance import ensure_dagster_yaml, prepare_instance
 
     dagster_yaml = ensure_dagster_yaml(settings)
+    prepare_instance(settings)
     with lake.session(load_settings(demo.env)) as con:
         lake.ensure_schema(con)
 
@@ -132,22 +133,10 @@ def run(args: argparse.Namespace) -> int:
             sidecar = children.start(
                 "sidecar", services.cryptoflow_argv("stream"), env=demo.env, log_path=demo.logs_dir / "sidecar.log"
             )
-        web = children.start(
-            "dagster-webserver",
-            services.webserver_argv(settings.ui_host, settings.ui_port),
-            env=demo.env,
-            cwd=services.REPO_ROOT,
-            log_path=demo.logs_dir / "dagster-webserver.log",
-        )
-        children.start(
-            "dagster-daemon",
-            services.daemon_argv(),
-            env=demo.env,
-            cwd=services.REPO_ROOT,
-            log_path=demo.logs_dir / "dagster-daemon.log",
-        )
+        web = services.start_dagster(children, demo.env, settings.ui_host, settings.ui_port, demo.logs_dir)
         _wait_for_ui(demo.ui_url, web, args.ready_timeout)
-        _print_banner(demo, dagster_yaml, sidecar is not None)
+        sidecar_state = "running" if sidecar else "off (--no-sidecar)" if args.no_sidecar else "not installed"
+        _print_banner(demo, dagster_yaml, sidecar_state)
         return _supervise(children)
     except (KeyboardInterrupt, _Stop):
         print("\nstopping the demo ...", flush=True)
@@ -198,14 +187,14 @@ def _wait_for_ui(url: str, web: Child, timeout_s: float) -> None:
         raise CliError(f"{exc}: see {web.log_path}") from None
 
 
-def _print_banner(demo: DemoPlan, dagster_yaml: Path, sidecar: bool) -> None:
+def _print_banner(demo: DemoPlan, dagster_yaml: Path, sidecar_state: str) -> None:
     s = demo.settings
     lines = [
         READY_LINE,
         f"  Dagster UI        {demo.ui_url}",
         f"  exchange sim      {s.sim_url}  (Upbit, Binance and Fear & Greed APIs)",
         f"  Slack sink        {s.sim_url}/_sim/slack  (alerts land here; CRYPTOFLOW_SLACK_API_URL={demo.env['CRYPTOFLOW_SLACK_API_URL']})",
-        f"  streaming sidecar {'running' if sidecar else 'not installed in this version' if not sidecar else ''}",
+        f"  streaming sidecar {sidecar_state}",
         f"  history           from {demo.history_start} (daily partitions start there)",
         f"  data directory    {s.home}",
         f"  Dagster home      {s.dagster_home}  ({dagster_yaml.name})",

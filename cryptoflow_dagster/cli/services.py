@@ -7,8 +7,10 @@ import importlib.util
 import shutil
 import socket
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
+from cryptoflow_dagster.cli.children import Child, Children
 from cryptoflow_dagster.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -63,8 +65,23 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def port_is_free(host: str, port: int) -> bool:
     with socket.socket() as s:
+        # as the servers themselves bind: a port in TIME_WAIT from a previous run is free for them
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
             return False
         return True
+
+
+def start_dagster(children: Children, env: Mapping[str, str], host: str, port: int, logs_dir: Path) -> Child:
+    """Start the Dagster webserver and daemon on the instance in ``env['DAGSTER_HOME']``; return the webserver child.
+
+    Webserver + daemon rather than ``dagster dev``: the same two processes a deployment runs, and no dev-mode
+    side effects (dagster-dbt's prepare_if_dev re-parsing dbt in every run). Call instance.prepare_instance first.
+    """
+    web = children.start(
+        "dagster-webserver", webserver_argv(host, port), env=env, cwd=REPO_ROOT, log_path=logs_dir / "dagster-webserver.log"
+    )
+    children.start("dagster-daemon", daemon_argv(), env=env, cwd=REPO_ROOT, log_path=logs_dir / "dagster-daemon.log")
+    return web
