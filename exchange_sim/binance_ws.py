@@ -15,7 +15,7 @@ from exchange_sim.binance_rest import aggregate
 from exchange_sim.model import Trades
 from exchange_sim.state import Sim, now_ms
 from exchange_sim.streams import Cursor, pump
-from exchange_sim.ws_common import Connection
+from exchange_sim.ws_common import Connection, asgi_endpoint
 
 STREAM_RE = re.compile(r"^([a-z0-9]+)@(trade|aggTrade)$")
 TRADE = '{"e":"trade","E":%d,"s":"%s","t":%d,"p":"%.8f","q":"%.8f","T":%d,"m":%s,"M":true}'
@@ -42,9 +42,10 @@ def parse_streams(sim: Sim, names: list[str]) -> dict[str, tuple[str, str]]:
 class BinanceConnection(Connection):
     binary = False
 
-    def __init__(self, sim: Sim, ws: WebSocket, streams: dict[str, tuple[str, str]], combined: bool):
-        super().__init__(sim, ws)
+    def __init__(self, sim: Sim, ws: WebSocket, send, streams: dict[str, tuple[str, str]], combined: bool):
+        super().__init__(sim, ws, send)
         self.streams, self.combined = streams, combined
+        self.frames.drift_offset = 2 if combined else 1
         self.cursors: dict[str, Cursor] = {}
 
     def restart(self) -> None:
@@ -62,7 +63,6 @@ class BinanceConnection(Connection):
     async def emit(self, symbol: str, t: Trades) -> None:
         frames: list[str] = []
         sent = now_ms()
-        drift = self.frames.drift if self.sim.faults.ws_schema_drift_after else None
         for name, (sym, kind) in self.streams.items():
             if sym != symbol:
                 continue
@@ -76,8 +76,6 @@ class BinanceConnection(Connection):
                     json.dumps({"e": "aggTrade", "E": max(sent, a["T"]), "s": symbol, **a}, separators=(",", ":"))
                     for a in aggregate(t)
                 ]
-            if drift is not None:
-                payloads = [drift(p) for p in payloads]
             if self.combined:
                 payloads = ['{"stream":"%s","data":%s}' % (name, p) for p in payloads]
             frames.extend(payloads)
@@ -111,7 +109,7 @@ class BinanceConnection(Connection):
         await self.send_now([json.dumps({"result": result, "id": ident})])
 
 
-async def _serve(websocket: WebSocket, names: list[str], combined: bool) -> None:
+async def _serve(websocket: WebSocket, send, names: list[str], combined: bool) -> None:
     sim: Sim = websocket.app.state.sim
     try:
         streams = parse_streams(sim, names)
@@ -119,7 +117,7 @@ async def _serve(websocket: WebSocket, names: list[str], combined: bool) -> None
         await websocket.close(code=1008, reason=str(exc)[:120])
         return
     await websocket.accept()
-    conn = BinanceConnection(sim, websocket, streams, combined)
+    conn = BinanceConnection(sim, websocket, send, streams, combined)
     conn.restart()
     try:
         await conn.run()
@@ -129,19 +127,19 @@ async def _serve(websocket: WebSocket, names: list[str], combined: bool) -> None
         conn.stop()
 
 
-async def raw_endpoint(websocket: WebSocket) -> None:
+async def raw_endpoint(websocket: WebSocket, send) -> None:
     path = websocket.path_params.get("streams", "")
-    await _serve(websocket, [s for s in path.split("/") if s], combined=False)
+    await _serve(websocket, send, [s for s in path.split("/") if s], combined=False)
 
 
-async def combined_endpoint(websocket: WebSocket) -> None:
+async def combined_endpoint(websocket: WebSocket, send) -> None:
     names = [s for s in websocket.query_params.get("streams", "").split("/") if s]
-    await _serve(websocket, names, combined=True)
+    await _serve(websocket, send, names, combined=True)
 
 
 def routes() -> list[WebSocketRoute]:
     return [
-        WebSocketRoute("/ws", raw_endpoint),
-        WebSocketRoute("/ws/{streams:path}", raw_endpoint),
-        WebSocketRoute("/stream", combined_endpoint),
+        WebSocketRoute("/ws", asgi_endpoint(raw_endpoint)),
+        WebSocketRoute("/ws/{streams:path}", asgi_endpoint(raw_endpoint)),
+        WebSocketRoute("/stream", asgi_endpoint(combined_endpoint)),
     ]

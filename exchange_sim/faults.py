@@ -47,25 +47,31 @@ MALFORMED_FRAME = '{"type":"trade","code":'  # a frame cut mid-object
 
 
 class FrameFaults:
-    """Per-connection message mangling: drift inside each payload, then duplicates, swaps and garbage frames."""
+    """Per-connection message mangling, counted per message: drift, then duplicates, swaps and garbage frames.
 
-    def __init__(self, faults: Faults):
+    ``drift_offset`` is how many closing characters follow the payload object in a frame: 1 for ``{...}``, 2 for a
+    Binance combined ``{"stream":..,"data":{...}}`` or an Upbit list ``[{...}]``, so the field lands in the payload.
+    """
+
+    def __init__(self, faults: Faults, drift_offset: int = 1):
         self.faults = faults
+        self.drift_offset = drift_offset
         self.sent = 0
+        self.pending = None  # a frame held back to go out after the next one (kept across sends)
 
-    def drift(self, payload: str) -> str:
-        after = self.faults.ws_schema_drift_after
-        if after and self.sent + 1 >= after:
-            return payload[:-1] + "," + DRIFT_FIELD + "}"
-        return payload
+    def _drift(self, frame: str) -> str:
+        k = self.drift_offset
+        return frame[:-k] + "," + DRIFT_FIELD + frame[-k:]
 
     def arrange(self, frames: list) -> list:
         f = self.faults
         out: list = []
-        pending = None
+        pending, self.pending = self.pending, None
         for frame in frames:
             self.sent += 1
             n = self.sent
+            if f.ws_schema_drift_after and n >= f.ws_schema_drift_after and isinstance(frame, str):
+                frame = self._drift(frame)
             if pending is not None:
                 out.extend((frame, pending))
                 pending = None
@@ -77,7 +83,6 @@ class FrameFaults:
             if f.ws_duplicate_every and n % f.ws_duplicate_every == 0:
                 out.append(frame)
             if f.ws_malformed_every and n % f.ws_malformed_every == 0:
-                out.append(MALFORMED_FRAME.encode() if isinstance(frame, bytes) else MALFORMED_FRAME)
-        if pending is not None:
-            out.append(pending)
+                out.append(MALFORMED_FRAME)
+        self.pending = pending
         return out

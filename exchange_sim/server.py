@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import uvicorn
@@ -12,6 +11,7 @@ from starlette.applications import Starlette
 from exchange_sim import binance_rest, binance_ws, control, fear_greed, slack_sink, upbit_rest, upbit_ws
 from exchange_sim.config import SimConfig, parse_args
 from exchange_sim.state import Sim
+from exchange_sim.ws_batch import BatchingWebSocketProtocol
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def serve(config: SimConfig) -> None:
         port=config.port,
         log_level="warning",
         access_log=False,
-        ws=os.environ.get("SIM_WS_IMPL", "websockets-sansio"),
+        ws=BatchingWebSocketProtocol,  # uvicorn's sans-io protocol with one-write frame batches (ws_batch.py)
         ws_ping_interval=config.ws_ping_interval_s,
         ws_ping_timeout=60.0,  # Binance wants a pong within a minute
         ws_per_message_deflate=False,  # compression would cap the firehose

@@ -132,8 +132,7 @@ class TradeEncoder:
         ]
         self.list_format = list_format
 
-    def encode(self, code: str, spec: MarketSpec, t: Trades, prev_close: float, stream_type: str, sent_ms: int,
-               drift=None) -> list[str]:
+    def encode(self, code: str, spec: MarketSpec, t: Trades, prev_close: float, stream_type: str, sent_ms: int) -> list[str]:
         fixed = {"type": '"trade"', "code": f'"{code}"', "prev_closing_price": repr(float(prev_close)),
                  "stream_type": f'"{stream_type}"'}
         tmpl = "{" + ",".join(part if full is None else f'"{part}":{fixed[full]}' for part, full in self.parts) + "}"
@@ -167,8 +166,6 @@ class TradeEncoder:
             np.round(t.volume * 0.9 + 0.002, 8).tolist(),
         )
         out = [tmpl % row for row in rows]
-        if drift is not None:
-            out = [drift(m) for m in out]
         if self.list_format:
             out = ["[" + m + "]" for m in out]
         return out

@@ -14,7 +14,7 @@ from exchange_sim import upbit_shapes as shapes
 from exchange_sim.model import Trades
 from exchange_sim.state import Sim, now_ms
 from exchange_sim.streams import Cursor, latest_trade, pump
-from exchange_sim.ws_common import Connection
+from exchange_sim.ws_common import Connection, asgi_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ class UpbitConnection(Connection):
 
     async def stream(self, sub: Subscription) -> None:
         now = now_ms()
+        self.frames.drift_offset = 2 if sub.list_format else 1
         trade_enc = shapes.TradeEncoder(sub.simple, sub.list_format)
         realtime: dict[str, set[str]] = {}
         for kind, (codes, only_snapshot, only_realtime) in sub.types.items():
@@ -117,11 +118,11 @@ class UpbitConnection(Connection):
                 if int(t.ts[-1]) // 86_400_000 != int(t.ts[0]) // 86_400_000:
                     frames.extend(self._split_days(code, t, trade_enc))
                 else:
-                    frames.extend(trade_enc.encode(code, spec, t, prev, "REALTIME", now_ms(), self._drift()))
+                    frames.extend(trade_enc.encode(code, spec, t, prev, "REALTIME", now_ms()))
             if "ticker" in realtime[code]:
                 fields = shapes.ticker_fields(self.sim.model, spec, int(t.ts[-1]))
                 if fields is not None:
-                    frames.append(self._maybe_drift(shapes.ws_ticker(code, fields, "REALTIME", sub.simple, sub.list_format)))
+                    frames.append(shapes.ws_ticker(code, fields, "REALTIME", sub.simple, sub.list_format))
             await self.send(frames, code, len(t))
 
         await pump(self.sim, cursors, emit)
@@ -132,14 +133,8 @@ class UpbitConnection(Connection):
         day = t.ts // 86_400_000
         for d in sorted(set(day.tolist())):
             part = t.mask(day == d)
-            out.extend(enc.encode(code, spec, part, self.sim.model.day_close(spec, d - 1), "REALTIME", now_ms(), self._drift()))
+            out.extend(enc.encode(code, spec, part, self.sim.model.day_close(spec, d - 1), "REALTIME", now_ms()))
         return out
-
-    def _drift(self):
-        return self.frames.drift if self.sim.faults.ws_schema_drift_after else None
-
-    def _maybe_drift(self, text: str) -> str:
-        return self.frames.drift(text) if self.sim.faults.ws_schema_drift_after else text
 
     async def snapshot(self, kind: str, code: str, now: int, sub: Subscription, enc: shapes.TradeEncoder) -> None:
         spec = self.sim.upbit[code]
@@ -154,10 +149,10 @@ class UpbitConnection(Connection):
                 await self.send([shapes.ws_ticker(code, fields, "SNAPSHOT", sub.simple, sub.list_format)], code, 0)
 
 
-async def endpoint(websocket: WebSocket) -> None:
+async def endpoint(websocket: WebSocket, send) -> None:
     sim: Sim = websocket.app.state.sim
     await websocket.accept()
-    conn = UpbitConnection(sim, websocket)
+    conn = UpbitConnection(sim, websocket, send)
     try:
         await conn.run()
     except WebSocketDisconnect:
@@ -167,4 +162,4 @@ async def endpoint(websocket: WebSocket) -> None:
 
 
 def routes() -> list[WebSocketRoute]:
-    return [WebSocketRoute("/websocket/v1", endpoint)]
+    return [WebSocketRoute("/websocket/v1", asgi_endpoint(endpoint))]

@@ -11,15 +11,30 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from exchange_sim.faults import FrameFaults
 from exchange_sim.state import Sim
+from exchange_sim.ws_batch import BATCH
+
+BATCH_FRAMES = 256  # frames per write: large enough to amortize the syscall, small enough to keep the loop fair
 
 log = logging.getLogger(__name__)
+
+
+def asgi_endpoint(handler):
+    """A raw ASGI WebSocket app around ``handler(websocket, send)``, so the handler keeps the ASGI send callable."""
+
+    class Endpoint:
+        async def __call__(self, scope, receive, send) -> None:
+            await handler(WebSocket(scope, receive, send), send)
+
+    return Endpoint()
 
 
 class Connection:
     binary = False  # Upbit sends binary frames, Binance text
 
-    def __init__(self, sim: Sim, ws: WebSocket):
+    def __init__(self, sim: Sim, ws: WebSocket, raw_send=None):
         self.sim, self.ws = sim, ws
+        # the ASGI send itself, for the frame-batch extension (Starlette's WebSocket.send allows only standard types)
+        self.raw_send = raw_send if BATCH in ws.scope.get("extensions", {}) else None
         self.frames = FrameFaults(sim.faults)
         self.task: asyncio.Task | None = None
         self.opened = self.last_activity = time.monotonic()
@@ -73,6 +88,12 @@ class Connection:
             c.per_market_sent[code] = c.per_market_sent.get(code, 0) + trades
 
     async def send_now(self, frames: list) -> None:
+        if self.raw_send is not None and len(frames) > 1:
+            for i in range(0, len(frames), BATCH_FRAMES):
+                chunk = [f if isinstance(f, bytes) else f.encode() for f in frames[i : i + BATCH_FRAMES]]
+                await self.raw_send({"type": BATCH, "frames": chunk, "binary": self.binary})
+            self.last_activity = time.monotonic()
+            return
         send = self.ws.send
         if self.binary:
             for f in frames:

@@ -97,8 +97,12 @@ def test_websocket_faults_duplicates_reorder_malformed_drift_disconnect(fault_si
             broken += 1
     assert broken >= 2
     ids = [m["t"] for m in parsed]
-    assert ids != sorted(ids) and sorted(ids) == list(range(min(ids), min(ids) + len(ids)))  # reordered, none lost
-    assert "sim_added_field" not in parsed[0] and all(m["sim_added_field"] == "drift" for m in parsed[6:])
+    assert ids != sorted(ids) and len(ids) == len(set(ids))  # reordered
+    # none lost: only the last swap may be cut off by the end of the read
+    assert set(range(min(ids), max(ids) + 1)) - set(ids) <= {max(ids) - 1}
+    # from the 4th message on, a new field (message number = trade id offset: no duplicates in this read)
+    assert all(("sim_added_field" in m) == (m["t"] - min(ids) + 1 >= 4) for m in parsed)
+    assert all(m["sim_added_field"] == "drift" for m in parsed if "sim_added_field" in m)
 
     sim.set_faults(ws_out_of_order_every=0, ws_malformed_every=0, ws_schema_drift_after=0, ws_disconnect_every_s=1.0)
 
