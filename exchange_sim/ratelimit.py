@@ -53,19 +53,21 @@ class UpbitLimiter:
     def __init__(self, per_second: int = 10, ban_after: int = 10, ban_s: float = 2.0):
         self.per_second = per_second
         self.escalation = _Escalation(ban_after, ban_s, strike_gap_s=2.0)
-        self.windows: dict[tuple[str, str], deque[float]] = {}
+        self.windows: dict[tuple[str, str, bool], deque[float]] = {}
 
-    def check(self, client: str, group: str, now: float) -> Verdict:
-        window = self.windows.setdefault((client, group), deque())
-        while window and window[0] <= now - 1.0:
+    def check(self, client: str, group: str, now: float, origin: bool = False) -> Verdict:
+        """``origin``: the request carried an Origin header (a browser), which Upbit allows once per 10 s."""
+        limit, span = (1, 10.0) if origin else (self.per_second, 1.0)
+        window = self.windows.setdefault((client, group, origin), deque())
+        while window and window[0] <= now - span:
             window.popleft()
         if self.escalation.banned_for(client, now) > 0:
             return Verdict(418, {"Remaining-Req": f"group={group}; min=1800; sec=0"})
-        if len(window) >= self.per_second:
+        if len(window) >= limit:
             status = 418 if self.escalation.strike(client, now) else 429
             return Verdict(status, {"Remaining-Req": f"group={group}; min=1800; sec=0"})
         window.append(now)
-        return Verdict(200, {"Remaining-Req": f"group={group}; min=1800; sec={self.per_second - len(window)}"})
+        return Verdict(200, {"Remaining-Req": f"group={group}; min=1800; sec={limit - len(window)}"})
 
     def reset(self) -> None:
         self.windows.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 import sys
 
 import uvicorn
@@ -35,7 +36,8 @@ def build_app(config: SimConfig) -> Starlette:
 
 def serve(config: SimConfig) -> None:
     app = build_app(config)
-    log.info("exchange simulator on http://%s:%d (history from %s)", config.host, config.port, app.state.sim.history_start_ms)
+    start = datetime.fromtimestamp(app.state.sim.history_start_ms / 1000, timezone.utc).date()
+    log.info("exchange simulator on http://%s:%d (history from %s)", config.host, config.port, start)
     uvicorn.run(
         app,
         host=config.host,

@@ -66,7 +66,7 @@ def _market(sim: Sim, request: Request):
 
 def limited(sim: Sim, group: str, handler: Callable[[Sim, Request], Awaitable[Response] | Response]):
     async def endpoint(request: Request) -> Response:
-        verdict = sim.upbit_limiter.check(client_of(request), group, now_ms() / 1000)
+        verdict = sim.upbit_limiter.check(client_of(request), group, now_ms() / 1000, "origin" in request.headers)
         if verdict.status == 429:
             return PlainTextResponse("Too many API requests.", status_code=429, headers=verdict.headers)
         if verdict.status == 418:

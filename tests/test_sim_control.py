@@ -55,6 +55,9 @@ def test_rate_limits_429_then_418(sim):
         assert int(headers[5]["Retry-After"]) >= 1 and int(headers[6]["Retry-After"]) >= 1
         sim.reset()
         assert c.get("/v1/candles/minutes/1", params={"market": "KRW-BTC"}).status_code == 200
+        # a browser (Origin header) gets one request per 10 s
+        browser = {"Origin": "https://example.test"}
+        assert [c.get("/v1/market/all", headers=browser).status_code for _ in range(2)] == [200, 429]
 
 
 def test_rest_faults_slow_5xx_and_429_bursts(fault_sim):
