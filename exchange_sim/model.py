@@ -171,10 +171,12 @@ def _bridge(a: float, b: float, z: np.ndarray, sigma: float) -> np.ndarray:
 class Model:
     """Deterministic trades for any market and time; day blocks are cached, shocks applied on the way out."""
 
-    def __init__(self, config: ModelConfig, cache_days: int = 96):
+    def __init__(self, config: ModelConfig, cache_trades: int = 8_000_000):
         self.config = config
         self._blocks: OrderedDict[tuple, Trades] = OrderedDict()
-        self._cache_days = cache_days
+        # the block cache is bounded by trades held (~41 bytes each), not blocks: a live-rate day is 10x a history day
+        self._cache_trades = cache_trades
+        self._cached = 0
         self._walks: dict[int, np.ndarray] = {}
         self._totals: dict[int, list[tuple[int, int]]] = {}  # spec.key -> [(trades, aggs)] per day from start_day
         self._shocks: dict[tuple[str, str], list[tuple[int, float]]] = {}
@@ -325,8 +327,10 @@ class Model:
             return block
         block = self._generate(spec, day) if day >= self.config.start_day else Trades.empty()
         self._blocks[key] = block
-        if len(self._blocks) > self._cache_days:
-            self._blocks.popitem(last=False)
+        self._cached += len(block)
+        while self._cached > self._cache_trades and len(self._blocks) > 1:
+            _, old = self._blocks.popitem(last=False)
+            self._cached -= len(old)
         return block
 
     def _walk(self, spec: MarketSpec) -> np.ndarray:
