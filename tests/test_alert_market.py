@@ -180,3 +180,14 @@ def test_rules_file_overrides_and_errors(rules, tmp_path):
     bad.write_text("defaults: [unclosed")
     with pytest.raises(RuleError, match="not valid YAML"):
         load_rules(bad)
+
+
+def test_one_batch_many_markets_each_with_its_own_threshold(con, rules):
+    base = [(i, T0 + timedelta(seconds=10 * i), 100.0, 1.0) for i in range(30)]
+    land(con, pl.concat([trades("upbit", "KRW-BTC", base), trades("binance", "TRXUSDT", base)]))
+    t = T0 + timedelta(seconds=300)
+    # +2.5% on both: over KRW-BTC's 2% (its override in the rules file), under the default 3% that TRXUSDT has.
+    batch = pl.concat([trades("upbit", "KRW-BTC", [(100, t, 102.5, 1.0)]), trades("binance", "TRXUSDT", [(100, t, 102.5, 1.0)])])
+    got = evaluate_market_rules(con, batch, rules, now=t)
+    assert [(a.rule, a.exchange, a.market, a.threshold) for a in got] == [("price_move", "upbit", "KRW-BTC", 2.0)]
+    assert got[0].value == pytest.approx(2.5)

@@ -23,6 +23,7 @@ from cryptoflow_dagster.alerting.rules import MarketRules, RuleSet
 log = logging.getLogger(__name__)
 
 _NEW, _RANGES, _HIST, _BARS = "_alert_new_trades", "_alert_ranges", "_alert_hist", "_alert_gold_bars"
+_PARAMS = "_alert_params"
 _TRADES_LINK = "/assets/silver/trades"
 
 
@@ -38,6 +39,7 @@ def evaluate_market_rules(
     mem = duckdb.connect(":memory:")
     try:
         mem.execute("SET TimeZone = 'UTC'")
+        mem.execute("SET threads = 1")
         mem.register(_NEW, trades)
         spans = {(e, m): (lo, hi) for e, m, lo, hi in mem.execute(
             f"SELECT exchange, market, min(ts), max(ts) FROM {_NEW} GROUP BY 1, 2 ORDER BY 1, 2").fetchall()}
@@ -55,20 +57,25 @@ def evaluate_market_rules(
 def _evaluate(con: duckdb.DuckDBPyConnection, per_market: dict, spans: dict, legs: dict, batch_end: datetime,
               now: datetime) -> list[Alert]:
     alerts: list[Alert] = []
-    for (exchange, market), mr in per_market.items():
-        first, last = spans[(exchange, market)]
-        for rule, evaluate in (("price_move", _price_move), ("volume_spike", _volume_spike),
-                               ("volatility", _volatility)):
+    for rule, evaluate, structural in _RULES:
+        # Markets whose rule has the same shape (window sizes) share one query; thresholds vary per market.
+        groups: dict[tuple, list[MarketRules]] = {}
+        for mr in per_market.values():
             params = mr.get(rule)
             if params is not None:
-                alert = evaluate(con, mr, params, first, last, now)
-                if alert is not None:
-                    alerts.append(alert)
-    for asset, mr in legs.items():
-        alert = _kimchi_premium(con, mr, asset, batch_end, now)
-        if alert is not None:
-            alerts.append(alert)
+                groups.setdefault(tuple(params[k] for k in structural), []).append(mr)
+        for shape, members in groups.items():
+            alerts += evaluate(con, dict(zip(structural, shape)), members, spans, now)
+    alerts += _kimchi_premiums(con, legs, batch_end, now)
     return alerts
+
+
+def _with_params(con: duckdb.DuckDBPyConnection, rule: str, members: list[MarketRules], keys: tuple[str, ...]) -> None:
+    """Register ``_alert_params(exchange, market, <keys>)``: each member market's thresholds for ``rule``."""
+    con.register(_PARAMS, pa.table({
+        "exchange": [m.exchange for m in members], "market": [m.market for m in members],
+        **{k: pa.array([m.get(rule)[k] for m in members], pa.float64()) for k in keys},
+    }))
 
 
 def _lookback_s(mr: MarketRules) -> float:
@@ -167,142 +174,181 @@ def _alert(mr: MarketRules, rule: str, event_time: datetime, value: float, thres
     )
 
 
-def _price_move(con, mr: MarketRules, p: dict[str, float], first: datetime, last: datetime,
-                now: datetime) -> Alert | None:
-    window = int(p["window_s"])
-    # The first trade of the batch whose price is pct% away from the low or high of the window before it.
-    row = con.execute(
+def _price_move(con, shape: dict, members: list[MarketRules], spans: dict, now: datetime) -> list[Alert]:
+    window = int(shape["window_s"])
+    _with_params(con, "price_move", members, ("pct",))
+    # Per market, the first trade of the batch whose price is pct% away from the low or high of the window before it.
+    rows = con.execute(
         f"""
         WITH w AS (
-            SELECT trade_id, ts, price, min(price) OVER win AS lo, max(price) OVER win AS hi
-              FROM {_HIST} WHERE exchange = $exchange AND market = $market
-            WINDOW win AS (ORDER BY ts RANGE BETWEEN INTERVAL '{window} seconds' PRECEDING AND CURRENT ROW)
+            SELECT exchange, market, trade_id, ts, price, min(price) OVER win AS lo, max(price) OVER win AS hi
+              FROM {_HIST} SEMI JOIN {_PARAMS} USING (exchange, market)
+            WINDOW win AS (PARTITION BY exchange, market ORDER BY ts
+                           RANGE BETWEEN INTERVAL '{window} seconds' PRECEDING AND CURRENT ROW)
         ),
         m AS (
-            SELECT ts, price, lo, hi,
+            SELECT exchange, market, ts, price, lo, hi,
                    CASE WHEN price / lo - 1 >= 1 - price / hi THEN (price / lo - 1) * 100
                         ELSE (price / hi - 1) * 100 END AS move_pct
-              FROM w WHERE trade_id IN (SELECT trade_id FROM {_NEW} WHERE exchange = $exchange AND market = $market)
+              FROM w SEMI JOIN {_NEW} USING (exchange, market, trade_id)
         )
-        SELECT ts, price, lo, hi, move_pct FROM m WHERE abs(move_pct) >= $pct ORDER BY ts LIMIT 1
-        """,
-        {"exchange": mr.exchange, "market": mr.market, "pct": p["pct"]},
-    ).fetchone()
-    if row is None:
-        return None
-    ts, price, lo, hi, move = row
-    ref = lo if move > 0 else hi
-    return _alert(
-        mr, "price_move", ts, move, p["pct"],
-        f"{mr.exchange} {mr.market} moved {move:+.2f}% within {window}s ({ref:,.8g} -> {price:,.8g}); "
-        f"threshold {p['pct']:.2f}%",
-        now, {"Move": f"{move:+.2f}%", "Window": f"{window}s", "Price": f"{price:,.8g}", "From": f"{ref:,.8g}"},
-    )
+        SELECT m.exchange, m.market, ts, price, lo, hi, move_pct
+          FROM m JOIN {_PARAMS} p USING (exchange, market)
+         WHERE abs(move_pct) >= p.pct
+        QUALIFY row_number() OVER (PARTITION BY m.exchange, m.market ORDER BY ts) = 1
+        ORDER BY 1, 2
+        """
+    ).fetchall()
+    con.unregister(_PARAMS)
+    by_key = {(m.exchange, m.market): m for m in members}
+    alerts = []
+    for exchange, market, ts, price, lo, hi, move in rows:
+        mr = by_key[(exchange, market)]
+        pct = mr.get("price_move")["pct"]
+        ref = lo if move > 0 else hi
+        alerts.append(_alert(
+            mr, "price_move", ts, move, pct,
+            f"{exchange} {market} moved {move:+.2f}% within {window}s ({ref:,.8g} -> {price:,.8g}); threshold {pct:.2f}%",
+            now, {"Move": f"{move:+.2f}%", "Window": f"{window}s", "Price": f"{price:,.8g}", "From": f"{ref:,.8g}"},
+        ))
+    return alerts
 
 
-def _volume_spike(con, mr: MarketRules, p: dict[str, float], first: datetime, last: datetime,
-                  now: datetime) -> Alert | None:
-    bucket = int(p["bucket_s"])
-    # Buckets without trades count as zero volume; history starts at the first bucket that has any trade.
-    row = con.execute(
+def _volume_spike(con, shape: dict, members: list[MarketRules], spans: dict, now: datetime) -> list[Alert]:
+    bucket = int(shape["bucket_s"])
+    _with_params(con, "volume_spike", members, ("z", "min_buckets"))
+    # Buckets without trades count as zero volume; each market's history starts at its first bucket with a trade.
+    rows = con.execute(
         f"""
         WITH b AS (
-            SELECT time_bucket(INTERVAL '{bucket} seconds', ts) AS bucket, sum(volume) AS vol
-              FROM {_HIST} WHERE exchange = $exchange AND market = $market GROUP BY 1
+            SELECT exchange, market, time_bucket(INTERVAL '{bucket} seconds', ts) AS bucket, sum(volume) AS vol
+              FROM {_HIST} SEMI JOIN {_PARAMS} USING (exchange, market) GROUP BY ALL
         ),
-        cur AS (SELECT max(bucket) AS bucket FROM b),
+        bounds AS (SELECT exchange, market, min(bucket) AS lo, max(bucket) AS cur FROM b GROUP BY ALL),
         grid AS (
-            SELECT unnest(generate_series((SELECT min(bucket) FROM b), (SELECT bucket FROM cur),
-                                          INTERVAL '{bucket} seconds')) AS bucket
+            SELECT exchange, market, cur, unnest(generate_series(lo, cur, INTERVAL '{bucket} seconds')) AS bucket
+              FROM bounds
         ),
-        filled AS (SELECT g.bucket, coalesce(b.vol, 0) AS vol FROM grid g LEFT JOIN b USING (bucket)),
-        prev AS (SELECT vol FROM filled WHERE bucket < (SELECT bucket FROM cur))
-        SELECT (SELECT bucket FROM cur), (SELECT vol FROM filled WHERE bucket = (SELECT bucket FROM cur)),
-               avg(vol), stddev_samp(vol), count(*)
-          FROM prev
-        """,
-        {"exchange": mr.exchange, "market": mr.market},
-    ).fetchone()
-    start, vol, mean, std, n = row
-    if start is None or n < p["min_buckets"] or not std or std <= 0:
-        return None
-    z = (vol - mean) / std
-    if z < p["z"]:
-        return None
-    return _alert(
-        mr, "volume_spike", start, z, p["z"],
-        f"{mr.exchange} {mr.market} volume spike: {vol:,.6g} in {bucket}s from {start:%H:%M:%S} UTC is z={z:.1f} "
-        f"against the trailing {int(n)} buckets (mean {mean:,.6g}); threshold z={p['z']:.1f}",
-        now, {"Volume": f"{vol:,.6g}", "Trailing mean": f"{mean:,.6g}", "z-score": f"{z:.2f}", "Buckets": str(int(n))},
-    )
+        filled AS (
+            SELECT g.exchange, g.market, g.cur, g.bucket, coalesce(b.vol, 0) AS vol
+              FROM grid g LEFT JOIN b USING (exchange, market, bucket)
+        ),
+        s AS (
+            SELECT exchange, market, any_value(cur) AS cur, max(vol) FILTER (WHERE bucket = cur) AS vol,
+                   avg(vol) FILTER (WHERE bucket < cur) AS mean, stddev_samp(vol) FILTER (WHERE bucket < cur) AS std,
+                   count(*) FILTER (WHERE bucket < cur) AS n
+              FROM filled GROUP BY ALL
+        )
+        SELECT s.exchange, s.market, cur, vol, mean, std, n, (vol - mean) / std AS z
+          FROM s JOIN {_PARAMS} p USING (exchange, market)
+         WHERE n >= p.min_buckets AND std > 0 AND (vol - mean) / std >= p.z
+         ORDER BY 1, 2
+        """
+    ).fetchall()
+    con.unregister(_PARAMS)
+    by_key = {(m.exchange, m.market): m for m in members}
+    alerts = []
+    for exchange, market, start, vol, mean, std, n, z in rows:
+        mr = by_key[(exchange, market)]
+        threshold = mr.get("volume_spike")["z"]
+        alerts.append(_alert(
+            mr, "volume_spike", start, z, threshold,
+            f"{exchange} {market} volume spike: {vol:,.6g} in {bucket}s from {start:%H:%M:%S} UTC is z={z:.1f} "
+            f"against the trailing {int(n)} buckets (mean {mean:,.6g}); threshold z={threshold:.1f}",
+            now, {"Volume": f"{vol:,.6g}", "Trailing mean": f"{mean:,.6g}", "z-score": f"{z:.2f}", "Buckets": str(int(n))},
+        ))
+    return alerts
 
 
-def _volatility(con, mr: MarketRules, p: dict[str, float], first: datetime, last: datetime,
-                now: datetime) -> Alert | None:
-    window, trailing = int(p["window_bars"]), int(p["trailing_bars"])
+def _volatility(con, shape: dict, members: list[MarketRules], spans: dict, now: datetime) -> list[Alert]:
+    window, trailing, pctl = int(shape["window_bars"]), int(shape["trailing_bars"]), shape["percentile"]
+    _with_params(con, "volatility", members, ("min_history",))
     # 1-minute closes (gold bars before the trade history, trades after) -> log returns -> rolling stdev over `window`
-    # bars; the latest value against the trailing ones.
-    row = con.execute(
+    # bars; each market's latest value against its trailing ones.
+    rows = con.execute(
         f"""
         WITH recent AS (
-            SELECT time_bucket(INTERVAL '1 minute', ts) AS minute, arg_max(price, ts) AS close
-              FROM {_HIST} WHERE exchange = $exchange AND market = $market GROUP BY 1
+            SELECT exchange, market, time_bucket(INTERVAL '1 minute', ts) AS minute, arg_max(price, ts) AS close
+              FROM {_HIST} SEMI JOIN {_PARAMS} USING (exchange, market) GROUP BY ALL
         ),
+        starts AS (SELECT exchange, market, min(minute) AS m0 FROM recent GROUP BY ALL),
         bars AS (
-            SELECT minute, close FROM {_BARS} WHERE exchange = $exchange AND market = $market
-               AND minute < (SELECT min(minute) FROM recent)
-            UNION ALL SELECT minute, close FROM recent
+            SELECT g.exchange, g.market, g.minute, g.close
+              FROM {_BARS} g JOIN starts s ON g.exchange = s.exchange AND g.market = s.market AND g.minute < s.m0
+            UNION ALL SELECT exchange, market, minute, close FROM recent
         ),
-        r AS (SELECT minute, ln(close / lag(close) OVER (ORDER BY minute)) AS ret FROM bars),
+        r AS (
+            SELECT exchange, market, minute,
+                   ln(close / lag(close) OVER (PARTITION BY exchange, market ORDER BY minute)) AS ret
+              FROM bars
+        ),
         v AS (
-            SELECT minute, stddev_samp(ret) OVER (ORDER BY minute ROWS BETWEEN {window - 1} PRECEDING AND CURRENT ROW) AS vol,
-                   count(ret) OVER (ORDER BY minute ROWS BETWEEN {window - 1} PRECEDING AND CURRENT ROW) AS n
-              FROM r
+            SELECT exchange, market, minute, stddev_samp(ret) OVER win AS vol, count(ret) OVER win AS n FROM r
+            WINDOW win AS (PARTITION BY exchange, market ORDER BY minute ROWS BETWEEN {window - 1} PRECEDING AND CURRENT ROW)
         ),
-        ok AS (SELECT minute, vol FROM v WHERE n = {window} AND vol IS NOT NULL),
-        cur AS (SELECT minute, vol FROM ok ORDER BY minute DESC LIMIT 1),
-        hist AS (SELECT vol FROM ok WHERE minute < (SELECT minute FROM cur) ORDER BY minute DESC LIMIT {trailing})
-        SELECT (SELECT minute FROM cur), (SELECT vol FROM cur), quantile_cont(vol, $q), count(*) FROM hist
-        """,
-        {"exchange": mr.exchange, "market": mr.market, "q": p["percentile"] / 100.0},
-    ).fetchone()
-    minute, vol, limit, n = row
-    if minute is None or vol is None or limit is None or n < p["min_history"] or vol <= limit:
-        return None
-    # Only a bar this batch touched may fire: older bars were judged when their own trades arrived.
-    if minute < first.replace(second=0, microsecond=0):
-        return None
-    daily, limit_daily = vol * math.sqrt(1440), limit * math.sqrt(1440)
-    return _alert(
-        mr, "volatility", minute, daily, limit_daily,
-        f"{mr.exchange} {mr.market} realized volatility {daily * 100:.2f}% (daily sigma, last {window} 1m bars) is above "
-        f"the trailing p{p['percentile']:g} {limit_daily * 100:.2f}% of {int(n)} windows",
-        now, {"Volatility": f"{daily * 100:.2f}%", f"p{p['percentile']:g}": f"{limit_daily * 100:.2f}%",
-              "Window": f"{window} x 1m"},
-    )
+        ranked AS (
+            SELECT exchange, market, minute, vol,
+                   row_number() OVER (PARTITION BY exchange, market ORDER BY minute DESC) AS rn
+              FROM v WHERE n = {window} AND vol IS NOT NULL
+        ),
+        cur AS (SELECT exchange, market, minute, vol FROM ranked WHERE rn = 1),
+        hist AS (
+            SELECT exchange, market, quantile_cont(vol, {pctl / 100.0}) AS lim, count(*) AS n
+              FROM ranked WHERE rn BETWEEN 2 AND {trailing + 1} GROUP BY ALL
+        )
+        SELECT c.exchange, c.market, c.minute, c.vol, h.lim, h.n
+          FROM cur c JOIN hist h USING (exchange, market) JOIN {_PARAMS} p USING (exchange, market)
+         WHERE h.n >= p.min_history AND c.vol > h.lim
+         ORDER BY 1, 2
+        """
+    ).fetchall()
+    con.unregister(_PARAMS)
+    by_key = {(m.exchange, m.market): m for m in members}
+    alerts = []
+    for exchange, market, minute, vol, limit, n in rows:
+        # Only a bar this batch touched may fire: older bars were judged when their own trades arrived.
+        if minute < spans[(exchange, market)][0].replace(second=0, microsecond=0):
+            continue
+        daily, limit_daily = vol * math.sqrt(1440), limit * math.sqrt(1440)
+        alerts.append(_alert(
+            by_key[(exchange, market)], "volatility", minute, daily, limit_daily,
+            f"{exchange} {market} realized volatility {daily * 100:.2f}% (daily sigma, last {window} 1m bars) is above "
+            f"the trailing p{pctl:g} {limit_daily * 100:.2f}% of {int(n)} windows",
+            now, {"Volatility": f"{daily * 100:.2f}%", f"p{pctl:g}": f"{limit_daily * 100:.2f}%",
+                  "Window": f"{window} x 1m"},
+        ))
+    return alerts
 
 
-def _kimchi_premium(con, mr: MarketRules, asset: str, at: datetime, now: datetime) -> Alert | None:
+_RULES = (
+    ("price_move", _price_move, ("window_s",)),
+    ("volume_spike", _volume_spike, ("bucket_s",)),
+    ("volatility", _volatility, ("window_bars", "trailing_bars", "percentile")),
+)
+
+
+def _kimchi_premiums(con, legs: dict[str, MarketRules], at: datetime, now: datetime) -> list[Alert]:
     """Upbit KRW-<asset> over Binance <asset>USDT x Upbit KRW-USDT (last prices, none older than the staleness)."""
-    p = mr.get("kimchi_premium")
-    since = at - timedelta(seconds=p["max_staleness_s"])
-    prices = []
-    for exchange, market in _legs(asset):
-        price = con.execute(
-            f"SELECT arg_max(price, ts) FROM {_HIST} WHERE exchange = ? AND market = ? AND ts BETWEEN ? AND ?",
-            [exchange, market, since, at],
-        ).fetchone()[0]
-        if price is None:
-            return None
-        prices.append(price)
-    krw, usdt, usdt_krw = prices
-    premium = (krw / (usdt * usdt_krw) - 1) * 100
-    if premium < p["pct"]:
-        return None
-    return _alert(
-        mr, "kimchi_premium", at.replace(second=0, microsecond=0), premium, p["pct"],
-        f"Korean premium on {asset} is {premium:.2f}% (Upbit {krw:,.8g} KRW vs Binance {usdt:,.8g} USDT x "
-        f"{usdt_krw:,.6g} KRW/USDT); threshold {p['pct']:.2f}%",
-        now, {"Premium": f"{premium:.2f}%", "Upbit KRW": f"{krw:,.8g}", "Binance USDT": f"{usdt:,.8g}",
-              "KRW/USDT": f"{usdt_krw:,.6g}"},
-    )
+    if not legs:
+        return []
+    last = {(e, m): (price, ts) for e, m, price, ts in con.execute(
+        f"SELECT exchange, market, arg_max(price, ts), max(ts) FROM {_HIST} WHERE ts <= ? GROUP BY ALL", [at]).fetchall()}
+    alerts = []
+    for asset, mr in legs.items():
+        p = mr.get("kimchi_premium")
+        since = at - timedelta(seconds=p["max_staleness_s"])
+        quotes = [last.get(leg) for leg in _legs(asset)]
+        if any(q is None or q[1] < since for q in quotes):
+            continue
+        krw, usdt, usdt_krw = (q[0] for q in quotes)
+        premium = (krw / (usdt * usdt_krw) - 1) * 100
+        if premium < p["pct"]:
+            continue
+        alerts.append(_alert(
+            mr, "kimchi_premium", at.replace(second=0, microsecond=0), premium, p["pct"],
+            f"Korean premium on {asset} is {premium:.2f}% (Upbit {krw:,.8g} KRW vs Binance {usdt:,.8g} USDT x "
+            f"{usdt_krw:,.6g} KRW/USDT); threshold {p['pct']:.2f}%",
+            now, {"Premium": f"{premium:.2f}%", "Upbit KRW": f"{krw:,.8g}", "Binance USDT": f"{usdt:,.8g}",
+                  "KRW/USDT": f"{usdt_krw:,.6g}"},
+        ))
+    return alerts
