@@ -106,6 +106,24 @@ def test_real_candles_shape_the_price_path(upbit, shared_data):
         assert c["candle_acc_trade_volume"] == pytest.approx(float(r["volume"]), abs=1e-6)
 
 
+def test_ticker_has_the_documented_fields_and_agrees_with_ticks(upbit):
+    documented = {
+        "market", "trade_date", "trade_time", "trade_timestamp", "opening_price", "high_price", "low_price", "trade_price",
+        "prev_closing_price", "change", "change_price", "change_rate", "signed_change_price", "signed_change_rate",
+        "trade_volume", "acc_trade_price", "acc_trade_price_24h", "acc_trade_volume", "acc_trade_volume_24h",
+        "highest_52_week_price", "highest_52_week_date", "lowest_52_week_price", "lowest_52_week_date", "timestamp"}
+    (btc,) = _get(upbit, "/v1/ticker", markets="KRW-BTC")
+    assert set(btc) == documented
+    assert btc["low_price"] <= btc["trade_price"] <= btc["high_price"] <= btc["highest_52_week_price"]
+    assert btc["signed_change_price"] == pytest.approx(btc["trade_price"] - btc["prev_closing_price"])
+    assert len(btc["trade_date"]) == 8 and len(btc["trade_time"]) == 6
+    (latest,) = _get(upbit, "/v1/trades/ticks", market="KRW-BTC", count=1)
+    assert latest["timestamp"] >= btc["trade_timestamp"]  # the ticker is the last trade at the time it was asked
+    assert latest["prev_closing_price"] == btc["prev_closing_price"]
+    assert [t["market"] for t in _get(upbit, "/v1/ticker/all", quote_currencies="KRW")] == [
+        "KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-USDT"]
+
+
 def test_tick_paging_with_cursor_returns_every_trade_once(upbit, sim_session):
     """Walking /v1/trades/ticks back with `cursor` covers exactly the ground-truth trades of the day so far."""
     now = datetime.now(timezone.utc)
@@ -122,3 +140,7 @@ def test_tick_paging_with_cursor_returns_every_trade_once(upbit, sim_session):
     truth = sim_session.ground_truth("KRW-XRP", day * 86_400_000, day * 86_400_000 + 20 * 60_000)
     assert ids[::-1] == [t["sequential_id"] for t in truth]
     assert seen[0]["trade_date_utc"] == seen[-1]["trade_date_utc"]
+    # the JSON form of the ground truth holds the same trades as the NDJSON the helper reads
+    as_json = httpx.get(sim_session.url + "/_sim/trades", params={"market": "KRW-XRP", "start": truth[0]["ts"],
+                                                                  "end": truth[-1]["ts"] + 1}).json()
+    assert as_json["count"] == len(truth) and as_json["trades"] == truth
