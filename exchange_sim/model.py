@@ -107,6 +107,18 @@ class Candles:
         return len(self.start)
 
 
+@dataclass
+class Running:
+    """Per trade of one day: running high/low and left-fold totals up to and including that trade."""
+
+    high: np.ndarray
+    low: np.ndarray
+    volume: np.ndarray
+    quote: np.ndarray
+    bid_volume: np.ndarray
+    ask_volume: np.ndarray
+
+
 def seq_sum(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """Per-segment float sums in time order (a left fold), so anyone re-adding the trades gets the same digits.
 
@@ -225,6 +237,25 @@ class Model:
         if candle is None:
             candle = self._closes[key] = ohlcv(self.day_trades(spec, day), DAY_MS)
         return candle
+
+    def running(self, spec: MarketSpec, day: int) -> Running:
+        """Running day totals per trade (cached): a ticker at any trade is one lookup, not a pass over the day."""
+        key = ("run", spec.key, day, self.shock_version)
+        run = self._closes.get(key)
+        if run is None:
+            t = self.day_trades(spec, day)
+            quote = t.price * t.volume
+            run = self._closes[key] = Running(
+                high=np.maximum.accumulate(t.price) if len(t) else t.price,
+                low=np.minimum.accumulate(t.price) if len(t) else t.price,
+                volume=np.cumsum(t.volume),
+                quote=np.cumsum(quote),
+                bid_volume=np.cumsum(np.where(t.buy, t.volume, 0.0)),
+                ask_volume=np.cumsum(np.where(t.buy, 0.0, t.volume)),
+            )
+            for old in [k for k in self._closes if k[:3] == ("run", spec.key, day - 2)]:
+                del self._closes[old]  # only today and yesterday are asked for
+        return run
 
     def extremes_before(self, spec: MarketSpec, day: int, days: int = 30) -> tuple[float, int, float, int] | None:
         """(high, its day, low, its day) over the finished days in the ``days`` before ``day``.

@@ -172,34 +172,39 @@ class TradeEncoder:
 
 
 def ticker_fields(model: Model, spec: MarketSpec, at_ms: int) -> dict | None:
-    """The ticker as of ``at_ms``: today's OHLC and totals, rolling 24 h totals, 52-week extremes over served history."""
+    """The ticker as of ``at_ms``: today's OHLC and totals, rolling 24 h totals, extremes (see Model.extremes_before)."""
     day = at_ms // DAY_MS
     today = model.day_trades(spec, day)
     n = int(np.searchsorted(today.ts, at_ms, "right"))
     if n == 0:
         return None
-    t = today.slice(0, n)
+    i = n - 1
+    run = model.running(spec, day)
     prev_close = model.day_close(spec, day - 1)
-    price = float(t.price[-1])
-    day_c = model.day_candle(spec, day, at_ms + 1)
+    price = float(today.price[i])
+    acc_volume, acc_quote = float(run.volume[i]), float(run.quote[i])
     yesterday = model.day_trades(spec, day - 1)
     j = int(np.searchsorted(yesterday.ts, at_ms - DAY_MS, "right"))
-    vol24 = float(day_c.volume[0]) + float(np.cumsum(yesterday.volume[j:])[-1]) if j < len(yesterday) else float(day_c.volume[0])
-    q24 = float(day_c.quote[0]) + float(np.cumsum((yesterday.price * yesterday.volume)[j:])[-1]) if j < len(yesterday) else float(day_c.quote[0])
-    hi, hi_day, lo, lo_day = float(day_c.high[0]), day, float(day_c.low[0]), day
-    before = model.extremes_before(spec, day)
-    if before is not None:
-        if before[0] > hi:
-            hi, hi_day = before[0], before[1]
-        if before[2] < lo:
-            lo, lo_day = before[2], before[3]
+    vol24, q24 = acc_volume, acc_quote
+    if j < len(yesterday):
+        before = model.running(spec, day - 1)
+        vol24 += float(before.volume[-1] - (before.volume[j - 1] if j else 0.0))
+        q24 += float(before.quote[-1] - (before.quote[j - 1] if j else 0.0))
+    high, low = float(run.high[i]), float(run.low[i])
+    hi, hi_day, lo, lo_day = high, day, low, day
+    extremes = model.extremes_before(spec, day)
+    if extremes is not None:
+        if extremes[0] > hi:
+            hi, hi_day = extremes[0], extremes[1]
+        if extremes[2] < lo:
+            lo, lo_day = extremes[2], extremes[3]
     change = round(price - prev_close, 8)
     rate = round(change / prev_close, 10) if prev_close else 0.0
-    ts = int(t.ts[-1])
+    ts = int(today.ts[i])
     return {
-        "opening_price": float(day_c.open[0]),
-        "high_price": float(day_c.high[0]),
-        "low_price": float(day_c.low[0]),
+        "opening_price": float(today.price[0]),
+        "high_price": high,
+        "low_price": low,
         "trade_price": price,
         "prev_closing_price": prev_close,
         "change": change_word(price, prev_close),
@@ -207,17 +212,17 @@ def ticker_fields(model: Model, spec: MarketSpec, at_ms: int) -> dict | None:
         "signed_change_price": change,
         "change_rate": abs(rate),
         "signed_change_rate": rate,
-        "trade_volume": float(t.volume[-1]),
-        "acc_trade_volume": float(day_c.volume[0]),
+        "trade_volume": float(today.volume[i]),
+        "acc_trade_volume": acc_volume,
         "acc_trade_volume_24h": vol24,
-        "acc_trade_price": float(day_c.quote[0]),
+        "acc_trade_price": acc_quote,
         "acc_trade_price_24h": q24,
         "trade_date": ymd(ts, ""),
         "trade_time": hms(ts, ""),
         "trade_timestamp": ts,
-        "ask_bid": "BID" if t.buy[-1] else "ASK",
-        "acc_ask_volume": float(np.cumsum(np.where(t.buy, 0.0, t.volume))[-1]),
-        "acc_bid_volume": float(np.cumsum(np.where(t.buy, t.volume, 0.0))[-1]),
+        "ask_bid": "BID" if today.buy[i] else "ASK",
+        "acc_ask_volume": float(run.ask_volume[i]),
+        "acc_bid_volume": float(run.bid_volume[i]),
         "highest_52_week_price": hi,
         "highest_52_week_date": ymd(hi_day * DAY_MS),
         "lowest_52_week_price": lo,

@@ -105,3 +105,21 @@ def test_bad_real_csv_is_refused_with_its_line(tmp_path):
     bad.write_text("timestamp,open,high,low,close,volume\n2025-09-01 00:00:00,10,9,8,10,1\n")
     with pytest.raises(ValueError, match=r":2: inconsistent candle"):
         load_csv(bad)
+
+
+def test_ticker_totals_are_the_day_candle_so_far():
+    from exchange_sim.upbit_shapes import ticker_fields
+
+    m = model()
+    spec = upbit_spec("KRW-SOL")
+    day = START_DAY + 30
+    at = day * DAY_MS + 13 * 3_600_000
+    fields = ticker_fields(m, spec, at)
+    candle = m.day_candle(spec, day, at + 1)
+    assert (fields["opening_price"], fields["high_price"], fields["low_price"]) == (
+        candle.open[0], candle.high[0], candle.low[0])
+    assert fields["acc_trade_volume"] == candle.volume[0] and fields["acc_trade_price"] == candle.quote[0]
+    assert fields["trade_timestamp"] == candle.last_ts[0] and fields["trade_price"] == candle.close[0]
+    assert fields["acc_bid_volume"] + fields["acc_ask_volume"] == pytest.approx(fields["acc_trade_volume"])
+    last_24h = m.trades("upbit", "KRW-SOL", at - DAY_MS + 1, at + 1)
+    assert fields["acc_trade_volume_24h"] == pytest.approx(float(last_24h.volume.sum()), rel=1e-9)
