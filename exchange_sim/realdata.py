@@ -7,11 +7,9 @@ trades and stays empty in the simulator.
 
 from __future__ import annotations
 
-import csv
 import logging
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -43,31 +41,32 @@ class RealMinutes:
 
 
 def load_csv(path: Path) -> RealMinutes:
-    rows: list[tuple[int, float, float, float, float, float]] = []
-    with open(path, newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader)
-        if [h.strip() for h in header[:6]] != ["timestamp", "open", "high", "low", "close", "volume"]:
-            raise ValueError(f"{path}: expected header timestamp,open,high,low,close,volume, got {header}")
-        for line_no, row in enumerate(reader, start=2):
-            try:
-                ts = datetime.fromisoformat(row[0].strip())
-                if ts.tzinfo is None:
-                    ts = ts.replace(tzinfo=timezone.utc)
-                o, h, lo, c, v = (float(x) for x in row[1:6])
-            except (ValueError, IndexError) as exc:
-                raise ValueError(f"{path}:{line_no}: bad candle row {row!r}: {exc}") from None
-            if not (lo <= min(o, c) and max(o, c) <= h) or v <= 0:
-                raise ValueError(f"{path}:{line_no}: inconsistent candle {row!r}")
-            rows.append((int(ts.timestamp()) // 60, o, h, lo, c, v))
+    """Parse column-wise with numpy (a Python loop over 47,000 rows made every simulator start a second slower)."""
+    lines = Path(path).read_text().splitlines()
+    header = [h.strip() for h in (lines[0].split(",") if lines else [])]
+    if header[:6] != ["timestamp", "open", "high", "low", "close", "volume"]:
+        raise ValueError(f"{path}: expected header timestamp,open,high,low,close,volume, got {header}")
+    rows = [line.split(",") for line in lines[1:] if line.strip()]
     if not rows:
         raise ValueError(f"{path}: no candles")
-    arr = np.array(rows, dtype=np.float64)
-    order = np.argsort(arr[:, 0], kind="stable")
-    arr = arr[order]
-    minute = arr[:, 0].astype(np.int64)
+    bad = next((i for i, r in enumerate(rows) if len(r) < 6), None)
+    if bad is not None:
+        raise ValueError(f"{path}:{bad + 2}: bad candle row {rows[bad]!r}")
+    try:
+        stamps = np.array([r[0].strip().replace(" ", "T").removesuffix("Z") for r in rows], dtype="datetime64[m]")
+        values = np.array([r[1:6] for r in rows], dtype=np.float64)
+    except ValueError as exc:
+        raise ValueError(f"{path}: bad candle row: {exc}") from None
+    o, h, lo, c, v = values.T
+    inconsistent = ~((lo <= np.minimum(o, c)) & (np.maximum(o, c) <= h) & (v > 0))
+    if inconsistent.any():
+        i = int(np.flatnonzero(inconsistent)[0])
+        raise ValueError(f"{path}:{i + 2}: inconsistent candle {rows[i]!r}")
+    minute = stamps.astype(np.int64)
+    order = np.argsort(minute, kind="stable")
+    minute, values = minute[order], values[order]
     keep = np.concatenate(([True], np.diff(minute) > 0))  # a duplicated minute keeps its first row
-    return RealMinutes(minute[keep], *(arr[keep, i].copy() for i in range(1, 6)))
+    return RealMinutes(minute[keep], *(np.ascontiguousarray(values[keep, i]) for i in range(5)))
 
 
 def discover(directory: Path = SHARED_UPBIT_DIR) -> dict[str, Path]:
