@@ -202,9 +202,15 @@ def agg_trades(sim: Sim, request: Request) -> list:
         return aggregate(_from_id(sim, spec, from_id, True, limit, now))[:limit]
     if start is not None and end is not None and end - start > HOUR_MS:
         raise BinanceError(-1127, "More than 1 hours between startTime and endTime.")
+    if start is not None and end is not None:
+        return aggregate(sim.model.trades("binance", spec.market, start, min(end + 1, now + 1)))[:limit]
     if start is not None:
-        stop = min((end + 1) if end is not None else start + HOUR_MS, now + 1)
-        return aggregate(sim.model.trades("binance", spec.market, start, stop))[:limit]
+        # from startTime on, as many as the limit allows: widen the window until it holds enough (or reaches now)
+        for span in (HOUR_MS, 6 * HOUR_MS, DAY_MS, 7 * DAY_MS):
+            aggs = aggregate(sim.model.trades("binance", spec.market, start, min(start + span, now + 1)))
+            if len(aggs) > limit or start + span > now:
+                break
+        return aggs[:limit]
     stop = min(end + 1, now + 1) if end is not None else now + 1
     return aggregate(_recent(sim, spec, stop))[-limit:]
 

@@ -71,6 +71,9 @@ def test_agg_trades_and_historical_trades_are_contiguous_and_consistent(binance)
             assert sum(float(f["qty"]) for f in fills) == pytest.approx(float(a["q"]), abs=1e-8)
     again = _get(binance, "/api/v3/aggTrades", symbol="SOLUSDT", fromId=aggs[300]["a"], limit=3)
     assert again == aggs[300:303]
+    # startTime alone: from there on, a full page even when that spans more than an hour of trades
+    page = _get(binance, "/api/v3/aggTrades", symbol="SOLUSDT", startTime=T0, limit=1000)
+    assert len(page) == 1000 and page[:500] == aggs and page[-1]["T"] - T0 > 3_600_000
     recent = _get(binance, "/api/v3/aggTrades", symbol="SOLUSDT", limit=5)
     assert len(recent) == 5 and recent[-1]["T"] <= datetime.now(timezone.utc).timestamp() * 1000
 
