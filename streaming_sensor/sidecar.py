@@ -72,21 +72,21 @@ class Sidecar:
             )
 
     async def _flusher(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
+        while not self.stop.is_set():
             try:
                 await asyncio.wait_for(self._flush_now.wait(), self.settings.flush_interval_s)
             except asyncio.TimeoutError:
                 pass
             self._flush_now.clear()
-            flushing_from = time.time()
-            # Parquet encoding runs in a thread: the event loop keeps reading sockets while a file is written.
-            files = await loop.run_in_executor(None, self.batcher.flush)
-            self.heartbeat.files += len(files)
-            self.heartbeat.flushed_through = flushing_from
-            self.heartbeat.spilled = self.batcher.rows_spilled
-            if self.stop.is_set():
-                return
+            await self._flush()
+
+    async def _flush(self) -> None:
+        flushing_from = time.time()
+        # Parquet encoding runs in a thread: the event loop keeps reading sockets while a file is written.
+        files = await asyncio.get_running_loop().run_in_executor(None, self.batcher.flush)
+        self.heartbeat.files += len(files)
+        self.heartbeat.flushed_through = flushing_from
+        self.heartbeat.spilled = self.batcher.rows_spilled
 
     async def _beat(self) -> None:
         while not self.stop.is_set():
@@ -111,7 +111,10 @@ class Sidecar:
         await self.stop.wait()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._flush_now.set()
-        await flusher  # the last flush after every connection stopped: nothing buffered is left behind
+        await flusher
+        # The flusher may have ended on a flush that began while the connections were still adding rows: one more
+        # flush, after every connection stopped, leaves nothing buffered behind.
+        await self._flush()
         await beat
         for state in self.heartbeat.streams.values():
             state.state = "stopped"
