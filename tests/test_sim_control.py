@@ -190,3 +190,16 @@ def test_fear_greed_serves_the_real_history(sim_session, shared_data):
     assert "2024-10-26" not in by_day  # a real gap stays a gap
     two = httpx.get(sim_session.fear_greed_url + "/fng/", params={"limit": 2}).json()["data"]
     assert len(two) == 2 and two == data[:2]
+
+
+def test_bad_start_options_fail_with_a_clear_message(tmp_path):
+    from exchange_sim.testing import running_sim
+
+    bad = tmp_path / "KRW-BTC_1m_bad.csv"
+    bad.write_text("timestamp,open,high,low,close,volume\n2025-09-01 00:00:00,10,9,8,10,1\n")
+    with pytest.raises(RuntimeError, match=r"(?s)exited with 2.*inconsistent candle"):
+        with running_sim(real_csv={"KRW-BTC": bad}):
+            pass
+    with pytest.raises(RuntimeError, match=r"(?s)exited with 2.*unknown fault switch"):
+        with running_sim(faults={"ws_explode": 1}):
+            pass
