@@ -33,10 +33,21 @@ def test_exchange_info_lists_symbols_with_filters(binance):
     assert price_filter["tickSize"] == "0.01000000"
 
 
+def _kline(row: list) -> tuple:
+    """One parser for recorded klines and the simulator's: open time, OHLCV, close time (the first 7 columns)."""
+    open_time, o, h, lo, c, v, close_time = row[:7]
+    return int(open_time), float(o), float(h), float(lo), float(c), float(v), int(close_time)
+
+
 def test_klines_have_the_official_layout_and_are_oldest_first(binance, shared_data):
     with open(shared_data / "binance" / "klines_ADABTC_1m_2021-11-27_official_layout.csv") as fh:
         official = next(csv.reader(fh))
+    with open(shared_data / "binance" / "klines_BTCUSDT_1h_2021-10_2022-10.csv") as fh:
+        recorded = [_kline(r) for r in list(csv.reader(fh))[1:4]]
     rows = _get(binance, "/api/v3/klines", symbol="BTCUSDT", interval="1h", startTime=T0, limit=5)
+    parsed = [_kline(r) for r in rows]
+    for k in recorded + parsed:  # both are hourly bars that close 1 ms before the next opens
+        assert k[6] - k[0] == 3_599_999 and k[3] <= min(k[1], k[4]) <= max(k[1], k[4]) <= k[2]
     assert len(rows) == 5 and [r[0] for r in rows] == [T0 + i * 3_600_000 for i in range(5)]
     for row in rows:
         assert len(row) == len(official) == 12
