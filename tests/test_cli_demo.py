@@ -1,0 +1,122 @@
+"""`cryptoflow demo` (`make demo`): the real console script starts the simulator, sidecar, Dagster webserver and daemon,
+reports ready with the code location LOADED, and Ctrl-C leaves no process behind."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from datetime import date
+from pathlib import Path
+
+import httpx
+
+from cryptoflow_dagster.cli.demo import DEMO_SLACK_TOKEN, READY_LINE, plan
+from cryptoflow_dagster.cli.services import free_port, port_is_free
+from cryptoflow_dagster.webserver import location_statuses
+
+CRYPTOFLOW = str(Path(sys.executable).parent / "cryptoflow")
+
+
+def demo_args(**overrides) -> argparse.Namespace:
+    values = {"ui_host": None, "ui_port": None, "sim_port": None, "history_start": None}
+    return argparse.Namespace(**{**values, **overrides})
+
+
+def test_demo_points_every_part_at_the_simulator_without_touching_the_callers_env(cryptoflow_home):
+    base = {"CRYPTOFLOW_HOME": str(cryptoflow_home), "PATH": os.environ["PATH"]}
+    demo = plan(demo_args(ui_port=3999, sim_port=8999), base, today=date(2026, 1, 31))
+    env = demo.env
+    assert demo.history_start == date(2026, 1, 17)
+    assert env["CRYPTOFLOW_SIM_HISTORY_START"] == env["CRYPTOFLOW_START_DATE"] == "2026-01-17"
+    assert env["CRYPTOFLOW_UPBIT_REST_URL"] == env["CRYPTOFLOW_BINANCE_REST_URL"] == "http://127.0.0.1:8999"
+    assert env["CRYPTOFLOW_FEAR_GREED_URL"] == "http://127.0.0.1:8999"
+    assert env["CRYPTOFLOW_UPBIT_WS_URL"] == "ws://127.0.0.1:8999/websocket/v1"
+    assert env["CRYPTOFLOW_BINANCE_WS_URL"] == "ws://127.0.0.1:8999"
+    assert env["CRYPTOFLOW_SLACK_API_URL"] == "http://127.0.0.1:8999/api/"
+    assert env["SLACK_BOT_TOKEN"] == DEMO_SLACK_TOKEN
+    assert env["CRYPTOFLOW_UI_URL"] == demo.ui_url == "http://127.0.0.1:3999"
+    assert env["DAGSTER_HOME"] == str(cryptoflow_home / "dagster_home")
+    assert "SLACK_BOT_TOKEN" not in base and "CRYPTOFLOW_UPBIT_REST_URL" not in base  # the caller's env is untouched
+
+    own = plan(demo_args(history_start=date(2025, 9, 1)), {**base, "SLACK_BOT_TOKEN": "xoxb-mine"}, date(2026, 1, 31))
+    assert own.env["SLACK_BOT_TOKEN"] == "xoxb-mine"  # a person's own token is kept
+    assert own.env["CRYPTOFLOW_START_DATE"] == "2025-09-01"
+
+
+def _reader(stream, lines: queue.Queue) -> None:
+    for line in stream:
+        lines.put(line.rstrip("\n"))
+    lines.put(None)
+
+
+def _wait_for(lines: queue.Queue, seen: list[str], text: str, timeout_s: float) -> None:
+    while True:
+        try:
+            line = lines.get(timeout=timeout_s)
+        except queue.Empty:
+            raise AssertionError(f"no {text!r} within {timeout_s}s:\n" + "\n".join(seen[-30:])) from None
+        if line is None:
+            raise AssertionError(f"demo exited before {text!r}:\n" + "\n".join(seen[-30:]))
+        seen.append(line)
+        if text in line:
+            return
+
+
+def _gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_demo_starts_everything_and_ctrl_c_stops_all_of_it(cryptoflow_home):
+    ui_port, sim_port = free_port(), free_port()
+    demo = subprocess.Popen(
+        [CRYPTOFLOW, "demo", "--ui-port", str(ui_port), "--sim-port", str(sim_port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # so the test, not a terminal, decides who gets the Ctrl-C
+    )
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=_reader, args=(demo.stdout, lines), daemon=True).start()
+    seen: list[str] = []
+    children: dict[str, int] = {}
+    try:
+        _wait_for(lines, seen, READY_LINE, timeout_s=300)
+        for line in seen:
+            if m := re.search(r"started (\S+) \(pid (\d+)\)", line):
+                children[m.group(1)] = int(m.group(2))
+        assert {"simulator", "sidecar", "dagster-webserver", "dagster-daemon"} <= set(children), seen
+
+        ui = f"http://127.0.0.1:{ui_port}"
+        sim = f"http://127.0.0.1:{sim_port}"
+        assert [(s.name, s.ok) for s in location_statuses(ui)] == [("cryptoflow", True)]
+        assert httpx.get(f"{sim}/v1/market/all", timeout=10).status_code == 200
+        assert httpx.get(f"{sim}/_sim/slack", timeout=10).status_code == 200
+        _wait_for(lines, seen, "Press Ctrl-C", timeout_s=30)
+        banner = "\n".join(seen)
+        for where in (ui, sim, f"{sim}/_sim/slack", str(cryptoflow_home)):
+            assert where in banner
+        assert (cryptoflow_home / "dagster_home" / "dagster.yaml").exists()
+
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=120) == 0, "\n".join(seen)
+        _wait_for(lines, seen, "demo stopped", timeout_s=10)
+        # every child and everything it started (its process group) is gone, and the ports are free again
+        assert {name: _gone(pgid) for name, pgid in children.items()} == {name: True for name in children}
+        assert port_is_free("127.0.0.1", ui_port) and port_is_free("127.0.0.1", sim_port)
+    finally:
+        if demo.poll() is None:
+            demo.terminate()
+            demo.wait(timeout=60)
+        for pgid in children.values():
+            if not _gone(pgid):
+                os.killpg(pgid, signal.SIGKILL)
