@@ -1,6 +1,6 @@
 """The Dagster sensor that turns landed micro-batches into streaming runs.
 
-The cursor is the newest landing file name seen. A run is requested only when no streaming run is queued or in flight,
+The cursor is the newest landing file name seen. A run is requested only when no streaming (or gap-repair) run is queued or in flight,
 and the run itself takes every file not yet in ``ops.ingested_files``: runs never pile up behind a fast stream, and
 exactly-once is the lake transaction's job, not the cursor's.
 """
@@ -13,6 +13,9 @@ from cryptoflow_dagster.settings import load_settings
 from streaming_sensor import layout
 
 STREAMING_JOB = "streaming_ingest"
+GAP_REPAIR_JOB = "gap_repair"
+# Both jobs insert into silver.trades after an anti-join: run one at a time, or two could each add the same trade.
+SILVER_WRITERS = (STREAMING_JOB, GAP_REPAIR_JOB)
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -21,9 +24,9 @@ IN_FLIGHT = [
 ]
 
 
-def streaming_run_in_flight(instance: dg.DagsterInstance) -> bool:
-    records = instance.get_run_records(dg.RunsFilter(job_name=STREAMING_JOB, statuses=IN_FLIGHT), limit=1)
-    return bool(records)
+def silver_writer_in_flight(instance: dg.DagsterInstance, jobs: tuple[str, ...] = SILVER_WRITERS) -> bool:
+    """Is a streaming or gap-repair run queued or running?"""
+    return any(instance.get_run_records(dg.RunsFilter(job_name=job, statuses=IN_FLIGHT), limit=1) for job in jobs)
 
 
 @dg.sensor(
@@ -37,9 +40,9 @@ def landing_files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
     files = layout.list_files(load_settings().landing_dir, after=context.cursor, channels=("trade",))
     if not files:
         return dg.SkipReason("no new landing files")
-    if streaming_run_in_flight(context.instance):
+    if silver_writer_in_flight(context.instance):
         # The cursor stays put: the files are picked up by the next run, requested once this one is done.
-        return dg.SkipReason(f"{len(files)} new files wait for the streaming run in flight")
+        return dg.SkipReason(f"{len(files)} new files wait for the streaming or gap-repair run in flight")
     newest = files[-1].name
     return dg.SensorResult(run_requests=[dg.RunRequest(run_key=newest, tags={"cryptoflow/landing_cursor": newest})],
                            cursor=newest)

@@ -85,7 +85,7 @@ def assert_matches_ground_truth(sim, settings, exchange: str, market: str) -> in
 def test_stream_then_stop_equals_ground_truth(stream_env, settings):
     sim = stream_env()
     proc = sidecar()
-    time.sleep(7)
+    time.sleep(5)
     proc.send_signal(signal.SIGTERM)  # a clean stop flushes everything buffered
     assert proc.wait(30) == 0, proc.stderr.read()
 
@@ -109,11 +109,11 @@ def test_faults_and_sigkill_then_repair_still_equal_ground_truth(stream_env, set
     sim = stream_env(faults={"ws_disconnect_every_s": 3, "ws_malformed_every": 40, "ws_duplicate_every": 9,
                              "ws_out_of_order_every": 13, "ws_schema_drift_after": 25})
     first = sidecar()
-    time.sleep(6)
+    time.sleep(5)
     first.send_signal(signal.SIGKILL)  # no flush: what it buffered is lost, to be found as a gap and repaired
     first.wait(10)
     time.sleep(2)  # downtime: trades happen that no sidecar sees
-    second = sidecar("--duration", "7")
+    second = sidecar("--duration", "5")
     assert second.wait(60) == 0, second.stderr.read()
 
     beat = read_heartbeat(settings.heartbeat_path)

@@ -15,6 +15,7 @@ import pytest
 
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.defs.streaming.jobs import streaming_ingest_job
+from cryptoflow_dagster.defs.streaming.repair import gap_repair_job
 from cryptoflow_dagster.defs.streaming.rebuild import intraday_gold_from_trades, silver_trades
 from cryptoflow_dagster.definitions import defs
 from cryptoflow_dagster.resources import build_resources
@@ -150,6 +151,10 @@ def test_sensor_requests_one_run_for_every_pending_file_and_waits_for_the_run_in
     result = landing_files_sensor(dg.build_sensor_context(instance=instance, cursor=newest, definitions=defs))
     assert isinstance(result, dg.SkipReason) and "in flight" in result.skip_message
     instance.report_run_canceled(in_flight)
+    repairing = instance.create_run_for_job(gap_repair_job)  # gap repair writes silver too: wait for it as well
+    assert isinstance(landing_files_sensor(dg.build_sensor_context(instance=instance, cursor=newest, definitions=defs)),
+                      dg.SkipReason)
+    instance.report_run_canceled(repairing)
     result = landing_files_sensor(dg.build_sensor_context(instance=instance, cursor=newest, definitions=defs))
     assert len(result.run_requests) == 1 and result.cursor > newest
     assert STREAMING_JOB == streaming_ingest_job.name
@@ -170,22 +175,33 @@ with lake.session() as con:
 def test_a_run_killed_half_way_and_retried_neither_loses_nor_doubles(settings):
     b = MicroBatcher(settings.landing_dir, "0123456789abcdef", settings.home / "spill")
     n = 0
-    for f in range(40):
-        for _ in range(200):
+    for f in range(20):
+        for _ in range(100):
             land(b, "binance", "BTCUSDT", n, T0 + n, binance("BTCUSDT", n, T0 + n, "70000.0", "0.001"))
             n += 1
         land(b, "binance", "BTCUSDT", n - 1, T0 + n - 1, binance("BTCUSDT", n - 1, T0 + n - 1, "70000.0", "0.001"))
         b.flush()
-    proc = subprocess.Popen([sys.executable, "-c", KILLER, "5"], stdout=subprocess.PIPE, env=os.environ.copy())
+    proc = subprocess.Popen([sys.executable, "-c", KILLER, "3"], stdout=subprocess.PIPE, env=os.environ.copy())
     assert proc.stdout.readline().strip() == b"ready"
     time.sleep(0.6)  # somewhere inside the chunks' transactions
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = query(settings, "SELECT count(*) FROM bronze.trades_raw")[0][0]
     files_done = query(settings, "SELECT count(*) FROM ops.ingested_files")[0][0]
-    assert partial == files_done * 201  # whatever committed, committed whole: bronze rows match ingested files
+    assert partial == files_done * 101  # whatever committed, committed whole: bronze rows match ingested files
 
     run_job(dg.DagsterInstance.ephemeral())
     assert query(settings, "SELECT count(*), count(DISTINCT trade_id) FROM silver.trades") == [(n, n)]
-    assert query(settings, "SELECT count(*) FROM bronze.trades_raw") == [(40 * 201,)]
-    assert query(settings, "SELECT count(*) FROM ops.ingested_files") == [(40,)]
+    assert query(settings, "SELECT count(*) FROM bronze.trades_raw") == [(20 * 101,)]
+    assert query(settings, "SELECT count(*) FROM ops.ingested_files") == [(20,)]
+
+
+def test_gap_repair_schedule_waits_for_a_streaming_run_in_flight(settings):
+    from cryptoflow_dagster.defs.streaming.repair import gap_repair_schedule
+
+    with dg.instance_for_test() as instance:  # a schedule context wants an instance it can reference
+        assert isinstance(gap_repair_schedule(dg.build_schedule_context(instance=instance)), dg.RunRequest)
+        streaming = instance.create_run_for_job(streaming_ingest_job)
+        assert isinstance(gap_repair_schedule(dg.build_schedule_context(instance=instance)), dg.SkipReason)
+        instance.report_run_canceled(streaming)
+        assert isinstance(gap_repair_schedule(dg.build_schedule_context(instance=instance)), dg.RunRequest)

@@ -8,6 +8,7 @@ from cryptoflow_dagster.clients.resources import BinanceResource, UpbitResource
 from cryptoflow_dagster.defs.streaming.gaps import detect_and_repair
 from cryptoflow_dagster.defs.streaming.rebuild import SILVER_TRADES
 from cryptoflow_dagster.resources import LakeResource
+from streaming_sensor.sensor import GAP_REPAIR_JOB, silver_writer_in_flight
 
 OPEN_GAP_LIMIT = timedelta(minutes=15)  # a few repair runs, with REST retries and rate-limit waits, fit in it
 
@@ -22,14 +23,17 @@ def repair_trade_gaps(context: dg.OpExecutionContext, lake: LakeResource, upbit:
         raise dg.Failure(f"{report.failed} gap repairs failed; they stay open and are retried next run")
 
 
-@dg.job(name="gap_repair", executor_def=dg.in_process_executor, description="Trade gap detection and REST repair.")
+@dg.job(name=GAP_REPAIR_JOB, executor_def=dg.in_process_executor, description="Trade gap detection and REST repair.")
 def gap_repair_job() -> None:
     repair_trade_gaps()
 
 
-gap_repair_schedule = dg.ScheduleDefinition(
-    job=gap_repair_job, cron_schedule="* * * * *", default_status=dg.DefaultScheduleStatus.RUNNING
-)
+@dg.schedule(job=gap_repair_job, cron_schedule="* * * * *", default_status=dg.DefaultScheduleStatus.RUNNING)
+def gap_repair_schedule(context: dg.ScheduleEvaluationContext):
+    """Every minute, unless a silver writer is in flight (the next minute's tick tries again)."""
+    if silver_writer_in_flight(context.instance):
+        return dg.SkipReason("a streaming or gap-repair run is in flight")
+    return dg.RunRequest()
 
 
 def open_gaps_older_than(con, limit: timedelta, now: datetime) -> list[tuple]:
