@@ -81,6 +81,7 @@ def parse_subscription(sim: Sim, text: str) -> Subscription:
 
 class UpbitConnection(Connection):
     binary = True
+    idle_close = True
 
     async def on_text(self, text: str) -> None:
         if text.strip() == "PING":

@@ -30,6 +30,7 @@ def asgi_endpoint(handler):
 
 class Connection:
     binary = False  # Upbit sends binary frames, Binance text
+    idle_close = False  # Upbit closes a connection after ws_idle_timeout_s without data; Binance relies on pings
 
     def __init__(self, sim: Sim, ws: WebSocket, raw_send=None):
         self.sim, self.ws = sim, ws
@@ -121,6 +122,6 @@ class Connection:
                 log.info("fault: closing a WebSocket after %.1f s", every)
                 await self.close(1011, "simulated disconnect")
                 return
-            if now - self.last_activity >= cfg.ws_idle_timeout_s:
+            if self.idle_close and now - self.last_activity >= cfg.ws_idle_timeout_s:
                 await self.close(1000, "idle timeout")
                 return

@@ -102,11 +102,15 @@ def test_upbit_only_snapshot_ping_and_errors(sim_session):
 @pytest.mark.sim_options(ws_idle_timeout=1.0, ws_ping_interval=0.3)
 def test_idle_close_and_server_pings(sim):
     async def scenario():
-        async with websockets.connect(sim.upbit_ws_url) as ws:
-            start = time.monotonic()
-            with pytest.raises(websockets.ConnectionClosed) as closed:
-                await asyncio.wait_for(ws.recv(), 15)
-            return time.monotonic() - start, closed.value
+        async with websockets.connect(sim.binance_ws_url + "/ws") as binance:  # Binance has no idle close
+            async with websockets.connect(sim.upbit_ws_url) as ws:
+                start = time.monotonic()
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await asyncio.wait_for(ws.recv(), 15)
+                elapsed = time.monotonic() - start
+            await binance.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 1}))
+            assert json.loads(await binance.recv()) == {"result": [], "id": 1}
+            return elapsed, closed.value
 
     elapsed, closed = run(scenario())
     assert closed.rcvd is not None and closed.rcvd.code == 1000 and "idle" in closed.rcvd.reason
