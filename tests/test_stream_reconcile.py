@@ -11,7 +11,7 @@ import dagster as dg
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.clients.resources import BinanceResource, UpbitResource
 from cryptoflow_dagster.defs.streaming.jobs import streaming_ingest_job
-from cryptoflow_dagster.defs.streaming.rebuild import rebuild_gold_day
+from cryptoflow_dagster.defs.streaming.rebuild import intraday_gold_from_trades
 from cryptoflow_dagster.defs.streaming.reconcile import bar_mismatch, reconciles_with_exchange_candles
 from cryptoflow_dagster.resources import LakeResource, build_resources
 from exchange_sim.testing import running_sim
@@ -64,9 +64,9 @@ def test_gold_bars_reconcile_with_exchange_candles_and_a_lost_trade_is_caught(se
             con.execute("DELETE FROM silver.trades WHERE market = 'BTCUSDT' AND ts = "
                         "(SELECT max(ts) FROM silver.trades WHERE market = 'BTCUSDT' AND ts < ?)",
                         [start + timedelta(minutes=3, seconds=30)])
-            # today is not a partition yet (daily partitions end at the last full day): the rebuild's helper does it
-            for day in {start.date(), end.date()}:
-                rebuild_gold_day(con, day, datetime.now(timezone.utc))
+        for day in sorted({start.date(), end.date()}):  # the streaming partitions include today
+            assert dg.materialize([intraday_gold_from_trades], partition_key=day.isoformat(),
+                                  resources=build_resources(), instance=instance).success
         result = reconciles_with_exchange_candles(**resources)
         assert not result.passed
         assert result.metadata["mismatches"].value >= 1

@@ -11,10 +11,15 @@ import dagster as dg
 import duckdb
 
 from cryptoflow_dagster import lake
-from cryptoflow_dagster.defs.raw.partitions import BACKFILL_POLICY, DAILY, partition_days
+from cryptoflow_dagster.defs.raw.partitions import BACKFILL_POLICY, partition_days
 from cryptoflow_dagster.defs.streaming import intraday_gold
 from cryptoflow_dagster.defs.streaming.trade_sql import with_trade_fields
 from cryptoflow_dagster.resources import LakeResource
+from cryptoflow_dagster.settings import load_settings
+
+# The batch layers' UTC days, plus today: the stream writes today's partition as it goes, and a rebuild of today must be
+# possible (after a repair, say) before the day is over.
+DAILY = dg.DailyPartitionsDefinition(start_date=load_settings().start_date.isoformat(), timezone="UTC", end_offset=1)
 
 BRONZE_TRADES = dg.AssetKey(["bronze", "trades_raw"])
 SILVER_TRADES = dg.AssetKey(["silver", "trades"])
