@@ -1,5 +1,6 @@
 {#- Trailing `window` daily bars ending on `day`, each with the previous daily bar's close as C_{i-1}: a window needs
     window + 1 bars of history, and a (day, window) row exists only once it is full (no partial estimates).
+    Windows count bars, not calendar days: a missing day makes the previous bar an older one.
     Annualized: sqrt(per-day variance x days_per_year). One row per window in var('volatility_windows'). -#}
 with bars as (
     select
