@@ -1,4 +1,4 @@
-"""Binance WebSocket: raw ``/ws/<stream>`` and combined ``/stream?streams=a/b`` with trade and aggTrade streams.
+"""Binance WebSocket: raw ``/ws/<stream>`` and combined ``/stream?streams=a/b``; trade, aggTrade and kline streams.
 
 Text frames; the server's WebSocket pings come from uvicorn (``--ws-ping-interval``, 20 s like Binance).
 """
@@ -11,13 +11,14 @@ import re
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from exchange_sim.binance_rest import aggregate
+from exchange_sim.binance_rest import INTERVALS, aggregate, fmt8
 from exchange_sim.model import Trades
 from exchange_sim.state import Sim, now_ms
 from exchange_sim.streams import Cursor, pump
 from exchange_sim.ws_common import Connection, asgi_endpoint
 
-STREAM_RE = re.compile(r"^([a-z0-9]+)@(trade|aggTrade)$")
+STREAM_RE = re.compile(r"^([a-z0-9]+)@(trade|aggTrade|kline_(?:%s))$" % "|".join(INTERVALS))
+KLINE_EVERY_MS = 1000  # an open kline is re-sent at most once a second (Binance: every 1-2 s); a closed one at once
 TRADE = '{"e":"trade","E":%d,"s":"%s","t":%d,"p":"%.8f","q":"%.8f","T":%d,"m":%s,"M":true}'
 
 
@@ -31,7 +32,7 @@ def parse_streams(sim: Sim, names: list[str]) -> dict[str, tuple[str, str]]:
     for name in names:
         m = STREAM_RE.match(name)
         if not m:
-            raise StreamError(f"unsupported stream {name!r} (served: <symbol>@trade, <symbol>@aggTrade)")
+            raise StreamError(f"unsupported stream {name!r} (served: <symbol>@trade, @aggTrade, @kline_<interval>)")
         symbol = m.group(1).upper()
         if sim.spec_or_none("binance", symbol) is None:
             raise StreamError(f"unknown symbol in stream {name!r}")
@@ -47,6 +48,7 @@ class BinanceConnection(Connection):
         self.streams, self.combined = streams, combined
         self.frames.drift_offset = 2 if combined else 1
         self.cursors: dict[str, Cursor] = {}
+        self.klines: dict[str, tuple[int, int]] = {}  # kline stream -> (open window start, wall ms it was last sent)
 
     def restart(self) -> None:
         now = now_ms()
@@ -71,15 +73,45 @@ class BinanceConnection(Connection):
                     TRADE % (max(sent, ts), symbol, i, p, v, ts, "false" if b else "true")
                     for i, p, v, ts, b in zip(t.ids.tolist(), t.price.tolist(), t.volume.tolist(), t.ts.tolist(), t.buy.tolist())
                 ]
-            else:
+            elif kind == "aggTrade":
                 payloads = [
                     json.dumps({"e": "aggTrade", "E": max(sent, a["T"]), "s": symbol, **a}, separators=(",", ":"))
                     for a in aggregate(t)
                 ]
+            else:
+                payloads = self._klines(name, symbol, kind.removeprefix("kline_"), t, sent)
             if self.combined:
                 payloads = ['{"stream":"%s","data":%s}' % (name, p) for p in payloads]
             frames.extend(payloads)
         await self.send(frames, symbol, len(t))
+
+    def _klines(self, name: str, symbol: str, interval: str, t: Trades, sent: int) -> list[str]:
+        """Closed klines for every window this batch finished, then the open one (throttled), from the model's trades."""
+        w = INTERVALS[interval]
+        starts = sorted(set((t.ts // w * w).tolist()))
+        current = starts[-1]
+        prev = self.klines.get(name)
+        to_close = set(starts[:-1])
+        if prev is not None and prev[0] < current:
+            to_close.add(prev[0])
+        out = [self._kline(symbol, interval, start, start + w, True, sent) for start in sorted(to_close)]
+        last_sent = prev[1] if prev is not None and prev[0] == current else 0
+        if sent - last_sent >= KLINE_EVERY_MS:
+            out.append(self._kline(symbol, interval, current, int(t.ts[-1]) + 1, False, sent))
+            last_sent = sent
+        self.klines[name] = (current, last_sent)
+        return [m for m in out if m]
+
+    def _kline(self, symbol: str, interval: str, start: int, until: int, closed: bool, sent: int) -> str:
+        w = INTERVALS[interval]
+        c = self.sim.model.candles("binance", symbol, start, until, w)
+        if not len(c):
+            return ""
+        k = {"t": start, "T": start + w - 1, "s": symbol, "i": interval, "f": int(c.first_id[0]), "L": int(c.last_id[0]),
+             "o": fmt8(c.open[0]), "c": fmt8(c.close[0]), "h": fmt8(c.high[0]), "l": fmt8(c.low[0]),
+             "v": fmt8(c.volume[0]), "n": int(c.count[0]), "x": closed, "q": fmt8(c.quote[0]),
+             "V": fmt8(c.buy_volume[0]), "Q": fmt8(c.buy_quote[0]), "B": "0"}
+        return json.dumps({"e": "kline", "E": max(sent, int(c.last_ts[0])), "s": symbol, "k": k}, separators=(",", ":"))
 
     async def on_text(self, text: str) -> None:
         try:

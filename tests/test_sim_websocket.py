@@ -7,6 +7,8 @@ import csv
 import json
 import socket
 import time
+from functools import reduce
+from operator import add
 
 import pytest
 import websockets
@@ -216,3 +218,20 @@ def test_firehose_sends_contiguous_model_trades_as_fast_as_read(sim):
     assert msgs[-1]["T"] - msgs[0]["T"] > 3_600_000
     truth = sim.ground_truth("BTCUSDT", msgs[0]["T"], msgs[99]["T"] + 1)
     assert [t["trade_id"] for t in truth][:100] == ids[:100]
+
+    async def klines():
+        async with websockets.connect(sim.binance_ws_url + "/ws/ethusdt@kline_1m") as ws:
+            got = []
+            while sum(k["k"]["x"] for k in got) < 3:
+                got.append(json.loads(await ws.recv()))
+            return got
+
+    got = run(klines())
+    assert all(set(k) == {"e", "E", "s", "k"} and k["e"] == "kline" for k in got)
+    closed = [k["k"] for k in got if k["k"]["x"]]
+    assert [c["t"] for c in closed] == sorted(c["t"] for c in closed)
+    for c in closed:  # a closed kline is exactly its minute of ground-truth trades
+        trades = sim.ground_truth("ETHUSDT", c["t"], c["T"] + 1)
+        assert (c["f"], c["L"], c["n"]) == (trades[0]["trade_id"], trades[-1]["trade_id"], len(trades))
+        assert c["o"] == f"{trades[0]['price']:.8f}" and c["c"] == f"{trades[-1]['price']:.8f}"
+        assert c["v"] == f"{reduce(add, [t['volume'] for t in trades]):.8f}"
