@@ -15,10 +15,10 @@ import polars as pl
 import pytest
 
 from cryptoflow_dagster import lake
-from cryptoflow_dagster.batch import quality
 from cryptoflow_dagster.clients.resources import BinanceResource, FearGreedResource, UpbitResource
 from cryptoflow_dagster.definitions import defs
 from cryptoflow_dagster.defs.raw.assets import candles_raw
+from cryptoflow_dagster.defs.silver.assets import candles_1d
 from cryptoflow_dagster.resources import LakeResource
 
 MARKETS = {"upbit": "KRW-BTC", "binance": "BTCUSDT"}
@@ -155,7 +155,7 @@ def test_bad_rows_fail_the_right_checks_and_fill_dead_letters(sim, platform_env,
     checks = checks_by_name(result)
     failed = {name for name, c in checks.items() if not c.passed}
     assert failed == {"silver/candles_1m:dead_letter_rate"}
-    # Blocking: the day-vs-minutes check builds on candles_1m, so it did not run on data that failed a blocking check.
+    # Blocking: candles_1d (checked against candles_1m) was not built on data that failed a blocking check.
     assert "silver/candles_1d:matches_1m" not in checks
     # Bad rows never reached silver, nothing was lost: silver + dead letters = what the exchange sent.
     assert checks["silver/candles_1m:ohlc_consistent"].passed and checks["silver/candles_1m:row_count"].passed
@@ -165,9 +165,10 @@ def test_bad_rows_fail_the_right_checks_and_fill_dead_letters(sim, platform_env,
     assert rate.metadata["sample"].value[0]["error"] == "low above open/close"
     with lake.session(settings) as con:
         dead = con.execute("SELECT market, error, day FROM bronze.dead_letters WHERE source = 'silver.candles_1m'").fetchall()
-        # Had it run, it would have failed on exactly the market that lost minutes to dead letters.
-        mismatch = quality.day_matches_minutes(con, DAYS[1], DAYS[1])
-    assert not mismatch.passed and [r["market"] for r in mismatch.offending] == ["KRW-BTC"]
+    # Built anyway (outside the blocked run), the day candles fail their check on exactly the market that lost minutes.
+    forced = dg.materialize([candles_1d], partition_key=str(DAYS[1]), resources=defs.resources, raise_on_error=False)
+    mismatch = checks_by_name(forced)["silver/candles_1d:matches_1m"]
+    assert not mismatch.passed and [r["market"] for r in mismatch.metadata["sample"].value] == ["KRW-BTC"]
     assert len(dead) == corrupted and {(m, e, d) for m, e, d in dead} == {("KRW-BTC", "low above open/close", DAYS[1])}
 
 

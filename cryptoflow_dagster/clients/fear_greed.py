@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -26,7 +27,7 @@ class FearGreedClient:
         """The newest ``limit`` days, newest first (``limit=0``: everything since 2018-02-01)."""
         params = {"limit": limit, "format": "json"}
         reply = self.http.get_json(
-            "/fng/", params, before=lambda: None, after=lambda r: None, on_429=lambda s: self.http._sleep(s)
+            "/fng/", params, before=lambda: None, after=lambda r: None, on_429=time.sleep
         )
         data = reply.data
         error = (data.get("metadata") or {}).get("error") if isinstance(data, dict) else "not an object"

@@ -1,7 +1,8 @@
-"""Dagster definitions of the `checks` domain."""
+"""Dagster definitions of the `checks` domain.
+
+The batch checks (batch.py) are declared on the bronze/silver assets that evaluate them, so nothing is registered here.
+"""
 
 import dagster as dg
 
-from cryptoflow_dagster.defs.checks.batch import checks as batch_checks
-
-defs = dg.Definitions(asset_checks=batch_checks)
+defs = dg.Definitions()

@@ -12,6 +12,7 @@ from cryptoflow_dagster import lake as lakehouse
 from cryptoflow_dagster.batch import bronze
 from cryptoflow_dagster.batch.collect import INTERVALS, MarketDay, fetch_candles, select_markets
 from cryptoflow_dagster.clients.resources import BinanceResource, FearGreedResource, UpbitResource
+from cryptoflow_dagster.defs.checks.batch import BRONZE_CANDLES, results_for, specs_for
 from cryptoflow_dagster.defs.raw.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cryptoflow_dagster.resources import LakeResource
 
@@ -25,8 +26,9 @@ class CandlesConfig(dg.Config):
 
 
 @dg.asset(
-    key=["bronze", "candles_raw"],
+    key=BRONZE_CANDLES,
     group_name="raw",
+    check_specs=specs_for(BRONZE_CANDLES),
     partitions_def=DAILY,
     backfill_policy=BACKFILL_POLICY,
     kinds={"python", "duckdb"},
@@ -73,7 +75,9 @@ def candles_raw(
                 )
         requests = {"upbit": up.http.stats["requests"], "binance": bn.http.stats["requests"]}
         limited = {"upbit_429": up.http.stats["429"], "binance_429": bn.http.stats["429"]}
+        checks = results_for(BRONZE_CANDLES, con, days[0], days[-1])
     return dg.MaterializeResult(
+        check_results=checks,
         metadata={
             "rows": totals["rows"],
             "days": len(days),

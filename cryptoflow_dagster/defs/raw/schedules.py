@@ -2,8 +2,6 @@
 
 import dagster as dg
 
-from cryptoflow_dagster.defs.raw.partitions import DAILY
-
 daily_batch_job = dg.define_asset_job(
     "daily_batch",
     # Named keys, not groups: streaming assets share the silver group but are not daily-partitioned.
@@ -11,7 +9,6 @@ daily_batch_job = dg.define_asset_job(
         ["bronze", "candles_raw"], ["bronze", "fear_greed_raw"],
         ["silver", "candles_1m"], ["silver", "candles_1d"], ["silver", "fear_greed"],
     ),
-    partitions_def=DAILY,
     description="Bronze and silver for one UTC day (gold follows from its own automation).",
 )
 

@@ -10,6 +10,7 @@ import polars as pl
 from cryptoflow_dagster import lake as lakehouse
 from cryptoflow_dagster.batch import silver
 from cryptoflow_dagster.batch.bronze import expected_minutes
+from cryptoflow_dagster.defs.checks.batch import CANDLES_1D, CANDLES_1M, FEAR_GREED, results_for, specs_for
 from cryptoflow_dagster.defs.raw.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cryptoflow_dagster.resources import LakeResource
 
@@ -36,6 +37,7 @@ def _bronze_candles(con: duckdb.DuckDBPyConnection, day: date, interval: str) ->
 
 def _build_candles(context: dg.AssetExecutionContext, lake: LakeResource, interval: str) -> dg.MaterializeResult:
     table = f"silver.candles_{interval}"
+    key = CANDLES_1M if interval == "1m" else CANDLES_1D
     days = partition_days(context)
     totals = {"rows": 0, "dead_letters": 0, "duplicates_dropped": 0, "minutes_without_candle": 0}
     with lake.connect() as con:
@@ -52,17 +54,19 @@ def _build_candles(context: dg.AssetExecutionContext, lake: LakeResource, interv
                 f"{table} {n}/{len(days)} days ({day}): {result.rows.height} rows, "
                 f"{result.dead_letters.height} dead letters, {result.duplicates_dropped} older duplicates dropped"
             )
+        checks = results_for(key, con, days[0], days[-1])
     if interval == "1d":
         totals.pop("minutes_without_candle")
-    return dg.MaterializeResult(metadata={**totals, "days": len(days)})
+    return dg.MaterializeResult(metadata={**totals, "days": len(days)}, check_results=checks)
 
 
 _COMMON = dict(group_name="silver", partitions_def=DAILY, backfill_policy=BACKFILL_POLICY, kinds={"polars", "duckdb"})
 
 
 @dg.asset(
-    key=["silver", "candles_1m"],
+    key=CANDLES_1M,
     deps=[["bronze", "candles_raw"]],
+    check_specs=specs_for(CANDLES_1M),
     description=(
         "1-minute OHLCV per (exchange, market, ts) from bronze.candles_raw: latest ingest wins, invalid rows go to "
         "bronze.dead_letters with the reason. Minutes without trades stay absent and are counted."
@@ -74,9 +78,14 @@ def candles_1m(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mate
 
 
 @dg.asset(
-    key=["silver", "candles_1d"],
-    deps=[["bronze", "candles_raw"]],
-    description="Day candles (00:00 UTC) per (exchange, market, day) from bronze.candles_raw, validated like the 1-minute ones.",
+    key=CANDLES_1D,
+    # After candles_1m, which it is checked against: day candles must equal their 1-minute candles.
+    deps=[["bronze", "candles_raw"], CANDLES_1M],
+    check_specs=specs_for(CANDLES_1D),
+    description=(
+        "Day candles (00:00 UTC) per (exchange, market, day) from bronze.candles_raw, validated like the 1-minute ones "
+        "and checked against them."
+    ),
     **_COMMON,
 )
 def candles_1d(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
@@ -84,8 +93,9 @@ def candles_1d(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mate
 
 
 @dg.asset(
-    key=["silver", "fear_greed"],
+    key=FEAR_GREED,
     deps=[["bronze", "fear_greed_raw"]],
+    check_specs=specs_for(FEAR_GREED),
     description="Fear & Greed per day: integer value 0..100 and its classification.",
     **_COMMON,
 )
@@ -105,6 +115,8 @@ def fear_greed(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mate
                     result.rows.filter(pl.col("day") == day), result.dead_letters.filter(pl.col("day") == day), 0
                 ),
             )
+        checks = results_for(FEAR_GREED, con, days[0], days[-1])
     return dg.MaterializeResult(
-        metadata={"rows": result.rows.height, "dead_letters": result.dead_letters.height, "days": len(days)}
+        metadata={"rows": result.rows.height, "dead_letters": result.dead_letters.height, "days": len(days)},
+        check_results=checks,
     )
