@@ -10,7 +10,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from exchange_sim import upbit_shapes as shapes
-from exchange_sim.model import Trades
+from exchange_sim.model import DAY_MS, Trades
 from exchange_sim.state import Sim, now_ms
 from exchange_sim.streams import Cursor, latest_trade, pump
 from exchange_sim.ws_common import Connection, asgi_endpoint
@@ -114,11 +114,7 @@ class UpbitConnection(Connection):
             spec = self.sim.upbit[code]
             frames: list[str] = []
             if "trade" in realtime[code]:
-                prev = self.sim.model.day_close(spec, int(t.ts[0]) // 86_400_000 - 1)
-                if int(t.ts[-1]) // 86_400_000 != int(t.ts[0]) // 86_400_000:
-                    frames.extend(self._split_days(code, t, trade_enc))
-                else:
-                    frames.extend(trade_enc.encode(code, spec, t, prev, "REALTIME", now_ms()))
+                frames.extend(self._encode_trades(code, t, trade_enc))
             if "ticker" in realtime[code]:
                 fields = shapes.ticker_fields(self.sim.model, spec, int(t.ts[-1]))
                 if fields is not None:
@@ -127,13 +123,18 @@ class UpbitConnection(Connection):
 
         await pump(self.sim, cursors, emit)
 
-    def _split_days(self, code: str, t: Trades, enc: shapes.TradeEncoder) -> list[str]:
+    def _encode_trades(self, code: str, t: Trades, enc: shapes.TradeEncoder) -> list[str]:
+        """REALTIME trade messages; prev_closing_price changes at 00:00 UTC, so a batch is encoded per day."""
         spec = self.sim.upbit[code]
+        first, last = int(t.ts[0]) // DAY_MS, int(t.ts[-1]) // DAY_MS
+        if first == last:
+            return enc.encode(code, spec, t, self.sim.model.day_close(spec, first - 1), "REALTIME", now_ms())
         out: list[str] = []
-        day = t.ts // 86_400_000
-        for d in sorted(set(day.tolist())):
+        day = t.ts // DAY_MS
+        for d in range(first, last + 1):
             part = t.mask(day == d)
-            out.extend(enc.encode(code, spec, part, self.sim.model.day_close(spec, d - 1), "REALTIME", now_ms()))
+            if len(part):
+                out.extend(enc.encode(code, spec, part, self.sim.model.day_close(spec, d - 1), "REALTIME", now_ms()))
         return out
 
     async def snapshot(self, kind: str, code: str, now: int, sub: Subscription, enc: shapes.TradeEncoder) -> None:
@@ -141,7 +142,7 @@ class UpbitConnection(Connection):
         if kind == "trade":
             t = latest_trade(self.sim, spec, now)
             if len(t):
-                prev = self.sim.model.day_close(spec, int(t.ts[0]) // 86_400_000 - 1)
+                prev = self.sim.model.day_close(spec, int(t.ts[0]) // DAY_MS - 1)
                 await self.send(enc.encode(code, spec, t, prev, "SNAPSHOT", now), code, 0)
         else:
             fields = shapes.ticker_fields(self.sim.model, spec, now)
