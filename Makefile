@@ -28,7 +28,9 @@ demo: install
 test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Benchmarks (not part of `make test`): BENCH_ARGS="--quick" for the few-minutes size, "--only sidecar_ingest" for one.
 bench: install
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 sim: install

@@ -1,0 +1,104 @@
+"""Sidecar ingest: the real sidecar process (``python -m streaming_sensor``) on the simulator's firehose into durable
+Parquet landing files, beside a bare websockets receive loop (the floor) and a naive stdlib-json, write-per-message
+client on the same stream (see ``ingest_clients``). Rounds interleave the three so a change in machine load hits all.
+
+Sidecar figures are taken from outside: its heartbeat (message counter, rewritten every second) and /proc (CPU, RSS),
+over the steady window from its first counted message to its last heartbeat, so imports and connect are left out
+exactly as the baselines leave them out. After it stops, the landing files are read back: every counted message
+must be in a Parquet file (durable), or the round fails.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+import pyarrow.parquet as pq
+
+from benchmarks.common import Result, proc_cpu_s, proc_rss_mib, python_child, run_json_child
+from exchange_sim.testing import running_sim
+from streaming_sensor.feeds import BinanceFeed
+from streaming_sensor.layout import list_files
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "XRPUSDT", "SOLUSDT")
+
+
+def _landed_rows(landing: Path) -> int:
+    return sum(pq.ParquetFile(f.path).metadata.num_rows for f in list_files(landing, channels=("trade",)))
+
+
+def run_sidecar(env: dict[str, str], home: Path, seconds: float) -> dict:
+    """One sidecar run on the Binance combined stream; steady-window rate, CPU share and RSS samples."""
+    beat_path = home / "landing" / "_heartbeat.json"
+    home.mkdir(parents=True, exist_ok=True)
+    proc = python_child("streaming_sensor", "--exchange", "binance", "--duration", str(seconds + 3),
+                        env={**env, "CRYPTOFLOW_HOME": str(home)}, log=home / "sidecar.log")
+    samples: list[tuple[float, int, float, float]] = []  # (time, messages, cpu_s, rss_mib) at each new heartbeat
+    last_update = None
+    try:
+        while proc.poll() is None:
+            time.sleep(0.2)
+            try:
+                beat = orjson.loads(beat_path.read_bytes())
+                cpu, rss = proc_cpu_s(proc.pid), proc_rss_mib(proc.pid)
+            except (FileNotFoundError, ProcessLookupError, orjson.JSONDecodeError):
+                continue
+            if beat["updated_at"] == last_update or beat["streams"].get("binance", {}).get("state") != "connected":
+                continue
+            last_update = beat["updated_at"]
+            if beat["counters"]["messages"] > 0:
+                samples.append((time.monotonic(), beat["counters"]["messages"], cpu, rss))
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if len(samples) < 3:
+        raise RuntimeError(f"sidecar produced too few heartbeats: {(home / 'sidecar.log').read_text()[-2000:]}")
+    first, last = samples[0], samples[-1]
+    wall = last[0] - first[0]
+    total = orjson.loads(beat_path.read_bytes())["counters"]["messages"]
+    landed = _landed_rows(home / "landing")
+    if landed != total:
+        raise RuntimeError(f"sidecar counted {total} messages but landed {landed} rows")
+    rss = [s[3] for s in samples]
+    return {"messages": last[1] - first[1], "seconds": wall, "cpu_s": last[2] - first[2], "total_messages": total,
+            "landed_rows": landed, "rss_mib_first": rss[0], "rss_mib_max": max(rss), "rss_mib_last": rss[-1],
+            "rss_mib": [round(r, 1) for r in rss]}
+
+
+def run(quick: bool, runs: int) -> Result:
+    seconds = 8.0 if quick else 20.0
+    result = Result("sidecar_ingest", f"{runs} rounds x {seconds:.0f} s per client, Binance combined stream of "
+                                      f"{len(SYMBOLS)} symbols, simulator firehose")
+    rows: dict[str, list[dict]] = {"bare": [], "naive": [], "sidecar": []}
+    with running_sim(firehose=True, binance_symbols=list(SYMBOLS), history_days=2) as sim, \
+            tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        env = {**os.environ, **sim.env(), "CRYPTOFLOW_BINANCE_SYMBOLS": ",".join(SYMBOLS)}
+        url = BinanceFeed(sim.binance_ws_url, SYMBOLS).url()  # the sidecar's own subscription URL
+        for i in range(runs):
+            rows["bare"].append(run_json_child("benchmarks.ingest_clients", "bare", url, str(seconds), env=env))
+            naive_dir = Path(tmp) / f"naive-{i}"
+            rows["naive"].append(run_json_child("benchmarks.ingest_clients", "naive", url, str(seconds), str(naive_dir),
+                                                env=env))
+            rows["sidecar"].append(run_sidecar(env, Path(tmp) / f"sidecar-{i}", seconds))
+    rate = {k: [r["messages"] / r["seconds"] for r in v] for k, v in rows.items()}
+    cpu_per_m = {k: [1e6 * r["cpu_s"] / r["messages"] for r in v] for k, v in rows.items()}
+    cores = {k: [r["cpu_s"] / r["seconds"] for r in v] for k, v in rows.items()}
+    ratio = [s / b for s, b in zip(rate["sidecar"], rate["bare"])]
+    result.add("sidecar messages/s", "msg/s", rate["sidecar"], (">=", 50_000), "bare loop, naive json")
+    result.add("bare websockets loop messages/s (floor)", "msg/s", rate["bare"])
+    result.add("naive json + write per message messages/s", "msg/s", rate["naive"])
+    result.add("sidecar / bare loop (same round)", "ratio", ratio, (">=", 0.80), "bare loop")
+    result.add("sidecar CPU s per million messages", "cpu-s/M", cpu_per_m["sidecar"], None, "bare, naive")
+    result.add("bare loop CPU s per million messages", "cpu-s/M", cpu_per_m["bare"])
+    result.add("naive CPU s per million messages", "cpu-s/M", cpu_per_m["naive"])
+    result.add("sidecar cores used", "cores", cores["sidecar"], ("<=", 1.0))
+    result.add("sidecar RSS growth over the window", "MiB",
+               [r["rss_mib_last"] - r["rss_mib_first"] for r in rows["sidecar"]], None, None,
+               "memory stays flat: last heartbeat RSS minus first")
+    result.details = {"rounds": rows, "url_path": url.split("/", 3)[-1]}
+    return result
