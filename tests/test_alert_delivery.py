@@ -30,9 +30,8 @@ def sample(n: int, **extra) -> list[Alert]:
     ]
 
 
-def statuses(settings) -> dict[str, tuple]:
-    with lake.session(settings) as con:
-        rows = con.execute("SELECT alert_id, status, attempts, last_error, delivered_at, next_attempt_at FROM gold.alerts").fetchall()
+def statuses(con) -> dict[str, tuple]:
+    rows = con.execute("SELECT alert_id, status, attempts, last_error, delivered_at, next_attempt_at FROM gold.alerts").fetchall()
     return {r[0]: r[1:] for r in rows}
 
 
@@ -41,123 +40,114 @@ def posted_ids(server) -> list[str]:
 
 
 @pytest.fixture
-def recorded(settings):
-    with lake.session(settings) as con:
-        lake.ensure_schema(con)
-        return outbox.record(con, sample(3))
+def con(settings):
+    with lake.session(settings) as c:
+        lake.ensure_schema(c)
+        yield c
 
 
-def test_outage_delays_but_neither_loses_nor_doubles(settings, slack_server, recorded):
-    slack_server.fail_next(4, status=500)
+@pytest.fixture
+def recorded(con):
+    return outbox.record(con, sample(3))
+
+
+def test_outage_delays_but_neither_loses_nor_doubles(settings, con, slack_server, recorded):
+    slack_server.fail_next(2, status=500)
     poster = SlackPoster(TOKEN, slack_server.url, "#alerts")
     now = NOW
     for _ in range(8):  # each pass is a fresh process's view: a new lake connection
-        with lake.session(settings) as con:
-            deliver_pending(con, poster, "http://ui.test", now=now)
-        if all(s[0] == "sent" for s in statuses(settings).values()):
+        with lake.session(settings) as fresh:
+            deliver_pending(fresh, poster, "http://ui.test", now=now)
+        if all(s[0] == "sent" for s in statuses(con).values()):
             break
         now += timedelta(minutes=10)
     assert sorted(posted_ids(slack_server)) == sorted(a.alert_id for a in recorded)  # each exactly once
-    assert [c.status for c in slack_server.calls] == [500] * 4 + [200] * 3
-    first = statuses(settings)[recorded[0].alert_id]
-    assert first[0] == "sent" and first[1] == 5 and first[2] is None and first[3] is not None
+    assert [c.status for c in slack_server.calls] == [500] * 2 + [200] * 3
+    first = statuses(con)[recorded[0].alert_id]
+    assert first[0] == "sent" and first[1] == 3 and first[2] is None and first[3] is not None
     # Nothing is posted again once sent, however often delivery runs.
-    with lake.session(settings) as con:
-        report = deliver_pending(con, poster, now=now + timedelta(hours=1))
+    report = deliver_pending(con, poster, now=now + timedelta(hours=1))
     assert report.sent == [] and len(slack_server.posts) == 3
 
 
-def test_backoff_waits_between_attempts(settings, slack_server, recorded):
+def test_backoff_waits_between_attempts(con, slack_server, recorded):
     slack_server.fail_next(1, status=503)
     poster = SlackPoster(TOKEN, slack_server.url, "#alerts")
-    with lake.session(settings) as con:
-        report = deliver_pending(con, poster, now=NOW)
-        assert report.retry_later == [recorded[0].alert_id] and report.sent == []
-        status, attempts, error, _, next_at = statuses(settings)[recorded[0].alert_id]
-        assert (status, attempts) == ("pending", 1) and error.startswith("HTTP 503")
-        assert next_at >= NOW + timedelta(seconds=2)
-        # Its retry is not due yet (the others, never tried, go ahead).
-        deliver_pending(con, poster, now=NOW + timedelta(seconds=1))
-        assert posted_ids(slack_server) == [a.alert_id for a in recorded[1:]]
-        deliver_pending(con, poster, now=NOW + timedelta(seconds=30))
+    report = deliver_pending(con, poster, now=NOW)
+    assert report.retry_later == [recorded[0].alert_id] and report.sent == []
+    status, attempts, error, _, next_at = statuses(con)[recorded[0].alert_id]
+    assert (status, attempts) == ("pending", 1) and error.startswith("HTTP 503")
+    assert next_at >= NOW + timedelta(seconds=2)
+    # Its retry is not due yet (the others, never tried, go ahead).
+    deliver_pending(con, poster, now=NOW + timedelta(seconds=1))
+    assert posted_ids(slack_server) == [a.alert_id for a in recorded[1:]]
+    deliver_pending(con, poster, now=NOW + timedelta(seconds=30))
     assert posted_ids(slack_server) == [a.alert_id for a in recorded[1:] + recorded[:1]]
-    assert statuses(settings)[recorded[0].alert_id][:2] == ("sent", 2)
+    assert statuses(con)[recorded[0].alert_id][:2] == ("sent", 2)
 
 
-def test_rate_limit_honours_retry_after(settings, slack_server, recorded):
+def test_rate_limit_honours_retry_after(con, slack_server, recorded):
     slack_server.rate_limit_next(1, retry_after_s=1)
     poster = SlackPoster(TOKEN, slack_server.url, "#alerts")
-    with lake.session(settings) as con:
-        report = deliver_pending(con, poster, now=NOW)
+    report = deliver_pending(con, poster, now=NOW)
     assert len(report.sent) == 3
     first, retry = slack_server.calls[0], slack_server.calls[1]
     assert first.status == 429 and retry.status == 200 and retry.body == first.body
     assert retry.at - first.at >= 0.9  # waited as Slack asked before the retry
     # A Retry-After longer than the pass's budget: the alert waits in pending until then, nothing is sent early.
-    with lake.session(settings) as con:
-        outbox.record(con, sample(4)[3:])
-        slack_server.rate_limit_next(1, retry_after_s=120)
-        deliver_pending(con, poster, now=NOW)
-        deliver_pending(con, poster, now=NOW + timedelta(seconds=60))
-        assert len(slack_server.calls) == 5
-        deliver_pending(con, poster, now=NOW + timedelta(seconds=125))
+    outbox.record(con, sample(4)[3:])
+    slack_server.rate_limit_next(1, retry_after_s=120)
+    deliver_pending(con, poster, now=NOW)
+    deliver_pending(con, poster, now=NOW + timedelta(seconds=60))
+    assert len(slack_server.calls) == 5
+    deliver_pending(con, poster, now=NOW + timedelta(seconds=125))
     assert len(slack_server.posts) == 4 and len(set(posted_ids(slack_server))) == 4
 
 
-def test_gives_up_after_max_attempts_and_on_permanent_errors(settings, slack_server, recorded):
+def test_gives_up_after_max_attempts_and_on_permanent_errors(con, slack_server, recorded):
     poster = SlackPoster(TOKEN, slack_server.url, "#alerts")
     slack_server.fail_next(3, status=502)
     now = NOW
-    with lake.session(settings) as con:
-        for _ in range(3):
-            deliver_pending(con, poster, now=now, max_attempts=3)
-            now += timedelta(minutes=10)
-    first = statuses(settings)[recorded[0].alert_id]
+    for _ in range(3):
+        deliver_pending(con, poster, now=now, max_attempts=3)
+        now += timedelta(minutes=10)
+    first = statuses(con)[recorded[0].alert_id]
     assert first[:2] == ("failed", 3) and first[2].startswith("HTTP 502") and first[3] is None
     # A 4xx is not Slack being down: failed at once with the error, and the other alerts still go out.
-    with lake.session(settings) as con:
-        outbox.record(con, sample(4)[3:])
-        slack_server.fail_next(1, status=404)
-        deliver_pending(con, poster, now=now)
-    final = statuses(settings)
+    outbox.record(con, sample(4)[3:])
+    slack_server.fail_next(1, status=404)
+    deliver_pending(con, poster, now=now)
+    final = statuses(con)
     assert sorted(s[0] for s in final.values()) == ["failed", "failed", "sent", "sent"]
     assert any(s[2] and s[2].startswith("HTTP 404") for s in final.values())
 
 
-def test_restart_mid_post_never_doubles_and_is_not_forgotten(settings, slack_server, recorded):
+def test_restart_mid_post_never_doubles_and_is_not_forgotten(settings, con, slack_server, recorded):
     poster = SlackPoster(TOKEN, slack_server.url, "#alerts")
-    with lake.session(settings) as con:
-        # A sender claimed the first alert and stopped before settling it (killed between claim and the answer).
-        assert outbox.claim(con, recorded[0].alert_id, NOW, lease_s=120)
-    with lake.session(settings) as con:  # the restarted process
-        report = deliver_pending(con, poster, now=NOW + timedelta(seconds=30))
+    # A sender claimed the first alert and stopped before settling it (killed between claim and the answer).
+    assert outbox.claim(con, recorded[0].alert_id, NOW, lease_s=120)
+    with lake.session(settings) as fresh:  # the restarted process
+        report = deliver_pending(fresh, poster, now=NOW + timedelta(seconds=30))
         assert report.expired_claims == 0 and len(report.sent) == 2  # the lease still runs: left alone
-        report = deliver_pending(con, poster, now=NOW + timedelta(seconds=300))
+        report = deliver_pending(fresh, poster, now=NOW + timedelta(seconds=300))
     assert report.expired_claims == 1
-    first = statuses(settings)[recorded[0].alert_id]
+    first = statuses(con)[recorded[0].alert_id]
     assert first[0] == "failed" and "outcome unknown" in first[2]
     assert recorded[0].alert_id not in posted_ids(slack_server)
 
 
-def test_without_a_token_alerts_stay_recorded_and_pending(settings, recorded):
+def test_without_a_token_alerts_stay_pending_but_a_local_sink_receives(con, slack_server, recorded):
     assert make_poster(None, SLACK_DEFAULT_API_URL, "#alerts") is None
-    with lake.session(settings) as con:
-        report = deliver_pending(con, None, now=NOW)
+    report = deliver_pending(con, None, now=NOW)
     assert report.skipped_reason and report.sent == []
-    assert {s[0] for s in statuses(settings).values()} == {"pending"}
-
-
-def test_sink_without_token_still_receives(settings, slack_server, recorded):
-    poster = make_poster(None, slack_server.url, "#alerts")
-    with lake.session(settings) as con:
-        deliver_pending(con, poster, now=NOW)
+    assert {s[0] for s in statuses(con).values()} == {"pending"}
+    deliver_pending(con, make_poster(None, slack_server.url, "#alerts"), now=NOW)
     assert len(slack_server.posts) == 3 and slack_server.posts[0].authorization == "Bearer xoxb-local-sink"
 
 
-def test_block_kit_message_links_to_the_ui(settings, slack_server, recorded):
+def test_block_kit_message_links_to_the_ui(con, slack_server, recorded):
     poster = SlackPoster(TOKEN, slack_server.url, "#alerts")
-    with lake.session(settings) as con:
-        deliver_pending(con, poster, "http://dagster.example:3000", now=NOW)
+    deliver_pending(con, poster, "http://dagster.example:3000", now=NOW)
     body = slack_server.posts[0].body
     assert body["channel"] == "#alerts" and "KRW-BTC moved 4%" in body["text"]
     types = [b["type"] for b in body["blocks"]]
@@ -165,26 +155,24 @@ def test_block_kit_message_links_to_the_ui(settings, slack_server, recorded):
     assert "<http://dagster.example:3000/assets/silver/trades|Open in Dagster>" in json.dumps(body["blocks"])
 
 
-def test_token_never_in_messages_or_logs(settings, slack_server, monkeypatch, caplog):
+def test_token_never_in_messages_or_logs(con, slack_server, monkeypatch, caplog):
     monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
     caplog.set_level(logging.DEBUG)
     leaky = Alert(rule="check_failed", triggered_at=NOW, message=f"check metadata said auth={TOKEN}",
                   dedupe_key="leak", details={"fields": {"config": f"token {TOKEN}"}})
-    with lake.session(settings) as con:
-        lake.ensure_schema(con)
-        outbox.record(con, [leaky] + sample(1))
-        poster = SlackPoster(TOKEN, slack_server.url, "#alerts")
-        slack_server.fail_next(1, status=500)
-        deliver_pending(con, poster, now=NOW)
-        deliver_pending(con, poster, now=NOW + timedelta(minutes=5))
+    outbox.record(con, [leaky] + sample(1))
+    poster = SlackPoster(TOKEN, slack_server.url, "#alerts")
+    slack_server.fail_next(1, status=500)
+    deliver_pending(con, poster, now=NOW)
+    deliver_pending(con, poster, now=NOW + timedelta(minutes=5))
     assert len(slack_server.posts) == 2
     for call in slack_server.calls:
         assert TOKEN not in call.raw.decode()
         assert call.authorization == f"Bearer {TOKEN}"  # where it belongs, and only there
     (leak_post,) = [c for c in slack_server.posts if c.body["metadata"]["event_payload"]["rule"] == "check_failed"]
     assert "[redacted]" in leak_post.body["text"] and "[redacted]" in json.dumps(leak_post.body["blocks"])
-    with lake.session(settings) as con:  # nor is it stored in the outbox
-        stored = con.execute("SELECT message || details_json FROM gold.alerts WHERE dedupe_key = 'leak'").fetchone()[0]
+    # nor is it stored in the outbox
+    stored = con.execute("SELECT message || details_json FROM gold.alerts WHERE dedupe_key = 'leak'").fetchone()[0]
     assert TOKEN not in stored and "[redacted]" in stored
     assert caplog.records and all(TOKEN not in r.getMessage() for r in caplog.records)
     assert TOKEN not in caplog.text

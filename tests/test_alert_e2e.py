@@ -73,7 +73,7 @@ def test_sim_price_shock_one_alert_and_sidecar_down_then_back(settings, monkeypa
             ingest(instance)  # the calm baseline
             assert alert_rows(settings, "price_move") == []
             sim.shock("KRW-BTC", 8.0)
-            for _ in range(3):  # the shocked price stays: three more micro-batch runs see it
+            for _ in range(2):  # the shocked price stays: two more micro-batch runs see it
                 time.sleep(1.5)
                 ingest(instance)
             (row,) = alert_rows(settings, "price_move")
