@@ -146,9 +146,23 @@ class MicroBatcher:
                 if rows:
                     written.append(self._write(key, [list(c) for c in zip(*rows)], now))
                 path.unlink()  # only once its rows are safely in a landing file
-            for key, buf in taken.items():
-                written.append(self._write(key, buf.columns, now))
+            for key, buf in list(taken.items()):
+                try:
+                    written.append(self._write(key, buf.columns, now))
+                except BaseException:
+                    self._put_back(taken)  # a failed write (disk full, say) loses nothing: the rows wait for the next flush
+                    raise
+                del taken[key]
             return written
+
+    def _put_back(self, taken: dict[tuple[str, str], _Buffer]) -> None:
+        """Return unwritten rows to the front of their buffers (ahead of rows that arrived meanwhile)."""
+        with self._lock:
+            for key, old in taken.items():
+                new = self._buffers.get(key) or _Buffer()
+                for mine, theirs in zip(old.columns, new.columns):
+                    mine.extend(theirs)
+                self._buffers[key] = old
 
     def _write(self, key: tuple[str, str], columns: list[list], now: datetime | None) -> Path:
         exchange, channel = key

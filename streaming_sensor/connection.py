@@ -67,6 +67,8 @@ class FeedConnection:
                 raise
             except (OSError, WebSocketException, _Reconnect, asyncio.TimeoutError) as exc:
                 log.warning("%s connection %s ended: %s", self.feed.exchange, session, exc or type(exc).__name__)
+            except Exception:  # a bug must not end the feed for good: log it loudly and reconnect like any failure
+                log.exception("%s connection %s failed unexpectedly", self.feed.exchange, session)
             finally:
                 if self.state.state == "connected" and self.gap_start is None:
                     self.gap_start = self.state.last_message_at or time.time()

@@ -78,7 +78,10 @@ class Sidecar:
             except asyncio.TimeoutError:
                 pass
             self._flush_now.clear()
-            await self._flush()
+            try:
+                await self._flush()
+            except OSError as exc:  # the rows stay buffered (or spilled) and the next tick tries again
+                log.error("flush failed, retrying next interval: %s", exc)
 
     async def _flush(self) -> None:
         flushing_from = time.time()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pyarrow.parquet as pq
+import pytest
 
 from streaming_sensor import layout
 from streaming_sensor.batches import MicroBatcher
@@ -87,3 +88,20 @@ def test_spill_left_by_a_killed_sidecar_is_drained_by_the_next_one(tmp_path):
     files = second.flush()
     ids = sorted(i for f in files for i in pq.read_table(f, columns=["trade_id"]).column(0).to_pylist())
     assert ids == list(range(200))
+
+
+def test_a_failed_write_keeps_the_rows_for_the_next_flush(tmp_path):
+    root = tmp_path / "landing"
+    batcher = MicroBatcher(root, "0123456789abcdef", tmp_path / "spill")
+    for i in range(10):
+        _add(batcher, i)
+    root.mkdir()
+    (root / "binance").write_text("a file where the exchange folder should be")  # every write into it fails
+    with pytest.raises(OSError):
+        batcher.flush()
+    for i in range(10, 15):
+        _add(batcher, i)
+    assert batcher.buffered() == 15
+    (root / "binance").unlink()
+    (path,) = batcher.flush()
+    assert pq.read_table(path, columns=["trade_id"]).column(0).to_pylist() == list(range(15))
