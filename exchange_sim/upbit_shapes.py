@@ -173,10 +173,13 @@ class TradeEncoder:
 
 def ticker_fields(model: Model, spec: MarketSpec, at_ms: int) -> dict | None:
     """The ticker as of ``at_ms``: today's OHLC and totals, rolling 24 h totals, extremes (see Model.extremes_before)."""
-    day = at_ms // DAY_MS
-    today = model.day_trades(spec, day)
-    n = int(np.searchsorted(today.ts, at_ms, "right"))
-    if n == 0:
+    # the latest day with a trade so far (just after 00:00 UTC the ticker still shows yesterday's last trade)
+    for day in range(at_ms // DAY_MS, at_ms // DAY_MS - 8, -1):
+        today = model.day_trades(spec, day)
+        n = int(np.searchsorted(today.ts, at_ms, "right"))
+        if n:
+            break
+    else:
         return None
     i = n - 1
     run = model.running(spec, day)

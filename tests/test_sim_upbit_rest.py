@@ -65,7 +65,7 @@ def test_newest_first_count_limits_and_errors(upbit):
     starts = [c["candle_date_time_utc"] for c in candles]
     assert starts == sorted(starts, reverse=True) and starts[0] == f"{BTC_DAY}T05:59:00"
     assert 190 <= len(candles) <= 200  # windows without trades have no candle
-    ticks = _get(upbit, "/v1/trades/ticks", market="KRW-ETH", count=500)
+    ticks = _get(upbit, "/v1/trades/ticks", market="KRW-ETH", count=500, days_ago=1)  # a full day, at any hour
     assert len(ticks) == 500
     assert [t["sequential_id"] for t in ticks] == sorted((t["sequential_id"] for t in ticks), reverse=True)
     for path, params in [
