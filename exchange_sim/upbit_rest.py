@@ -145,6 +145,8 @@ def trade_ticks(sim: Sim, request: Request) -> Response:
         if not 1 <= days_ago <= 7:
             raise UpbitError(400, "invalid_parameter", "days_ago must be between 1 and 7")
     day = now // DAY_MS - days_ago
+    if not days_ago and not len(sim.model.trades("upbit", spec.market, day * DAY_MS, now + 1)):
+        day -= 1  # without days_ago Upbit answers for the most recent trade date: just after 00:00 UTC, yesterday
     end = min((day + 1) * DAY_MS, now + 1)
     if q.get("to"):
         m = _TIME_RE.match(q["to"].strip())
