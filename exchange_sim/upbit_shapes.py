@@ -7,6 +7,7 @@ against shared/data/upbit/native_samples.json.
 from __future__ import annotations
 
 import json
+from itertools import repeat
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -124,10 +125,11 @@ class TradeEncoder:
 
     def __init__(self, simple: bool, list_format: bool):
         keys = [k[1] if simple else k[0] for k in TRADE_KEYS]
-        quoted = {"trade_date", "trade_time", "ask_bid", "change"}
+        # the time of day is three ints formatted inside the one %-operation (no string built per trade in Python)
+        formats = {"trade_date": '"%s"', "trade_time": '"%02d:%02d:%02d"', "ask_bid": '"%s"', "change": '"%s"'}
         fixed = {"type", "code", "prev_closing_price", "stream_type"}  # filled in per call, once
         self.parts = [
-            (key, full) if full in fixed else (f'"{key}":"%s"' if full in quoted else f'"{key}":%s', None)
+            (key, full) if full in fixed else (f'"{key}":{formats.get(full, "%s")}', None)
             for key, (full, _) in zip(keys, TRADE_KEYS)
         ]
         self.list_format = list_format
@@ -146,14 +148,20 @@ class TradeEncoder:
         bid_l = bid.astype(np.int64).tolist() if whole else np.round(bid, 8).tolist()
         change = np.where(price > prev_close, "RISE", np.where(price < prev_close, "FALL", "EVEN")).tolist()
         day_ms = t.ts - t.ts % DAY_MS
-        dates = {d: ymd(d) for d in np.unique(day_ms).tolist()}
-        secs: dict[int, str] = {}
-        ts_l = t.ts.tolist()
+        days = np.unique(day_ms).tolist()
+        if len(days) == 1:
+            dates = repeat(ymd(days[0]))
+        else:
+            names = {d: ymd(d) for d in days}
+            dates = [names[d] for d in day_ms.tolist()]
+        second = (t.ts % DAY_MS) // 1000
         rows = zip(
             np.maximum(t.ts, sent_ms).tolist(),
-            [dates[d] for d in day_ms.tolist()],
-            [secs.get(x // 1000) or secs.setdefault(x // 1000, hms(x)) for x in ts_l],
-            ts_l,
+            dates,
+            (second // 3600).tolist(),
+            (second // 60 % 60).tolist(),
+            (second % 60).tolist(),
+            t.ts.tolist(),
             price.tolist(),
             t.volume.tolist(),
             np.where(buy, "BID", "ASK").tolist(),
