@@ -5,7 +5,6 @@ import json
 from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
-import polars as pl
 import pytest
 
 from cryptoflow_dagster import lake

@@ -6,7 +6,6 @@ labelled as such, with the reason.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
 
@@ -14,7 +13,6 @@ import duckdb
 
 from cryptoflow_dagster.alerting.model import Alert
 
-log = logging.getLogger(__name__)
 
 ROLLING_WINDOW = 20
 

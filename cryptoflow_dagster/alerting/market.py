@@ -9,7 +9,6 @@ after a restart gives the same dedupe keys and the outbox drops the repeat.
 
 from __future__ import annotations
 
-import logging
 import math
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -20,7 +19,6 @@ import pyarrow as pa
 from cryptoflow_dagster.alerting.model import Alert
 from cryptoflow_dagster.alerting.rules import MarketRules, RuleSet
 
-log = logging.getLogger(__name__)
 
 _NEW, _RANGES, _HIST, _BARS = "_alert_new_trades", "_alert_ranges", "_alert_hist", "_alert_gold_bars"
 _PARAMS = "_alert_params"

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import duckdb
 import polars as pl
@@ -137,11 +137,3 @@ def expire_stale_claims(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
         ).fetchone()[0]
 
     return lake.write(con, work)
-
-
-def counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    return dict(con.execute("SELECT status, count(*) FROM gold.alerts GROUP BY 1").fetchall())
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)

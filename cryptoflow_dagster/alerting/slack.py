@@ -6,7 +6,6 @@ job (delivery.py), so that every attempt is counted in ``gold.alerts`` and none 
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +14,6 @@ from slack_sdk.errors import SlackApiError
 
 from cryptoflow_dagster.alerting.messages import redact
 
-log = logging.getLogger(__name__)
 
 SLACK_DEFAULT_API_URL = "https://slack.com/api/"
 # Slack answers these with HTTP 200 and ok=false, yet they are Slack's trouble, not ours: worth another try.
