@@ -156,3 +156,56 @@ def peak_rss_mib() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _children_of() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and all its descendants (PySpark's JVM is a child of the Python driver)."""
+    tree, total, todo = _children_of(), 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            total += proc_rss_mib(p)
+        except OSError:
+            pass
+        todo += tree.get(p, [])
+    return total
+
+
+def run_sampled(module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 7200,
+                every_s: float = 0.25) -> tuple[dict[str, Any], float]:
+    """Run ``python -m module args``; return the JSON it prints last and the peak RSS of its process tree (MiB)."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], env=env, cwd=REPO, stdout=out, stderr=err)
+        peak, deadline = 0.0, time.monotonic() + timeout
+        while proc.poll() is None:
+            peak = max(peak, tree_rss_mib(proc.pid))
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                raise RuntimeError(f"{module} {args} did not finish in {timeout:.0f}s")
+            time.sleep(every_s)
+        out.seek(0)
+        err.seek(0)
+        text, errors = out.read().decode(), err.read().decode()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{module} {args} exited {proc.returncode}: {errors[-3000:]}")
+    lines = [line for line in text.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"{module} {args} printed no JSON: {text[-1000:]} {errors[-2000:]}")
+    return json.loads(lines[-1]), peak

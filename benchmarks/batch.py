@@ -1,0 +1,79 @@
+"""Batch transform bronze -> silver -> gold over N simulator trades: the platform (DuckDB on DuckLake) against the same
+job in pandas and in PySpark local[2]. One process per engine run (``batch_engines``), its process tree's peak memory
+sampled from /proc, and the outputs checked equal (bars and 24-hour stats, floats to 1e-9 relative)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import polars as pl
+
+from benchmarks.common import Result, run_json_child, run_sampled
+
+ENGINES = ("duckdb", "pandas", "spark")
+
+
+def _frame(path: Path, time_col: str) -> pl.DataFrame:
+    df = pl.read_parquet(path if path.is_file() else str(path / "*.parquet"))
+    return df.with_columns(pl.col(time_col).cast(pl.Datetime("us", "UTC"))).sort(["exchange", "market", time_col])
+
+
+def outputs_equal(out: Path, engine: str) -> str | None:
+    """None when ``engine``'s bars and stats equal DuckDB's; else what differs."""
+    for kind, time_col, exact, floats in (
+        ("ohlcv", "ts", ["open", "high", "low", "close", "trade_count"], ["volume", "quote_volume"]),
+        ("stats", "as_of", ["open_24h", "high_24h", "low_24h", "last_price", "trade_count_24h"], ["volume_24h"]),
+    ):
+        ref, other = _frame(out / f"duckdb_{kind}.parquet", time_col), _frame(out / f"{engine}_{kind}.parquet", time_col)
+        if ref.height != other.height:
+            return f"{kind}: {other.height} rows, DuckDB {ref.height}"
+        keys = ["exchange", "market", time_col]
+        if not ref.select(keys).equals(other.select(keys)):
+            return f"{kind}: different keys"
+        for col in exact:
+            if not ref[col].cast(pl.Float64).equals(other[col].cast(pl.Float64)):
+                return f"{kind}.{col} differs"
+        for col in floats:
+            rel = ((ref[col] - other[col]).abs() / ref[col].abs().clip(lower_bound=1e-300)).max()
+            if rel is not None and rel > 1e-9:
+                return f"{kind}.{col} differs by {rel:.2e} (relative)"
+    return None
+
+
+def run(quick: bool, runs: int) -> Result:
+    n = int(os.environ.get("CRYPTOFLOW_BENCH_BATCH_TRADES", 1_000_000 if quick else 10_000_000))
+    result = Result("batch", f"{n:,} trades (simulator model, 4 Binance symbols, 2 days), bronze -> silver.trades -> "
+                             f"gold 1-minute OHLCV + 24h stats, {runs} runs per engine")
+    with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
+        work = Path(tmp)
+        setup = run_json_child("benchmarks.batch_engines", "setup", str(work), str(n))
+        rounds: dict[str, list[dict]] = {e: [] for e in ENGINES}
+        checks = {}
+        for _ in range(runs):
+            for engine in ENGINES:  # interleaved: a load change on the shared machine hits every engine alike
+                figures, peak = run_sampled("benchmarks.batch_engines", engine, str(work))
+                figures["peak_rss_mib"] = peak
+                rounds[engine].append(figures)
+                if engine != "duckdb":
+                    checks[engine] = outputs_equal(work / "out", engine)
+                    if checks[engine]:
+                        raise RuntimeError(f"{engine} output differs from the platform's: {checks[engine]}")
+    trades = setup["trades"]
+    rate = {e: [trades / r["job_s"] for r in v] for e, v in rounds.items()}
+    result.add("platform (DuckDB) trades/s end to end", "trades/s", rate["duckdb"], (">=", 3_000_000), "pandas, PySpark")
+    result.add("pandas trades/s", "trades/s", rate["pandas"])
+    result.add("PySpark local[2] trades/s (session start excluded)", "trades/s", rate["spark"])
+    result.add("speed-up over PySpark (same round)", "x", [d / s for d, s in zip(rate["duckdb"], rate["spark"])],
+               (">=", 10.0), "PySpark local[2]")
+    result.add("speed-up over pandas (same round)", "x", [d / p for d, p in zip(rate["duckdb"], rate["pandas"])], None,
+               "pandas")
+    for engine in ENGINES:
+        result.add(f"{engine} peak memory (process tree)", "MiB", [r["peak_rss_mib"] for r in rounds[engine]],
+                   ("<=", 4096.0) if engine == "duckdb" else None)
+    result.add("platform silver seconds", "s", [r["silver_s"] for r in rounds["duckdb"]])
+    result.add("platform gold seconds", "s", [r["gold_s"] for r in rounds["duckdb"]])
+    result.add("PySpark session start", "s", [r["session_start_s"] for r in rounds["spark"]])
+    result.details = {"setup": setup, "rounds": rounds, "outputs_equal": {e: c is None for e, c in checks.items()}}
+    return result

@@ -1,0 +1,200 @@
+"""The batch transform bronze trades -> silver.trades -> gold (1-minute OHLCV, 24-hour stats), one engine per process.
+
+``python -m benchmarks.batch_engines setup WORK N``  N trades from the simulator's model (4 Binance symbols, 2 UTC days)
+                                                     into the lake's bronze.trades_raw, raw_json exactly as the simulator's
+                                                     WebSocket sends it; the same rows exported to WORK/bronze.parquet
+``python -m benchmarks.batch_engines duckdb WORK``   the platform's code: rebuild_silver_day + rebuild_gold_day per day
+``python -m benchmarks.batch_engines pandas WORK``   the same logic in pandas (json module per row, groupby)
+``python -m benchmarks.batch_engines spark WORK``    the same logic in PySpark local[2] (from_json, window, min_by/max_by)
+
+Each engine writes WORK/out/<engine>_{ohlcv,stats}.parquet and prints a JSON line with its timings; the parent compares
+the outputs and samples the process tree's memory. Baselines are written from the data contract (docs: silver.trades
+dedupes on (exchange, market, trade_id) keeping the earliest ingest; gold bars are first/max/min/last by (ts, trade_id)).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "XRPUSDT", "SOLUSDT")
+DAYS = 2
+START = date(2026, 1, 5)  # synthetic part of the model (no recorded candles shape it)
+OHLCV_KEYS = ["exchange", "market", "ts"]
+
+
+def _settings(work: Path):
+    from cryptoflow_dagster.settings import load_settings
+
+    return load_settings({**os.environ, "CRYPTOFLOW_HOME": str(work / "home")})
+
+
+def setup(work: Path, n: int) -> dict:
+    import numpy as np
+    import polars as pl
+
+    from cryptoflow_dagster import lake
+    from exchange_sim.binance_ws import TRADE
+    from exchange_sim.model import DAY_MS, Model, ModelConfig
+
+    start_ms = int(datetime(START.year, START.month, START.day, tzinfo=timezone.utc).timestamp() * 1000)
+    per_minute = n / (len(SYMBOLS) * DAYS * 1440)
+    # Every minute is "history" (live epoch after the range) at the density that makes n trades in all.
+    model = Model(ModelConfig(seed=7, history_start_ms=start_ms, live_epoch_ms=start_ms + (DAYS + 1) * DAY_MS,
+                              history_per_minute=per_minute))
+    settings = _settings(work)
+    ingest = datetime.now(timezone.utc)
+    total = 0
+    with lake.session(settings) as con:
+        lake.ensure_schema(con)
+        for symbol in SYMBOLS:
+            t = model.trades("binance", symbol, start_ms, start_ms + DAYS * DAY_MS)
+            name = symbol.lower() + "@trade"
+            raw = ['{"stream":"%s","data":%s}' % (name, TRADE % (ts, symbol, i, p, v, ts, "false" if b else "true"))
+                   for ts, i, p, v, b in zip(t.ts.tolist(), t.ids.tolist(), t.price.tolist(), t.volume.tolist(),
+                                             t.buy.tolist())]
+            event = pl.Series("event_time", t.ts, pl.Int64).cast(pl.Datetime("ms", "UTC"))
+            frame = pl.DataFrame({
+                "exchange": "binance", "market": symbol, "trade_id": t.ids.astype(np.int64), "event_time": event,
+                "raw_json": raw, "ingest_time": ingest, "ingest_run_id": "bench", "source": "ws",
+                "batch_file": "bench", "receive_time": event + timedelta(milliseconds=5), "session_id": "bench",
+            }).with_columns(
+                unique_key=pl.lit("binance:") + pl.col("market") + ":" + pl.col("trade_id").cast(pl.String),
+                day=pl.col("event_time").dt.date(),
+            )
+            lake.write(con, lambda c, f=frame: lake.insert(c, "bronze.trades_raw", f))
+            total += frame.height
+            del raw, frame
+        con.execute(f"COPY (SELECT * FROM bronze.trades_raw) TO '{work / 'bronze.parquet'}' (FORMAT parquet)")
+    return {"trades": total, "per_minute": per_minute}
+
+
+def run_duckdb(work: Path) -> dict:
+    from cryptoflow_dagster import lake
+    from cryptoflow_dagster.defs.streaming.rebuild import rebuild_gold_day, rebuild_silver_day
+
+    settings = _settings(work)
+    t_open = time.perf_counter()
+    with lake.session(settings) as con:
+        t0 = time.perf_counter()  # the catalog attach is a per-run constant, reported apart as Spark's start is
+        days = [r[0] for r in con.execute("SELECT DISTINCT day FROM bronze.trades_raw ORDER BY day").fetchall()]
+        silver = 0
+        t_silver = t_gold = 0.0
+        for day in days:
+            now = datetime.now(timezone.utc)
+            a = time.perf_counter()
+            silver += rebuild_silver_day(con, day, now)
+            b = time.perf_counter()
+            rebuild_gold_day(con, day, now)
+            t_silver, t_gold = t_silver + b - a, t_gold + time.perf_counter() - b
+        job_s = time.perf_counter() - t0
+        out = work / "out"
+        out.mkdir(exist_ok=True)
+        con.execute(f"COPY (SELECT exchange, market, ts, open, high, low, close, volume, quote_volume, trade_count "
+                    f"FROM gold.ohlcv_1m_from_trades) TO '{out / 'duckdb_ohlcv.parquet'}' (FORMAT parquet)")
+        con.execute(f"COPY (SELECT exchange, market, as_of, open_24h, high_24h, low_24h, last_price, volume_24h, "
+                    f"trade_count_24h FROM gold.market_stats_24h) TO '{out / 'duckdb_stats.parquet'}' (FORMAT parquet)")
+    return {"job_s": job_s, "session_open_s": t0 - t_open, "silver_s": t_silver, "gold_s": t_gold, "silver_rows": silver}
+
+
+def run_pandas(work: Path) -> dict:
+    import pandas as pd
+
+    t0 = time.perf_counter()
+    df = pd.read_parquet(work / "bronze.parquet", columns=["exchange", "market", "trade_id", "event_time", "raw_json",
+                                                            "ingest_time", "receive_time"])
+    t_read = time.perf_counter()
+    data = [m.get("data", m) for m in map(json.loads, df["raw_json"])]
+    df["price"] = pd.to_numeric([d.get("p") for d in data], errors="coerce")
+    df["volume"] = pd.to_numeric([d.get("q") for d in data], errors="coerce")
+    df["side"] = ["sell" if d.get("m") else "buy" for d in data]
+    del data
+    df = df.drop(columns=["raw_json"])
+    df = df[df["event_time"].notna() & (df["price"] > 0) & (df["volume"] >= 0)]
+    df = df.sort_values(["ingest_time", "receive_time"], kind="stable")
+    silver = df.drop_duplicates(["exchange", "market", "trade_id"], keep="first").rename(columns={"event_time": "ts"})
+    silver["quote_volume"] = silver["price"] * silver["volume"]
+    t_silver = time.perf_counter()
+    s = silver.sort_values(["exchange", "market", "ts", "trade_id"], kind="stable")
+    s["minute"] = s["ts"].dt.floor("min")
+    bars = s.groupby(["exchange", "market", "minute"], sort=True).agg(
+        open=("price", "first"), high=("price", "max"), low=("price", "min"), close=("price", "last"),
+        volume=("volume", "sum"), quote_volume=("quote_volume", "sum"), trade_count=("price", "size"),
+    ).reset_index().rename(columns={"minute": "ts"})
+    as_of = s.groupby(["exchange", "market"])["ts"].transform("max")
+    last24 = s[s["ts"] > as_of - pd.Timedelta(hours=24)].assign(as_of=as_of)
+    stats = last24.groupby(["exchange", "market"], sort=True).agg(
+        as_of=("as_of", "first"), open_24h=("price", "first"), high_24h=("price", "max"), low_24h=("price", "min"),
+        last_price=("price", "last"), volume_24h=("volume", "sum"), trade_count_24h=("price", "size"),
+    ).reset_index()
+    job_s = time.perf_counter() - t0
+    out = work / "out"
+    out.mkdir(exist_ok=True)
+    bars.to_parquet(out / "pandas_ohlcv.parquet")
+    stats.to_parquet(out / "pandas_stats.parquet")
+    return {"job_s": job_s, "read_s": t_read - t0, "silver_s": t_silver - t_read, "gold_s": t0 + job_s - t_silver,
+            "silver_rows": len(silver)}
+
+
+def run_spark(work: Path) -> dict:
+    from pyspark.sql import SparkSession, Window
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import BooleanType, StringType, StructField, StructType
+
+    t_start = time.perf_counter()
+    spark = (SparkSession.builder.master("local[2]").appName("cryptoflow-bench")
+             .config("spark.driver.memory", "3g").config("spark.sql.session.timeZone", "UTC")
+             .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "8").getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    t0 = time.perf_counter()
+    schema = StructType([StructField("stream", StringType()), StructField("data", StructType([
+        StructField("p", StringType()), StructField("q", StringType()), StructField("m", BooleanType())]))])
+    df = spark.read.parquet(str(work / "bronze.parquet"))
+    msg = F.from_json("raw_json", schema)
+    typed = df.select("exchange", "market", "trade_id", "event_time", "ingest_time", "receive_time",
+                      msg["data"]["p"].cast("double").alias("price"), msg["data"]["q"].cast("double").alias("volume"),
+                      F.when(msg["data"]["m"], "sell").otherwise("buy").alias("side"))
+    typed = typed.where("event_time IS NOT NULL AND price > 0 AND volume >= 0")
+    first = Window.partitionBy("exchange", "market", "trade_id").orderBy("ingest_time", "receive_time")
+    silver = (typed.withColumn("_n", F.row_number().over(first)).where("_n = 1").drop("_n")
+              .withColumnRenamed("event_time", "ts").withColumn("quote_volume", F.col("price") * F.col("volume")))
+    silver = silver.cache()
+    silver_rows = silver.count()
+    t_silver = time.perf_counter()
+    order = F.struct("ts", "trade_id")
+    bars = silver.groupBy("exchange", "market", F.date_trunc("minute", "ts").alias("ts")).agg(
+        F.min_by("price", order).alias("open"), F.max("price").alias("high"), F.min("price").alias("low"),
+        F.max_by("price", order).alias("close"), F.sum("volume").alias("volume"),
+        F.sum("quote_volume").alias("quote_volume"), F.count("*").alias("trade_count"))
+    latest = silver.groupBy("exchange", "market").agg(F.max("ts").alias("as_of"))
+    stats = (silver.join(latest, ["exchange", "market"]).where(F.col("ts") > F.col("as_of") - F.expr("INTERVAL 24 HOURS"))
+             .groupBy("exchange", "market").agg(
+                 F.first("as_of").alias("as_of"), F.min_by("price", order).alias("open_24h"),
+                 F.max("price").alias("high_24h"), F.min("price").alias("low_24h"),
+                 F.max_by("price", order).alias("last_price"), F.sum("volume").alias("volume_24h"),
+                 F.count("*").alias("trade_count_24h")))
+    out = work / "out"
+    bars.coalesce(1).write.mode("overwrite").parquet(str(out / "spark_ohlcv.parquet"))
+    stats.coalesce(1).write.mode("overwrite").parquet(str(out / "spark_stats.parquet"))
+    job_s = time.perf_counter() - t0
+    spark.stop()
+    return {"job_s": job_s, "session_start_s": t0 - t_start, "silver_s": t_silver - t0, "gold_s": t0 + job_s - t_silver,
+            "silver_rows": silver_rows}
+
+
+def main(argv: list[str]) -> int:
+    what, work = argv[0], Path(argv[1])
+    if what == "setup":
+        figures = setup(work, int(argv[2]))
+    else:
+        figures = {"duckdb": run_duckdb, "pandas": run_pandas, "spark": run_spark}[what](work)
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
