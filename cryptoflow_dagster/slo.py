@@ -1,0 +1,124 @@
+"""``cryptoflow slo``: latency of the near-real-time path, per stage and end to end, from what the lake itself recorded.
+
+For every trade ingested in the window (bronze.trades_raw, joined to its landing file in ops.ingested_files):
+- received:  ``receive_time - event_time`` (the sidecar stamped the frame);
+- landed:    the landing file's write time (in its name, see streaming_sensor/layout.py) ``- event_time``;
+- silver:    the commit of the lake transaction that ingested the file ``- event_time``: the first DuckLake snapshot at
+             or after the run's ingest time that inserted into ops.ingested_files (the file's row is written in that
+             same transaction, so the snapshot time is when readers could first see the trade);
+- gold 24h stats: the streaming job refreshes gold.market_stats_24h in that same transaction, so its visibility is the
+             same commit; reported as its own objective all the same;
+- alert delivered: ``delivered_at - event_time`` of every alert sent in the window (gold.alerts outbox).
+Objectives (issue 6): silver p95 <= 10 s, gold 24h stats p95 <= 15 s, alert delivered p95 <= 8 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import duckdb
+
+from cryptoflow_dagster import lake
+from cryptoflow_dagster.settings import load_settings
+
+OBJECTIVES_P95_S = {"silver": 10.0, "gold_stats_24h": 15.0, "alert_delivered": 8.0}
+
+_TRADES = """
+    WITH snaps AS (
+        SELECT snapshot_time FROM ducklake_snapshots('{catalog}')
+        WHERE list_contains(changes['tables_inserted_into'], $files_table)
+    ), files AS (
+        SELECT f.file, (SELECT min(s.snapshot_time) FROM snaps s WHERE s.snapshot_time >= f.ingested_at) AS committed
+        FROM ops.ingested_files f WHERE f.ingested_at >= $since AND f.ingested_at < $until
+    ), trades AS (
+        SELECT epoch_ms(b.event_time) / 1000.0 AS event_s, epoch_ms(b.receive_time) / 1000.0 AS received_s,
+            epoch_ms(strptime(regexp_extract(b.batch_file, '(\\d{{8}}T\\d{{12}})Z-', 1), '%Y%m%dT%H%M%S%f')) / 1000.0
+                AS landed_s,
+            epoch_ms(f.committed) / 1000.0 AS committed_s
+        FROM bronze.trades_raw b JOIN files f ON b.batch_file = f.file
+        WHERE b.source = 'ws' AND b.day >= CAST($since AS DATE) - 1
+    )
+    SELECT received_s - event_s AS received, landed_s - event_s AS landed, committed_s - event_s AS silver
+    FROM trades WHERE committed_s IS NOT NULL
+"""
+
+_ALERTS = """
+    SELECT epoch_ms(triggered_at) / 1000.0 - epoch_ms(event_time) / 1000.0 AS triggered,
+        epoch_ms(delivered_at) / 1000.0 - epoch_ms(event_time) / 1000.0 AS alert_delivered
+    FROM gold.alerts
+    WHERE status = 'sent' AND delivered_at IS NOT NULL AND event_time IS NOT NULL
+      AND triggered_at >= $since AND triggered_at < $until
+"""
+
+
+def _percentiles(con: duckdb.DuckDBPyConnection, relation: str, column: str) -> dict[str, Any]:
+    row = con.execute(
+        f"SELECT count({column}), quantile_cont({column}, 0.5), quantile_cont({column}, 0.95), "
+        f"quantile_cont({column}, 0.99), max({column}) FROM {relation}"
+    ).fetchone()
+    return dict(zip(("count", "p50", "p95", "p99", "max"), row))
+
+
+def report(
+    con: duckdb.DuckDBPyConnection, since: datetime, until: datetime | None = None, catalog: str = lake.CATALOG
+) -> dict[str, dict[str, Any]]:
+    """Per-stage latency percentiles (seconds after the trade's event time) of trades ingested in [since, until)."""
+    window = {"since": since, "until": until or datetime.now(timezone.utc) + timedelta(days=1)}
+    files_table = con.execute(
+        f"SELECT CAST(table_id AS VARCHAR) FROM ducklake_table_info('{catalog}') WHERE table_name = 'ingested_files'"
+    ).fetchone()
+    if files_table is None:
+        raise RuntimeError("the lake has no ops.ingested_files table: run `cryptoflow doctor` (schema not created?)")
+    trades = con.execute(_TRADES.format(catalog=catalog), {**window, "files_table": files_table[0]}).to_arrow_table()
+    alerts = con.execute(_ALERTS, window).to_arrow_table()
+    con.register("_slo_trades", trades)
+    con.register("_slo_alerts", alerts)
+    try:
+        stages = {name: _percentiles(con, "_slo_trades", name) for name in ("received", "landed", "silver")}
+        stages["gold_stats_24h"] = dict(stages["silver"])  # same transaction as silver (see the module docstring)
+        stages["alert_triggered"] = _percentiles(con, "_slo_alerts", "triggered")
+        stages["alert_delivered"] = _percentiles(con, "_slo_alerts", "alert_delivered")
+    finally:
+        con.unregister("_slo_trades")
+        con.unregister("_slo_alerts")
+    for name, stats in stages.items():
+        objective = OBJECTIVES_P95_S.get(name)
+        stats["objective_p95_s"] = objective
+        stats["met"] = None if objective is None or stats["p95"] is None else stats["p95"] <= objective
+    return stages
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cryptoflow slo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=15.0, help="trades ingested in the last N minutes (default 15)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    since = datetime.now(timezone.utc) - timedelta(minutes=args.minutes)
+    with lake.session(load_settings(), read_only=True) as con:
+        stages = report(con, since)
+    if args.json:
+        print(json.dumps({"since": since.isoformat(), "stages": stages}, default=str))
+    else:
+        print(f"latency after event time, trades ingested since {since:%Y-%m-%d %H:%M:%S} UTC (seconds)")
+        print(f"{'stage':<18}{'count':>9}{'p50':>9}{'p95':>9}{'p99':>9}{'max':>9}  objective")
+        for name, s in stages.items():
+            verdict = "" if s["met"] is None else ("OK" if s["met"] else "MISSED")
+            goal = f"p95 <= {s['objective_p95_s']:g} s {verdict}" if s["objective_p95_s"] else ""
+            print(f"{name:<18}{s['count']:>9}" + "".join(f"{_cell(s[k]):>9}" for k in ("p50", "p95", "p99", "max"))
+                  + f"  {goal}")
+    missed = [n for n, s in stages.items() if s["met"] is False]
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
