@@ -8,6 +8,7 @@ The client's limiter is the real one; a subclass only records when a 429 made it
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
@@ -58,7 +59,7 @@ def one_backfill(url: str, days: list[date]) -> dict:
 
 
 def run(quick: bool, runs: int) -> Result:
-    n_days = 10 if quick else 30
+    n_days = int(os.environ.get("CRYPTOFLOW_BENCH_BACKFILL_DAYS", 10 if quick else 30))
     last = date.today() - timedelta(days=2)
     days = [last - timedelta(days=i) for i in range(n_days)][::-1]
     result = Result("backfill", f"{n_days} days x {len(MARKETS)} Upbit markets of 1-minute candles, 4 workers, "

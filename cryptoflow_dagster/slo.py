@@ -30,7 +30,9 @@ OBJECTIVES_P95_S = {"silver": 10.0, "gold_stats_24h": 15.0, "alert_delivered": 8
 _TRADES = """
     WITH snaps AS (
         SELECT snapshot_time FROM ducklake_snapshots('{catalog}')
-        WHERE list_contains(changes['tables_inserted_into'], $files_table)
+        -- small inserts are inlined into the catalog (DuckLake data inlining): either key marks the commit
+        WHERE list_contains(coalesce(changes['tables_inserted_into'], []) || coalesce(changes['inlined_insert'], []),
+                            $files_table)
     ), files AS (
         SELECT f.file, (SELECT min(s.snapshot_time) FROM snaps s WHERE s.snapshot_time >= f.ingested_at) AS committed
         FROM ops.ingested_files f WHERE f.ingested_at >= $since AND f.ingested_at < $until
