@@ -72,6 +72,9 @@ def run(quick: bool, runs: int) -> Result:
     for engine in ENGINES:
         result.add(f"{engine} peak memory (process tree)", "MiB", [r["peak_rss_mib"] for r in rounds[engine]],
                    ("<=", 4096.0) if engine == "duckdb" else None)
+    result.add("floor: bronze scan + JSON field extraction only", "trades/s",
+               [trades / r["json_extract_floor_s"] for r in rounds["duckdb"]], None, None,
+               "the platform's trade_sql on bronze, nothing written")
     result.add("platform silver seconds", "s", [r["silver_s"] for r in rounds["duckdb"]])
     result.add("platform gold seconds", "s", [r["gold_s"] for r in rounds["duckdb"]])
     result.add("PySpark session start", "s", [r["session_start_s"] for r in rounds["spark"]])
