@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -94,6 +95,20 @@ def report(
     return stages
 
 
+def _report_retrying(since: datetime, attempts: int = 20) -> dict[str, dict[str, Any]]:
+    """The report while the platform runs: attaching the SQLite catalog fails with "database is locked" when a
+    streaming run commits at that moment, so the attach is retried (a run's commit holds the lock well under a second)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with lake.session(load_settings(), read_only=True) as con:
+                return report(con, since)
+        except duckdb.Error as exc:
+            if attempt == attempts or not lake.is_retryable(exc):
+                raise
+            time.sleep(0.25)
+    raise AssertionError("unreachable")
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
@@ -106,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     since = datetime.now(timezone.utc) - timedelta(minutes=args.minutes)
-    with lake.session(load_settings(), read_only=True) as con:
-        stages = report(con, since)
+    stages = _report_retrying(since)
     if args.json:
         print(json.dumps({"since": since.isoformat(), "stages": stages}, default=str))
     else:
