@@ -51,8 +51,9 @@ class FeedConnection:
         self.request_flush = request_flush
         self.flush_max = flush_max_messages
         self.silence_timeout_s = silence_timeout_s or feed.silence_timeout_s
-        # When set, trades since this time may be missing: closed by the first message of the next connection.
+        # When set, trades since this time may be missing: closed by the first trade of the next connection.
         self.gap_start = gap_start
+        state.gap_since = gap_start
         self._reconnect_reason: str | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -71,7 +72,9 @@ class FeedConnection:
                 log.exception("%s connection %s failed unexpectedly", self.feed.exchange, session)
             finally:
                 if self.state.state == "connected" and self.gap_start is None:
-                    self.gap_start = self.state.last_message_at or time.time()
+                    # a late-delivered trade is older than its receive time: open the window that much earlier
+                    self.gap_start = (self.state.last_message_at or time.time()) - self.state.lag_s
+                    self.state.gap_since = self.gap_start
                 self.state.state = "stopped" if stop.is_set() else "backoff"
             if stop.is_set():
                 break
@@ -147,8 +150,12 @@ class FeedConnection:
                 size = add(exchange, feeds.TRADE, p.market, None, None, now_ns // 1000, session, raw, p.error)
             else:
                 size = add(exchange, p.kind, p.market, p.trade_id, p.event_ms, now_ns // 1000, session, raw, None)
-            if self.gap_start is not None and p.kind == feeds.TRADE:
-                record_gap(self.landing, exchange, self.feed.markets, self.gap_start, now_ns / 1e9, "disconnect", session)
-                self.gap_start = None
+            if p.kind == feeds.TRADE:
+                lag = now_ns / 1e9 - p.event_ms / 1e3
+                if lag > state.lag_s:
+                    state.lag_s = lag
+                if self.gap_start is not None:
+                    record_gap(self.landing, exchange, self.feed.markets, self.gap_start, now_ns / 1e9, "disconnect", session)
+                    self.gap_start = state.gap_since = None
             if size >= self.flush_max:
                 self.request_flush()

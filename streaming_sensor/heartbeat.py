@@ -32,6 +32,10 @@ class StreamState:
     messages: int = 0
     malformed: int = 0
     reconnects: int = 0
+    # Receive time minus trade time, the most seen: gap windows are in receive time, repairs filter on trade time.
+    lag_s: float = 0.0
+    # Start of a disconnect window not yet written to the gap file (it is, once the next connection delivers a trade).
+    gap_since: float | None = None
 
 
 @dataclass
@@ -48,7 +52,7 @@ class Heartbeat:
         streams = {}
         for name, s in self.streams.items():
             d = asdict(s)
-            for key in ("connected_since", "last_message_at"):
+            for key in ("connected_since", "last_message_at", "gap_since"):
                 d[key] = utc_iso(d[key])
             streams[name] = d
         return orjson.dumps(

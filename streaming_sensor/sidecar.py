@@ -33,16 +33,19 @@ def build_feeds(settings: Settings, exchanges: tuple[str, ...]) -> list[Feed]:
     return out
 
 
-def downtime_start(heartbeat_path: Path) -> float | None:
-    """Where the previous sidecar's landed data ends: the start of the downtime gap, if a sidecar ran here before.
+def downtime_start(heartbeat_path: Path, exchange: str) -> float | None:
+    """Where the previous sidecar's landed data for ``exchange`` ends: the start of the downtime gap, if one ran here.
 
-    A killed sidecar loses what it received after its last flush, so the gap starts there, not at its last message.
+    A killed sidecar loses what it received after its last flush, and a disconnect window it had not written yet: the
+    gap starts at the earlier of the two, moved back by how late trades were arriving (windows are in receive time).
     """
     beat = read_heartbeat(heartbeat_path)
     if not beat:
         return None
-    stamp = beat.get("flushed_through") or beat.get("started_at")
-    return datetime.fromisoformat(stamp).timestamp() if stamp else None
+    stream = beat.get("streams", {}).get(exchange) or {}
+    stamps = [beat.get("flushed_through") or beat.get("started_at"), stream.get("gap_since")]
+    times = [datetime.fromisoformat(t).timestamp() for t in stamps if t]
+    return min(times) - float(stream.get("lag_s") or 0.0) if times else None
 
 
 class Sidecar:
@@ -55,7 +58,6 @@ class Sidecar:
         self.stop = asyncio.Event()
         self._flush_now = asyncio.Event()
         self.connections = []
-        gap_start = downtime_start(settings.heartbeat_path)
         for feed in build_feeds(settings, exchanges):
             state = self.heartbeat.streams[feed.exchange] = StreamState()
             self.connections.append(
@@ -66,7 +68,7 @@ class Sidecar:
                     landing,
                     self._flush_now.set,
                     settings.flush_max_messages,
-                    gap_start=gap_start,
+                    gap_start=downtime_start(settings.heartbeat_path, feed.exchange),
                     silence_timeout_s=silence_timeout_s,
                 )
             )

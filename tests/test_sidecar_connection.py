@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from websockets.asyncio.server import serve
 
@@ -59,3 +60,22 @@ def test_silent_connection_is_replaced_keepalive_is_sent_and_the_window_becomes_
     assert state.messages == 1 and state.state == "stopped"
     (gap,) = read_gap_candidates(tmp_path / "landing")  # silence, reconnect, first trade: a window to repair
     assert gap["exchange"] == "upbit" and gap["markets"] == ["KRW-BTC"] and gap["start"] < gap["end"]
+
+
+def test_downtime_gap_starts_at_the_earliest_unsafe_moment_of_the_last_heartbeat(tmp_path):
+    from datetime import datetime, timezone
+
+    from streaming_sensor.sidecar import downtime_start
+
+    def iso(s: float) -> str:
+        return datetime.fromtimestamp(s, timezone.utc).isoformat()
+
+    path = tmp_path / "_heartbeat.json"
+    assert downtime_start(path, "upbit") is None  # no sidecar ran here before: nothing was missed
+    path.write_text(json.dumps({
+        "started_at": iso(1000.0), "flushed_through": iso(2000.0),
+        "streams": {"upbit": {"gap_since": iso(1990.0), "lag_s": 2.5}, "binance": {"gap_since": None, "lag_s": 0.5}},
+    }))
+    # an unwritten disconnect window began before the last flush; trades were arriving 2.5 s late
+    assert downtime_start(path, "upbit") == 1990.0 - 2.5
+    assert downtime_start(path, "binance") == 2000.0 - 0.5  # killed: what came after the last flush was lost

@@ -52,6 +52,18 @@ def sidecar(*args: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+def stream_until(proc: subprocess.Popen, settings, messages: int, timeout_s: float = 60.0) -> None:
+    """Let the sidecar run until its own heartbeat counted ``messages`` (time-based waits break on a loaded machine)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        beat = read_heartbeat(settings.heartbeat_path)
+        if beat and beat.get("pid") == proc.pid and beat["counters"]["messages"] >= messages:
+            return
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.2)
+    raise AssertionError(f"the sidecar did not receive {messages} messages in {timeout_s} s")
+
+
 def ingest(instance) -> None:
     assert streaming_ingest_job.execute_in_process(instance=instance, resources=build_resources()).success
 
@@ -85,7 +97,7 @@ def assert_matches_ground_truth(sim, settings, exchange: str, market: str) -> in
 def test_stream_then_stop_equals_ground_truth(stream_env, settings):
     sim = stream_env()
     proc = sidecar()
-    time.sleep(5)
+    stream_until(proc, settings, 120)  # ~7 s at 3 markets x 6 trades/s (plus Upbit tickers)
     proc.send_signal(signal.SIGTERM)  # a clean stop flushes everything buffered
     assert proc.wait(30) == 0, proc.stderr.read()
 
@@ -109,11 +121,13 @@ def test_faults_and_sigkill_then_repair_still_equal_ground_truth(stream_env, set
     sim = stream_env(faults={"ws_disconnect_every_s": 3, "ws_malformed_every": 40, "ws_duplicate_every": 9,
                              "ws_out_of_order_every": 13, "ws_schema_drift_after": 25})
     first = sidecar()
-    time.sleep(5)
+    stream_until(first, settings, 80)
     first.send_signal(signal.SIGKILL)  # no flush: what it buffered is lost, to be found as a gap and repaired
     first.wait(10)
     time.sleep(2)  # downtime: trades happen that no sidecar sees
-    second = sidecar("--duration", "5")
+    second = sidecar()
+    stream_until(second, settings, 150)  # long enough for the simulator's forced disconnects (every 3 s)
+    second.send_signal(signal.SIGTERM)
     assert second.wait(60) == 0, second.stderr.read()
 
     beat = read_heartbeat(settings.heartbeat_path)
