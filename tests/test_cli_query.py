@@ -129,7 +129,8 @@ def test_query_reads_whole_commits_while_another_process_writes(populated):
             result = cryptoflow("query", "SELECT count(*) AS n FROM silver.trades", "-f", "json")
             assert result.returncode == 0, result.stderr
             seen.append(json.loads(result.stdout)[0]["n"])
-        assert writer.stdout.readline().strip() == "done", writer.stderr.read()
+        done = writer.stdout.readline().strip()
+        assert done == "done", f"writer exited with {writer.wait(timeout=60)}: {writer.stderr.read()}"
         assert writer.wait(timeout=300) == 0
     finally:
         if writer.poll() is None:
@@ -140,3 +141,10 @@ def test_query_reads_whole_commits_while_another_process_writes(populated):
     assert seen == sorted(seen)
     final = cryptoflow("query", "SELECT count(*) AS n, count(DISTINCT trade_id) AS d FROM silver.trades", "-f", "json")
     assert json.loads(final.stdout) == [{"n": batches * rows, "d": batches * rows}]
+
+
+def test_output_is_never_mixed_with_a_progress_bar(populated):
+    # DuckDB prints a progress bar on stdout for queries slower than 2 s (common on a loaded machine): it would corrupt
+    # CSV/JSON output, so the lake connection turns it off.
+    result = cryptoflow("query", "SELECT current_setting('enable_progress_bar') AS bar", "-f", "json")
+    assert json.loads(result.stdout) == [{"bar": False}]

@@ -16,7 +16,7 @@ import pytest
 from cryptoflow_dagster import lake
 
 WRITERS = 3
-BATCHES = 12
+BATCHES = 10
 ROWS = 20
 
 # One writer process: opens its own lake connection, waits for the shared start signal (so the three really overlap),
@@ -98,7 +98,7 @@ def test_three_writer_processes_lose_and_duplicate_nothing(settings, tmp_path):
     assert total == distinct == WRITERS * BATCHES * ROWS
     assert per_writer == {f"KRW-W{w}": BATCHES * ROWS for w in range(1, WRITERS + 1)}
     assert batches == WRITERS * BATCHES
-    # The writers really raced: at least one commit lost and was retried (typically 5-20 of the 36 here).
+    # The writers really raced: at least one commit lost and was retried (5-20 of the 30 commits on a 2-core machine).
     assert sum(r["races"] for r in reports) >= 1, reports
 
 
