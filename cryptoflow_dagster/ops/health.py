@@ -1,0 +1,47 @@
+"""Platform health figures read from the lake and the sidecar heartbeat: what an operator wants plotted over time.
+
+Pure (no Dagster): the ``ops/platform_health`` asset records these as numeric metadata so the UI draws them as charts, and
+tests call :func:`health_figures` directly on a real lake.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+from cryptoflow_dagster.alerting.heartbeat import read_heartbeat
+
+
+def health_figures(con: duckdb.DuckDBPyConnection, now: datetime, heartbeat_path: Path) -> dict[str, float | int]:
+    """Counts and lags as of ``now``; every figure is a number so Dagster can plot it."""
+    since = now - timedelta(hours=24)
+    lag = con.execute("SELECT epoch(?::TIMESTAMPTZ - max(ts)) FROM silver.trades", [now]).fetchone()[0]
+    gaps = con.execute(
+        """SELECT count(*), coalesce(sum(epoch(gap_end - gap_start)) / 60, 0) FROM ops.gaps WHERE repaired_at IS NULL"""
+    ).fetchone()
+    # Delivered and failed alerts are counted for the last day; pending ones whatever their age (they are still owed).
+    alerts = dict(
+        con.execute(
+            """SELECT status, count(*) FROM gold.alerts WHERE triggered_at >= ? OR status = 'pending' GROUP BY status""",
+            [since],
+        ).fetchall()
+    )
+    beat, _ = read_heartbeat(heartbeat_path)
+    return {
+        "silver_trades_24h": con.execute("SELECT count(*) FROM silver.trades WHERE ts >= ?", [since]).fetchone()[0],
+        "ingest_lag_seconds": float(lag) if lag is not None else -1.0,
+        "files_ingested_24h": con.execute(
+            "SELECT count(*) FROM ops.ingested_files WHERE ingested_at >= ?", [since]
+        ).fetchone()[0],
+        "dead_letters_24h": con.execute(
+            "SELECT count(*) FROM bronze.dead_letters WHERE received_at >= ?", [since]
+        ).fetchone()[0],
+        "open_gaps": int(gaps[0]),
+        "open_gap_minutes": float(gaps[1]),
+        "alerts_sent_24h": int(alerts.get("sent", 0)),
+        "alerts_pending": int(alerts.get("pending", 0)),
+        "alerts_failed_24h": int(alerts.get("failed", 0)),
+        "heartbeat_age_seconds": (now - beat).total_seconds() if beat else -1.0,
+    }
