@@ -1,4 +1,5 @@
-"""``cryptoflow``: the one console script (pyproject ``[project.scripts]``). One module per subcommand; each exposes
+"""``cryptoflow``: the one console script (pyproject ``[project.scripts]``). Each subcommand (a module, or a
+:class:`~cryptoflow_dagster.cli.delegated.Delegated` for those that hand over to another program) exposes
 ``register(subparsers)`` and a ``run(args) -> int`` that the parser calls. Heavy imports (Dagster, DuckDB, the
 simulator) happen inside ``run`` so that ``cryptoflow --help`` is instant and one missing part breaks only its command."""
 
@@ -9,10 +10,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from cryptoflow_dagster.cli import backfill, demo, doctor, query, sim, slo, stream
+from cryptoflow_dagster.cli import demo, doctor, query
+from cryptoflow_dagster.cli.delegated import BACKFILL, SIM, SLO, STREAM
 from cryptoflow_dagster.cli.errors import CliError
 
-COMMANDS = (demo, sim, stream, query, doctor, backfill, slo)
+COMMANDS = (demo, SIM, STREAM, query, doctor, BACKFILL, SLO)
 
 
 def build_parser() -> argparse.ArgumentParser:
