@@ -16,11 +16,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# Debian packages the tests use: Chromium for the real-browser UI test. Installed only when missing (needs root, as on CI).
+# Debian packages the tests use: Chromium for the real-browser UI test, PostgreSQL for the scale-out tests (they start a
+# throwaway cluster themselves). Installed only when missing (needs root, as on CI).
 system-deps:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Debian chromium for the browser test"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@command -v initdb >/dev/null 2>&1 || test -x /usr/lib/postgresql/15/bin/initdb || { \
+	  echo "installing Debian postgresql for the scale-out tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
 demo: install
 	$(BIN)/cryptoflow demo

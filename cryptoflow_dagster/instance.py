@@ -1,8 +1,7 @@
 """The Dagster instance the platform runs on: ``<CRYPTOFLOW_HOME>/dagster_home/dagster.yaml``.
 
 The file is written once, when absent, and then belongs to the operator: an edited file is never overwritten.
-:func:`instance_config` returns the settings as a plain dict so that another storage (Postgres, issue 7) is one more
-branch there, not a second writer.
+:func:`instance_config` returns the settings as a plain dict; the storage (SQLite or Postgres) is chosen in one place.
 """
 
 from __future__ import annotations
@@ -27,8 +26,7 @@ DEFAULT_POOL_LIMIT = 2
 
 
 def instance_config(settings: Settings) -> dict[str, Any]:
-    """The dagster.yaml contents for ``settings``: run queue, concurrency pools, telemetry off, local SQLite storage."""
-    storage_dir = settings.dagster_home / "storage"
+    """The dagster.yaml contents for ``settings``: run queue, concurrency pools, telemetry off, storage (:func:`_storage`)."""
     return {
         "run_coordinator": {
             "module": "dagster._core.run_coordinator",
@@ -41,11 +39,21 @@ def instance_config(settings: Settings) -> dict[str, Any]:
             },
             "pools": {"default_limit": DEFAULT_POOL_LIMIT},
         },
-        "storage": {"sqlite": {"base_dir": str(storage_dir)}},
+        "storage": _storage(settings),
         "telemetry": {"enabled": False},
         # The UI's "nux" and update checks reach the internet; the platform must run offline.
         "nux": {"enabled": False},
     }
+
+
+def _storage(settings: Settings) -> dict[str, Any]:
+    """SQLite under the Dagster home, or PostgreSQL (dagster-postgres) when CRYPTOFLOW_DAGSTER_PG_URL is set.
+
+    The Postgres URL may carry a password, so dagster.yaml names the environment variable and Dagster reads it at start.
+    """
+    if settings.dagster_pg_url:
+        return {"postgres": {"postgres_url": {"env": "CRYPTOFLOW_DAGSTER_PG_URL"}}}
+    return {"sqlite": {"base_dir": str(settings.dagster_home / "storage")}}
 
 
 def ensure_dagster_yaml(settings: Settings) -> Path:

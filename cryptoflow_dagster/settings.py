@@ -82,6 +82,12 @@ class Settings:
         "",
         "S3-compatible endpoint for an s3:// data path, e.g. http://127.0.0.1:9000 (keys from AWS_* variables).",
     )
+    dagster_pg_url: str = _s(
+        "CRYPTOFLOW_DAGSTER_PG_URL",
+        "",
+        "Dagster instance storage on PostgreSQL, e.g. postgresql+psycopg2://dagster@127.0.0.1:5432/dagster. "
+        "Empty: SQLite under <home>/dagster_home. dagster.yaml names the variable, never its value.",
+    )
     landing_dir: Path = _s("CRYPTOFLOW_LANDING_DIR", "", "Micro-batch landing folder. Empty: <home>/landing.")
     upbit_rest_url: str = _s("CRYPTOFLOW_UPBIT_REST_URL", "https://api.upbit.com", "Upbit REST base URL (or the simulator's).")
     upbit_ws_url: str = _s(
