@@ -15,6 +15,7 @@ import importlib
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -49,6 +50,10 @@ _RETRYABLE = (
     "could not serialize access",
     "deadlock detected",
 )
+
+
+# A table of the contract's schemas (dbt-built gold tables are not in TABLES): it is formatted into SQL, so nothing else.
+_TABLE_NAME = re.compile(r"(bronze|silver|gold|ops)\.[a-z_][a-z0-9_]*")
 
 
 class LakeError(RuntimeError):
@@ -221,7 +226,7 @@ def replace_rows(
     This is how a partition is rebuilt: running it twice leaves the same table. ``where_sql`` holds only placeholders
     for outside values (``params``); ``table`` must be a contract table name. Returns the number of rows inserted.
     """
-    if table not in TABLES and not table.startswith(("gold.", "silver.", "bronze.", "ops.")):
+    if table not in TABLES and not _TABLE_NAME.fullmatch(table):
         raise ValueError(f"unknown lake table {table!r}")
 
     def work(c: duckdb.DuckDBPyConnection) -> int:
@@ -237,7 +242,7 @@ def insert(con: duckdb.DuckDBPyConnection, table: str, rows: Any) -> int:
         return 0
     con.register("_cryptoflow_rows", rows)
     try:
-        columns = ", ".join(f'"{c}"' for c in rows.columns)
+        columns = ", ".join('"' + c.replace('"', '""') + '"' for c in rows.columns)  # quoted identifiers, even odd ones
         con.execute(f"INSERT INTO {CATALOG}.{table} ({columns}) SELECT {columns} FROM _cryptoflow_rows")
     finally:
         con.unregister("_cryptoflow_rows")

@@ -22,7 +22,8 @@ CHANNELS = ("trade", "ticker")
 TMP_PREFIX = "."
 TMP_SUFFIX = ".tmp"
 
-_NAME_RE = re.compile(r"^(?P<time>\d{8}T\d{12}Z)-(?P<session>[0-9a-f]{8,32})-(?P<seq>\d{8})\.parquet$")
+# re.ASCII: without it \d also matches other scripts' digits (e.g. fullwidth); \Z, not $, which lets a trailing "\n" in.
+_NAME_RE = re.compile(r"^(?P<time>\d{8}T\d{12}Z)-(?P<session>[0-9a-f]{8,32})-(?P<seq>\d{8})\.parquet\Z", re.ASCII)
 _TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"
 
 
