@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 MAX_CONCURRENT_RUNS = 4
 # Backfill runs may take at most this many run slots, so sensor-driven (streaming) runs are never starved by a backfill.
 BACKFILL_RUN_LIMIT = 2
+# Seconds between the daemon's looks at the run queue; a queued streaming run waits up to this long to launch.
+DEQUEUE_INTERVAL_S = 1
 # Steps that declare ``pool="lake"`` (or any pool not configured otherwise) share this many slots. Concurrent DuckLake
 # commits are safe (lake.write retries a lost race) but each lost race is a wasted write, so writers are kept few.
 DEFAULT_POOL_LIMIT = 2
@@ -31,6 +33,8 @@ def instance_config(settings: Settings) -> dict[str, Any]:
         "run_coordinator": {
             "module": "dagster._core.run_coordinator",
             "class": "QueuedRunCoordinator",
+            # Dagster's default looks at the queue every 5 s: 2.5 s on average added to every streaming run (BENCHMARKS.md).
+            "config": {"dequeue_interval_seconds": DEQUEUE_INTERVAL_S},
         },
         "concurrency": {
             "runs": {

@@ -47,6 +47,7 @@ def test_dagster_home_written_by_the_platform_configures_the_instance(settings):
     assert path == settings.dagster_home / "dagster.yaml"
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert instance.run_coordinator.dequeue_interval_seconds == 1  # a queued streaming run launches within ~1 s
         config = instance.get_concurrency_config()
         assert config.run_queue_config.max_concurrent_runs >= 1
         assert {"key": "dagster/backfill", "limit": 2} in config.run_queue_config.tag_concurrency_limits
