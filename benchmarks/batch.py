@@ -44,7 +44,8 @@ def outputs_equal(out: Path, engine: str) -> str | None:
 
 def run(quick: bool, runs: int) -> Result:
     n = int(os.environ.get("CRYPTOFLOW_BENCH_BATCH_TRADES", 1_000_000 if quick else 10_000_000))
-    result = Result("batch", f"{n:,} trades (simulator model, 4 Binance symbols, 2 days), bronze -> silver.trades -> "
+    name = "batch" if n == 1_000_000 else f"batch_{n / 1e6:g}m"  # each size keeps its own results file
+    result = Result(name, f"{n:,} trades (simulator model, 4 Binance symbols, 2 days), bronze -> silver.trades -> "
                              f"gold 1-minute OHLCV + 24h stats, {runs} runs per engine")
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
         work = Path(tmp)

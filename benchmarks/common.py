@@ -63,6 +63,7 @@ class Result:
     figures: list[Figure] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    load_at_start: list[float] = field(default_factory=lambda: [round(x, 2) for x in os.getloadavg()])
 
     def add(self, *args: Any, **kwargs: Any) -> Figure:
         fig = Figure(*args, **kwargs)
@@ -72,7 +73,8 @@ class Result:
     def as_json(self) -> dict[str, Any]:
         return {"benchmark": self.benchmark, "size": self.size,
                 "started_at": datetime.fromtimestamp(self.started, timezone.utc).isoformat(timespec="seconds"),
-                "wall_s": round(time.time() - self.started, 1), "machine": machine(),
+                "wall_s": round(time.time() - self.started, 1), "load_avg_at_start": self.load_at_start,
+                "machine": machine(),
                 "figures": [f.as_json() for f in self.figures], "details": self.details}
 
 

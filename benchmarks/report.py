@@ -38,7 +38,9 @@ def render(results_dir: Path = RESULTS) -> str:
         out.append(f"### {name}")
         out.append("")
         out.append(f"{d['size']}. Measured {d['started_at']} ({d['wall_s']:.0f} s), {m['cores']} cores, "
-                   f"{m['memory_gib']} GiB, load average {m['load_avg'][0]} / {m['load_avg'][1]} / {m['load_avg'][2]}; "
+                   f"{m['memory_gib']} GiB, load average (1/5/15 min) at start "
+                   f"{' / '.join(str(x) for x in d.get('load_avg_at_start', []) or ['?'])}, at end "
+                   f"{m['load_avg'][0]} / {m['load_avg'][1]} / {m['load_avg'][2]}; "
                    f"Python {m['python']}, " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + ".")
         out.append("")
         out.append("| figure | median | min | max | runs | baseline | target | verdict |")
