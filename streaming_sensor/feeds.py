@@ -7,6 +7,7 @@ will extract are there; the frame itself is kept verbatim. A frame that fails is
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import ClassVar, NamedTuple
 
@@ -35,7 +36,9 @@ def _dead(reason: str, market: str | None = None) -> Parsed:
 
 
 def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    # ids and epoch times land in int64 Parquet columns: orjson reads up to 2**64-1, and one such value would fail the
+    # whole micro-batch write on every retry, so out-of-range numbers are dead letters here
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
 
 def _is_number(value: object) -> bool:
@@ -46,10 +49,10 @@ def _decimal_string(value: object) -> bool:
     if not isinstance(value, str):
         return False
     try:
-        float(value)
+        number = float(value)
     except ValueError:
         return False
-    return True
+    return math.isfinite(number)  # float() also reads "nan", "inf" and "1e999"
 
 
 class Feed:
@@ -133,9 +136,9 @@ class UpbitFeed(Feed):
         if kind == "trade":
             sid, ts = msg.get("sequential_id"), msg.get("trade_timestamp")
             if not _is_int(sid):
-                return _dead("missing or non-integer field: sequential_id", market)
+                return _dead("missing, non-integer or out-of-range field: sequential_id", market)
             if not _is_int(ts):
-                return _dead("missing or non-integer field: trade_timestamp", market)
+                return _dead("missing, non-integer or out-of-range field: trade_timestamp", market)
             price, volume = msg.get("trade_price"), msg.get("trade_volume")
             if not _is_number(price) or price <= 0:
                 return _dead("missing or non-positive field: trade_price", market)
@@ -147,7 +150,7 @@ class UpbitFeed(Feed):
         if kind == "ticker":
             ts = msg.get("timestamp")
             if not _is_int(ts):
-                return _dead("missing or non-integer field: timestamp", market)
+                return _dead("missing, non-integer or out-of-range field: timestamp", market)
             return Parsed(TICKER, market, None, ts)
         return _dead(f"unknown message type {kind!r}", market)
 
@@ -200,9 +203,9 @@ class BinanceFeed(Feed):
             return _dead(f"unsubscribed market {market!r}", market)
         trade_id, ts = data.get("t"), data.get("T")
         if not _is_int(trade_id):
-            return _dead("missing or non-integer field: t", market)
+            return _dead("missing, non-integer or out-of-range field: t", market)
         if not _is_int(ts):
-            return _dead("missing or non-integer field: T", market)
+            return _dead("missing, non-integer or out-of-range field: T", market)
         if not _decimal_string(data.get("p")) or not _decimal_string(data.get("q")):
             return _dead("missing or non-decimal field: p/q", market)
         if not isinstance(data.get("m"), bool):

@@ -69,7 +69,10 @@ def read_landing(files: list[layout.LandingFile]) -> pa.Table:
 # Landing rows, typed; `problem` is why a row is a dead letter (the sidecar's reason, or a field silver cannot read).
 _STAGED = with_trade_fields(
     """
-    SELECT exchange, market, trade_id, make_timestamp(event_time_ms * 1000)::TIMESTAMPTZ AS event_time,
+    SELECT exchange, market, trade_id,
+        -- an impossible time (the year 2100 or later) would overflow the conversion and fail every retry of the run
+        CASE WHEN event_time_ms BETWEEN 0 AND 4102444800000 THEN make_timestamp(event_time_ms * 1000)::TIMESTAMPTZ END
+            AS event_time,
         make_timestamp(receive_time_us)::TIMESTAMPTZ AS receive_time, session_id, batch_file, raw, error,
         CASE WHEN error IS NULL THEN decode(raw) END AS raw_json
     FROM _landing
@@ -80,6 +83,7 @@ _STAGED = f"""
         WHEN error IS NOT NULL THEN error
         WHEN trade_id IS NULL OR event_time IS NULL OR market IS NULL THEN 'missing trade id, time or market'
         WHEN price IS NULL OR price <= 0 OR volume IS NULL OR volume < 0 OR side IS NULL
+            OR NOT isfinite(price) OR NOT isfinite(volume)  -- "nan", "inf", "1e999" parse as doubles
             THEN 'unreadable price, volume or side'
         END AS problem
     FROM ({_STAGED})
