@@ -18,6 +18,7 @@ from pathlib import Path
 # Market codes reach SQL parameters, URLs and landing paths: anything outside these patterns is refused early.
 UPBIT_MARKET_RE = re.compile(r"^(KRW|BTC|USDT)-[A-Z0-9]{1,15}$")
 BINANCE_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
+SHARD_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}", re.ASCII)
 
 DEFAULT_UPBIT_MARKETS = ("KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-USDT")
 DEFAULT_BINANCE_SYMBOLS = ("BTCUSDT", "ETHUSDT", "XRPUSDT", "SOLUSDT")
@@ -109,6 +110,12 @@ class Settings:
         "CRYPTOFLOW_BINANCE_SYMBOLS", ",".join(DEFAULT_BINANCE_SYMBOLS), "Binance symbols, comma-separated."
     )
     start_date: date = _s("CRYPTOFLOW_START_DATE", "2025-09-01", "First day of the daily partitions (UTC).")
+    sidecar_shard: str = _s(
+        "CRYPTOFLOW_SIDECAR_SHARD",
+        "",
+        "Sidecar shard name (a-z, 0-9, -) when several sidecars on disjoint markets share one landing folder: each "
+        "keeps its own heartbeat, _heartbeat.<shard>.json. Empty: one sidecar, _heartbeat.json.",
+    )
     flush_interval_s: float = _s("CRYPTOFLOW_FLUSH_INTERVAL_S", "1.0", "Sidecar: seconds between micro-batch files.")
     flush_max_messages: int = _s("CRYPTOFLOW_FLUSH_MAX_MESSAGES", "5000", "Sidecar: messages that force a flush.")
     heartbeat_stale_s: float = _s(
@@ -167,7 +174,7 @@ class Settings:
 
     @property
     def heartbeat_path(self) -> Path:
-        return self.landing_dir / "_heartbeat.json"
+        return self.landing_dir / (f"_heartbeat.{self.sidecar_shard}.json" if self.sidecar_shard else "_heartbeat.json")
 
     @property
     def sim_url(self) -> str:
@@ -211,4 +218,6 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         validate_upbit_market(market)
     for symbol in values["binance_symbols"]:
         validate_binance_symbol(symbol)
+    if values["sidecar_shard"] and not SHARD_RE.fullmatch(values["sidecar_shard"]):  # it becomes part of a file name
+        raise SettingsError(f"CRYPTOFLOW_SIDECAR_SHARD={values['sidecar_shard']!r}: expected 1-32 of a-z, 0-9, -")
     return Settings(**values)

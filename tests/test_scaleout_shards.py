@@ -1,0 +1,68 @@
+"""Sharding the sidecar: two processes on disjoint market sets, one simulator, one landing folder, one lake.
+
+Each shard keeps its own heartbeat (CRYPTOFLOW_SIDECAR_SHARD) and writes its own uniquely named files; one ingest run
+takes both shards' files, and silver equals the simulator's ground truth for every market of both shards.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import dagster as dg
+
+from cryptoflow_dagster import lake
+from cryptoflow_dagster.settings import load_settings
+from exchange_sim.testing import running_sim
+from streaming_sensor.heartbeat import read_heartbeat
+from test_stream_e2e import assert_matches_ground_truth, ingest, stream_until
+
+SHARDS = {"a": (("KRW-BTC",), ("BTCUSDT",)), "b": (("KRW-ETH",), ("ETHUSDT",))}
+
+
+def shard_env(sim, name: str) -> dict[str, str]:
+    upbit, binance = SHARDS[name]
+    return {**os.environ, **sim.env(), "CRYPTOFLOW_SIDECAR_SHARD": name,
+            "CRYPTOFLOW_UPBIT_MARKETS": ",".join(upbit), "CRYPTOFLOW_BINANCE_SYMBOLS": ",".join(binance)}
+
+
+def test_two_sidecar_shards_share_landing_and_lake_and_match_ground_truth(settings):
+    upbit = [m for u, _ in SHARDS.values() for m in u]
+    binance = [s for _, b in SHARDS.values() for s in b]
+    with running_sim(trade_rate=6, upbit_markets=upbit, binance_symbols=binance) as sim:
+        envs = {name: shard_env(sim, name) for name in SHARDS}
+        procs = {name: subprocess.Popen([sys.executable, "-m", "streaming_sensor"], env=env, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True) for name, env in envs.items()}
+        try:
+            for name, proc in procs.items():
+                stream_until(proc, load_settings(envs[name]), 60)
+            for proc in procs.values():
+                proc.send_signal(signal.SIGTERM)  # a clean stop flushes what each shard buffered
+            for proc in procs.values():
+                assert proc.wait(30) == 0, proc.stderr.read()
+        finally:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
+
+        # one heartbeat per shard, each naming only its own markets' streams, and one shared landing folder
+        beats = {name: read_heartbeat(load_settings(env).heartbeat_path) for name, env in envs.items()}
+        assert beats["a"]["pid"] == procs["a"].pid and beats["b"]["pid"] == procs["b"].pid
+        assert not (settings.landing_dir / "_heartbeat.json").exists()
+        writers = {p.name.split("-")[1] for p in settings.landing_dir.rglob("*.parquet")}
+        assert len(writers) == 2
+
+        ingest(dg.DagsterInstance.ephemeral())
+        for upbit_markets, binance_symbols in SHARDS.values():
+            for market in upbit_markets:
+                assert assert_matches_ground_truth(sim, settings, "upbit", market) >= 5
+            for symbol in binance_symbols:
+                assert assert_matches_ground_truth(sim, settings, "binance", symbol) >= 5
+
+    with lake.session(settings, read_only=True) as con:
+        markets = {r[0] for r in con.execute("SELECT DISTINCT market FROM silver.trades").fetchall()}
+        assert con.execute("SELECT count(*) FROM bronze.dead_letters").fetchone() == (0,)
+    assert markets == set(upbit) | set(binance)
