@@ -1,0 +1,258 @@
+"""A chaos run: the streaming platform (sidecar process, streaming ingest runs, alert rules and delivery, gap repair)
+against the simulator with every fault on, then a check of the result against the simulator's ground truth.
+
+Faults: WebSocket disconnects (every ``disconnect_every_s``), 1 % malformed frames, 0.5 % duplicates, out-of-order
+messages, schema drift from half-way, the Slack sink answering 500 for ``slack_outage_s``, the sidecar killed with SIGKILL
+every ``kill_every_s`` and restarted after a short downtime, and one streaming ingest run killed (SIGKILL) while it runs.
+
+Pass criteria (the report's ``failures`` lists what broke; the exit status is 1 when any did):
+silver.trades equals the ground truth for every market over the streamed window (lost 0, duplicated 0); every gap found
+was repaired; every dead letter is a malformed frame; every alert was delivered, and the Slack sink holds exactly one
+message per alert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+UPBIT = ("KRW-BTC", "KRW-USDT")
+BINANCE = ("BTCUSDT",)
+MARKETS = [("upbit", m) for m in UPBIT] + [("binance", s) for s in BINANCE]
+
+# A streaming ingest run in its own process, so that it can be killed with SIGKILL mid-run.
+_KILLABLE_INGEST = (
+    "import dagster as dg\n"
+    "from cryptoflow_dagster.defs.streaming.jobs import streaming_ingest_job\n"
+    "from cryptoflow_dagster.resources import build_resources\n"
+    "print('ready', flush=True)\n"
+    "streaming_ingest_job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), resources=build_resources())\n"
+)
+
+
+@dataclass
+class Report:
+    duration_s: float
+    sidecar_kills: int = 0
+    ingest_runs: int = 0
+    killed_run_exit: int | None = None
+    markets: dict[str, dict] = field(default_factory=dict)
+    gaps: int = 0
+    unrepaired_gaps: int = 0
+    dead_letters: int = 0
+    dead_letters_not_malformed: int = 0
+    alerts: int = 0
+    alerts_not_sent: int = 0
+    slack_messages: int = 0
+    phase_s: dict[str, float] = field(default_factory=dict)  # wall time of chaos, recovery (ingest + repair), delivery
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def as_dict(self) -> dict:
+        return {**self.__dict__, "ok": self.ok}
+
+
+def _sidecar(env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "streaming_sensor"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def _kill_a_running_ingest(env: dict[str, str], after_s: float) -> int:
+    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE_INGEST], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    proc.stdout.readline()  # 'ready': Dagster and the definitions are imported, the run starts now
+    time.sleep(after_s)
+    proc.send_signal(signal.SIGKILL)
+    return proc.wait(30)
+
+
+def run(duration_s: float = 600.0, *, kill_every_s: float = 60.0, disconnect_every_s: float = 30.0,
+        slack_outage_s: float = 60.0, downtime_s: float = 3.0, trade_rate: float = 6.0,
+        home: Path | None = None) -> Report:
+    """Run the platform for ``duration_s`` under faults, then check it; returns the report (never raises on a failed
+    check, only on a broken setup)."""
+    import dagster as dg
+
+    from cryptoflow_dagster import lake
+    from cryptoflow_dagster.defs.alerts.resources import slack_resource
+    from cryptoflow_dagster.defs.alerts.sensors import alert_delivery_sensor, sidecar_heartbeat_sensor
+    from cryptoflow_dagster.defs.streaming.jobs import streaming_ingest_job
+    from cryptoflow_dagster.defs.streaming.repair import gap_repair_job
+    from cryptoflow_dagster.resources import LakeResource, build_resources
+    from cryptoflow_dagster.settings import load_settings
+    from exchange_sim.faults import MALFORMED_FRAME
+    from exchange_sim.testing import running_sim
+
+    home = home or Path(tempfile.mkdtemp(prefix="cryptoflow-chaos-"))
+    report = Report(duration_s=duration_s)
+    # Out-of-order every 37th: the simulator holds a swapped frame back instead of mangling it, so a period sharing
+    # factors with 100 or 200 would swallow the malformed frames and duplicates.
+    faults = {"ws_disconnect_every_s": disconnect_every_s, "ws_malformed_every": 100, "ws_duplicate_every": 200,
+              "ws_out_of_order_every": 37}
+    with running_sim(trade_rate=trade_rate, upbit_markets=list(UPBIT), binance_symbols=list(BINANCE),
+                     faults=faults) as sim:
+        env = {**os.environ, **sim.env(), "CRYPTOFLOW_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home"),
+               "CRYPTOFLOW_UPBIT_MARKETS": ",".join(UPBIT), "CRYPTOFLOW_BINANCE_SYMBOLS": ",".join(BINANCE),
+               "CRYPTOFLOW_HEARTBEAT_STALE_S": str(max(1.0, downtime_s - 1.0)),
+               "SLACK_BOT_TOKEN": os.environ.get("SLACK_BOT_TOKEN", "xoxb-chaos-not-a-real-token")}
+        (home / "dagster_home").mkdir(parents=True, exist_ok=True)
+        saved = dict(os.environ)
+        os.environ.update(env)  # the in-process Dagster runs and sensors read settings from the environment
+        try:
+            settings = load_settings()
+            instance = dg.DagsterInstance.ephemeral()
+            resources = {"lake": LakeResource(), "slack": slack_resource()}
+            cursor = None
+
+            def ingest() -> None:
+                result = streaming_ingest_job.execute_in_process(instance=instance, resources=build_resources(),
+                                                                 raise_on_error=False)
+                report.ingest_runs += 1
+                if not result.success:
+                    report.failures.append(f"streaming ingest run {result.run_id} failed")
+
+            def sensors() -> None:
+                nonlocal cursor
+                ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+                sidecar_heartbeat_sensor(ctx)
+                cursor = ctx.cursor
+                alert_delivery_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+
+            sidecar = _sidecar(env)
+            started = time.monotonic()
+            next_kill = started + kill_every_s
+            outage = (started + duration_s * 0.3, started + duration_s * 0.3 + slack_outage_s)
+            drifted = shocked = killed_run = outage_on = False
+            try:
+                while (now := time.monotonic()) < started + duration_s:
+                    if not drifted and now >= started + duration_s / 2:
+                        sim.set_faults(ws_schema_drift_after=1)
+                        drifted = True
+                    if not shocked and now >= started + duration_s * 0.2:
+                        sim.shock("KRW-BTC", 8.0)
+                        shocked = True
+                    if not outage_on and outage[0] <= now < outage[1]:
+                        sim.set_faults(slack_status=500)
+                        outage_on = True
+                    elif outage_on and now >= outage[1]:
+                        sim.set_faults(slack_status=0)
+                        outage_on = False
+                    if now >= next_kill:
+                        sidecar.send_signal(signal.SIGKILL)
+                        sidecar.wait(10)
+                        report.sidecar_kills += 1
+                        time.sleep(downtime_s)
+                        sensors()  # sees the stale heartbeat: one sidecar-down alert
+                        sidecar = _sidecar(env)
+                        next_kill = time.monotonic() + kill_every_s
+                    if not killed_run and now >= started + duration_s * 0.6:
+                        report.killed_run_exit = _kill_a_running_ingest(env, after_s=1.5)
+                        killed_run = True
+                    ingest()
+                    sensors()
+                    time.sleep(1.0)
+            finally:
+                sidecar.send_signal(signal.SIGTERM)
+                if sidecar.wait(60) != 0:
+                    report.failures.append("the sidecar did not stop cleanly on SIGTERM")
+            report.phase_s["chaos"] = round(time.monotonic() - started, 1)
+            mark = time.monotonic()
+            sim.set_faults(slack_status=0)
+            ingest()
+            if not gap_repair_job.execute_in_process(instance=instance, resources=build_resources(),
+                                                     raise_on_error=False).success:
+                report.failures.append("gap repair run failed")
+            ingest()
+            report.phase_s["recovery"] = round(time.monotonic() - mark, 1)
+            mark = time.monotonic()
+            for _ in range(30):  # deliver what is still pending (backoff after the outage)
+                sensors()
+                with lake.session(settings, read_only=True) as con:
+                    pending = con.execute("SELECT count(*) FROM gold.alerts WHERE status = 'pending'").fetchone()[0]
+                if not pending:
+                    break
+                time.sleep(2)
+            report.phase_s["delivery"] = round(time.monotonic() - mark, 1)
+            _check(report, sim, settings, MALFORMED_FRAME)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+    return report
+
+
+def _check(report: Report, sim, settings, malformed_frame: str) -> None:
+    from cryptoflow_dagster import lake
+
+    with lake.session(settings, read_only=True) as con:
+        for exchange, market in MARKETS:
+            rows = con.execute("SELECT trade_id, epoch_ms(ts) FROM silver.trades WHERE exchange = ? AND market = ?",
+                               [exchange, market]).fetchall()
+            ids = [r[0] for r in rows]
+            entry = {"silver": len(ids), "duplicated": len(ids) - len(set(ids)), "lost": None, "extra": None}
+            if rows:
+                start, end = min(r[1] for r in rows), max(r[1] for r in rows)
+                key = "sequential_id" if exchange == "upbit" else "trade_id"
+                truth = {t[key] for t in sim.ground_truth(market, start, end + 1, exchange=exchange)}
+                entry.update(truth=len(truth), lost=len(truth - set(ids)), extra=len(set(ids) - truth))
+            report.markets[f"{exchange}:{market}"] = entry
+            if not rows or entry["lost"] or entry["duplicated"] or entry["extra"]:
+                report.failures.append(f"{exchange}:{market} differs from ground truth: {entry}")
+        gaps = con.execute("SELECT count(*), count(*) FILTER (WHERE repaired_at IS NULL) FROM ops.gaps").fetchone()
+        report.gaps, report.unrepaired_gaps = gaps
+        dead = con.execute("SELECT raw, error FROM bronze.dead_letters").fetchall()
+        report.dead_letters = len(dead)
+        report.dead_letters_not_malformed = sum(
+            1 for raw, error in dead if not bytes(raw).startswith(malformed_frame.encode()) or "invalid JSON" not in error)
+        alerts = con.execute("SELECT status FROM gold.alerts").fetchall()
+        report.alerts = len(alerts)
+        report.alerts_not_sent = sum(1 for (status,) in alerts if status != "sent")
+    report.slack_messages = len(sim.slack_messages())
+    if report.unrepaired_gaps:
+        report.failures.append(f"{report.unrepaired_gaps} of {report.gaps} gaps not repaired")
+    if report.dead_letters == 0:
+        report.failures.append("no malformed frame reached the dead letters (1 % of frames are malformed)")
+    if report.dead_letters_not_malformed:
+        report.failures.append(f"{report.dead_letters_not_malformed} dead letters are not malformed frames")
+    if report.alerts == 0:
+        report.failures.append("no alert was raised (the shock and the kills should raise some)")
+    if report.alerts_not_sent:
+        report.failures.append(f"{report.alerts_not_sent} of {report.alerts} alerts not delivered")
+    if report.slack_messages != report.alerts:
+        report.failures.append(f"{report.slack_messages} Slack messages for {report.alerts} alerts (want exactly one each)")
+    if report.sidecar_kills and report.killed_run_exit not in (None, -signal.SIGKILL, 0):
+        report.failures.append(f"the killed ingest run exited {report.killed_run_exit}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=600.0, help="seconds of chaos (default 600)")
+    parser.add_argument("--kill-every", type=float, default=60.0, help="SIGKILL the sidecar this often (s)")
+    parser.add_argument("--disconnect-every", type=float, default=30.0, help="simulator closes WebSockets this often (s)")
+    parser.add_argument("--slack-outage", type=float, default=60.0, help="seconds the Slack sink answers 500")
+    parser.add_argument("--home", type=Path, default=None, help="CRYPTOFLOW_HOME for the run (default: a temp dir)")
+    parser.add_argument("--report", type=Path, default=None, help="also write the report here as JSON")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    report = run(args.duration, kill_every_s=args.kill_every, disconnect_every_s=args.disconnect_every,
+                 slack_outage_s=args.slack_outage, home=args.home)
+    text = json.dumps(report.as_dict(), indent=2, default=str)
+    print(text)
+    if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(text)
+    print("chaos: PASS" if report.ok else "chaos: FAIL\n  " + "\n  ".join(report.failures), file=sys.stderr)
+    return 0 if report.ok else 1
