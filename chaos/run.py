@@ -44,6 +44,7 @@ _KILLABLE_INGEST = (
 @dataclass
 class Report:
     duration_s: float
+    home: str
     sidecar_kills: int = 0
     ingest_runs: int = 0
     killed_run_exit: int | None = None
@@ -98,7 +99,7 @@ def run(duration_s: float = 600.0, *, kill_every_s: float = 60.0, disconnect_eve
     from exchange_sim.testing import running_sim
 
     home = home or Path(tempfile.mkdtemp(prefix="cryptoflow-chaos-"))
-    report = Report(duration_s=duration_s)
+    report = Report(duration_s=duration_s, home=str(home))  # kept after the run, for a look at the lake and logs
     # Out-of-order every 37th: the simulator holds a swapped frame back instead of mangling it, so a period sharing
     # factors with 100 or 200 would swallow the malformed frames and duplicates.
     faults = {"ws_disconnect_every_s": disconnect_every_s, "ws_malformed_every": 100, "ws_duplicate_every": 200,
