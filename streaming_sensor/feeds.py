@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from abc import ABC, abstractmethod
 from typing import ClassVar, NamedTuple
 
 import orjson
@@ -55,7 +56,7 @@ def _decimal_string(value: object) -> bool:
     return math.isfinite(number)  # float() also reads "nan", "inf" and "1e999"
 
 
-class Feed:
+class Feed(ABC):
     """What the connection handler needs to know about one exchange."""
 
     exchange: ClassVar[str]
@@ -72,15 +73,15 @@ class Feed:
         self.markets = tuple(markets)
         self._subscribed = frozenset(self.markets)
 
-    def url(self) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def url(self) -> str: ...
 
+    @abstractmethod
     def subscription(self) -> list[str]:
         """Text frames to send right after connecting."""
-        raise NotImplementedError
 
-    def parse(self, frame: bytes | str) -> Parsed:
-        raise NotImplementedError
+    @abstractmethod
+    def parse(self, frame: bytes | str) -> Parsed: ...
 
 
 class UpbitFeed(Feed):
