@@ -136,12 +136,25 @@ def connect(settings: Settings | None = None, *, read_only: bool = False) -> duc
         con.execute("SET TimeZone = 'UTC'")  # TIMESTAMPTZ values print and truncate in UTC, as the contract says
         _configure_object_store(con, settings)
         options = f"DATA_PATH {_literal(settings.data_path)}" + (", READ_ONLY" if read_only else "")
-        con.execute(f"ATTACH {_literal(settings.catalog_uri)} AS {CATALOG} ({options})")
+        _attach(con, f"ATTACH {_literal(settings.catalog_uri)} AS {CATALOG} ({options})")
         con.execute(f"USE {CATALOG}")
     except Exception:
         con.close()
         raise
     return con
+
+
+def _attach(con: duckdb.DuckDBPyConnection, sql: str, attempts: int = 20) -> None:
+    """ATTACH reads the catalog, which a SQLite catalog locks while another process commits (well under a second):
+    retry that, bounded and with jitter, so readers such as ``cryptoflow query`` work while the platform writes."""
+    for attempt in range(1, attempts + 1):
+        try:
+            con.execute(sql)
+            return
+        except duckdb.Error as exc:
+            if attempt == attempts or not is_retryable(exc):
+                raise
+            time.sleep(min(1.0, 0.05 * 2 ** (attempt - 1)) * (0.5 + random.random()))
 
 
 def _literal(value: str) -> str:
