@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from abc import ABC, abstractmethod
 from typing import Coroutine
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -28,7 +29,7 @@ def asgi_endpoint(handler):
     return Endpoint()
 
 
-class Connection:
+class Connection(ABC):
     binary = False  # Upbit sends binary frames, Binance text
     idle_close = False  # Upbit closes a connection after ws_idle_timeout_s without data; Binance relies on pings
 
@@ -41,8 +42,9 @@ class Connection:
         self.opened = self.last_activity = time.monotonic()
         sim.counters.ws_connections += 1
 
-    async def on_text(self, text: str) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    async def on_text(self, text: str) -> None:
+        """Handle one text frame from the client (subscription, PING, pong): each protocol answers its own way."""
 
     async def run(self) -> None:
         watchdog = asyncio.create_task(self._watchdog())
