@@ -1,10 +1,13 @@
 """Dagster's own cost on the platform: code location load, landing sensor tick, streaming run created -> success,
-and ``dagster dev`` start -> UI ready (every code location LOADED, asked over GraphQL, not just HTTP 200).
+and ``dagster dev`` start -> UI ready (every code location LOADED, asked over GraphQL, not just HTTP 200), and what a
+micro-batch waits from landing to silver with a streaming run in flight (warm) and without one (cold).
 
 Each round starts ``dagster dev`` on a fresh home (the instance prepared as ``cryptoflow demo`` prepares it, the
 simulator behind the exchange URLs), waits for the UI, then lands one micro-batch of trades through the sidecar's
-``MicroBatcher``. The landing sensor (default RUNNING) requests the streaming run by itself, so the run measured is
-the one production gets: sensor tick -> queued -> launched by the daemon -> success. Times come from Dagster's own
+``MicroBatcher``, then five more a second apart. The landing sensor (default RUNNING) requests the streaming run by
+itself, so the path measured is the one production gets: sensor tick -> queued -> launched by the daemon -> the run's
+loop takes each file as it lands. "In silver" is when ``ops.ingested_files`` shows the file (same transaction as silver
+and gold), seen by polling the lake every 50 ms. Times come from Dagster's own
 records over GraphQL (run creation/start/end, the daemon's sensor ticks). The code location load is a fresh process
 importing ``cryptoflow_dagster.definitions`` and resolving every definition (what the webserver's loader does).
 """
@@ -102,9 +105,29 @@ def land_trades(landing: Path, n: int = 1000) -> float:
     return time.time()
 
 
-def one_round(sim_env: dict[str, str], home: Path, timeout_s: float = 300) -> dict:
+def _committed(settings, relative: str) -> bool:
+    try:
+        with lake.session(settings, read_only=True) as con:
+            return con.execute("SELECT count(*) FROM ops.ingested_files WHERE file = ?", [relative]).fetchone()[0] > 0
+    except Exception:  # the catalog is busy with a commit: look again
+        return False
+
+
+def _wait_committed(settings, relative: str, timeout_s: float) -> float:
+    """Seconds from now until ``relative`` is in ops.ingested_files (its batch is in silver and gold), seen by polling."""
+    started = time.monotonic()
+    while not _committed(settings, relative):
+        if time.monotonic() - started > timeout_s:
+            raise RuntimeError(f"{relative} was not ingested within {timeout_s} s")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def one_round(sim_env: dict[str, str], home: Path, warm_batches: int = 5, timeout_s: float = 300) -> dict:
     port = services.free_port()
-    base = {**os.environ, **sim_env, "CRYPTOFLOW_HOME": str(home), "CRYPTOFLOW_UI_PORT": str(port)}
+    # The run ends 5 s after the last file, so each round also records a finished run's times.
+    base = {**os.environ, **sim_env, "CRYPTOFLOW_HOME": str(home), "CRYPTOFLOW_UI_PORT": str(port),
+            "CRYPTOFLOW_STREAM_RUN_IDLE_S": "5"}
     for key in ("DAGSTER_HOME", "CRYPTOFLOW_UPBIT_MARKETS", "CRYPTOFLOW_BINANCE_SYMBOLS"):
         base.pop(key, None)
     settings = load_settings(base)
@@ -119,14 +142,20 @@ def one_round(sim_env: dict[str, str], home: Path, timeout_s: float = 300) -> di
                              log_path=home / "logs" / "dagster-dev.log")
         wait_until_loaded(url, timeout_s=timeout_s, still_running=lambda: dev.process.poll() is None, poll_s=0.2)
         ready_s = time.monotonic() - started
-        landed_at = land_trades(settings.landing_dir)
+        # Cold: no run in flight, so the batch waits for a sensor tick, the queue and a new run process.
+        cold_s = _wait_committed(settings, land_trades(settings.landing_dir), timeout_s)
+        # Warm: the run in flight takes each new batch as it lands.
+        warm = []
+        for _ in range(warm_batches):
+            time.sleep(1.0)
+            warm.append(_wait_committed(settings, land_trades(settings.landing_dir), timeout_s))
         deadline = time.monotonic() + timeout_s
         run = None
         while time.monotonic() < deadline:
             runs = _graphql(url, RUNS_QUERY, {"job": STREAMING_JOB})["runsOrError"]["results"]
             done = [r for r in runs if r["status"] in ("SUCCESS", "FAILURE", "CANCELED")]
             if done:
-                run = done[0]
+                run = done[-1]  # newest first: the round's first run
                 break
             time.sleep(0.5)
         if run is None or run["status"] != "SUCCESS":
@@ -135,16 +164,14 @@ def one_round(sim_env: dict[str, str], home: Path, timeout_s: float = 300) -> di
                     "sensorName": "landing_files_sensor"}
         ticks = _graphql(url, TICKS_QUERY, {"selector": selector})["sensorOrError"]["sensorState"]["ticks"]
     tick_s = [t["endTimestamp"] - t["timestamp"] for t in ticks if t["endTimestamp"]]
-    return {"ui_ready_s": ready_s, "landed_to_run_created_s": run["creationTime"] - landed_at,
-            "run_created_to_success_s": run["endTime"] - run["creationTime"],
+    return {"ui_ready_s": ready_s, "cold_landed_to_committed_s": cold_s, "warm_landed_to_committed_s": warm,
             "run_created_to_start_s": (run["startTime"] or run["creationTime"]) - run["creationTime"],
-            "run_start_to_end_s": run["endTime"] - (run["startTime"] or run["creationTime"]),
-            "sensor_tick_s": sorted(tick_s), "ticks": len(tick_s)}
+            "runs": len(runs), "sensor_tick_s": sorted(tick_s), "ticks": len(tick_s)}
 
 
 def run(quick: bool, runs: int) -> Result:
     result = Result("dagster_overhead", f"{runs} fresh `dagster dev` sessions (webserver + daemon, SQLite instance, "
-                                        f"queued run coordinator), one landed micro-batch of 1,000 trades each")
+                                        f"queued run coordinator), one micro-batch of 1,000 trades landed with no run in flight, then 5 more 1 s apart")
     rounds, loads = [], []
     with running_sim(history_start="2025-09-01") as sim, tempfile.TemporaryDirectory(prefix="bench-dagster-") as tmp:
         load_env = {**os.environ, "CRYPTOFLOW_HOME": str(Path(tmp) / "load")}
@@ -158,10 +185,13 @@ def run(quick: bool, runs: int) -> Result:
                [x["import_s"] + x["resolve_s"] for x in loads], ("<=", 3.0))
     result.add("floor: import dagster + dagster_dbt only", "s", [x["import_s"] for x in floors])
     result.add("code location load, whole fresh process", "s", [x["process_s"] for x in loads])
-    result.add("streaming run created -> success", "s", [r["run_created_to_success_s"] for r in rounds], ("<=", 3.0))
+    # With a long-lived streaming run (ADR 0006) the per-run cost is paid once per run, not per micro-batch: the
+    # ">= 3 s streaming run" target is judged on what a micro-batch waits while a run is in flight.
+    result.add("micro-batch landed -> in silver, run in flight (warm)", "s",
+               [x for r in rounds for x in r["warm_landed_to_committed_s"]], ("<=", 3.0))
+    result.add("micro-batch landed -> in silver, no run in flight (cold: sensor, queue, new run)", "s",
+               [r["cold_landed_to_committed_s"] for r in rounds])
     result.add("streaming run created -> started (queue + launch)", "s", [r["run_created_to_start_s"] for r in rounds])
-    result.add("streaming run started -> success", "s", [r["run_start_to_end_s"] for r in rounds])
-    result.add("file landed -> run created (sensor)", "s", [r["landed_to_run_created_s"] for r in rounds])
     ticks = [t for r in rounds for t in r["sensor_tick_s"]]
     result.add("landing sensor tick (daemon's record)", "s", ticks)
     result.add("dagster dev start -> UI ready (location LOADED)", "s", [r["ui_ready_s"] for r in rounds])

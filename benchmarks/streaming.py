@@ -100,7 +100,7 @@ def latency(seconds: float = 60.0, rate: float = 10.0) -> dict:
         for key in ("CRYPTOFLOW_UPBIT_MARKETS", "CRYPTOFLOW_BINANCE_SYMBOLS"):
             os.environ.pop(key, None)  # the defaults: 5 Upbit + 4 Binance markets, as the simulator serves
         from cryptoflow_dagster import lake
-        from cryptoflow_dagster.defs.streaming.jobs import streaming_ingest_job
+        from cryptoflow_dagster.defs.streaming.jobs import single_pass, streaming_ingest_job
         from cryptoflow_dagster.resources import build_resources
         from cryptoflow_dagster.settings import load_settings
 
@@ -112,7 +112,7 @@ def latency(seconds: float = 60.0, rate: float = 10.0) -> dict:
         try:
             while time.monotonic() < end:
                 t0 = time.monotonic()
-                result = streaming_ingest_job.execute_in_process(instance=instance, resources=build_resources())
+                result = streaming_ingest_job.execute_in_process(run_config=single_pass(), instance=instance, resources=build_resources())
                 done = time.time()
                 runs.append(time.monotonic() - t0)
                 with lake.session(load_settings(), read_only=True) as con:

@@ -34,10 +34,11 @@ MARKETS = [("upbit", m) for m in UPBIT] + [("binance", s) for s in BINANCE]
 # A streaming ingest run in its own process, so that it can be killed with SIGKILL mid-run.
 _KILLABLE_INGEST = (
     "import dagster as dg\n"
-    "from cryptoflow_dagster.defs.streaming.jobs import streaming_ingest_job\n"
+    "from cryptoflow_dagster.defs.streaming.jobs import single_pass, streaming_ingest_job\n"
     "from cryptoflow_dagster.resources import build_resources\n"
     "print('ready', flush=True)\n"
-    "streaming_ingest_job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), resources=build_resources())\n"
+    "streaming_ingest_job.execute_in_process(run_config=single_pass(), instance=dg.DagsterInstance.ephemeral(),\n"
+    "                                        resources=build_resources())\n"
 )
 
 
@@ -90,8 +91,8 @@ def run(duration_s: float = 600.0, *, kill_every_s: float = 60.0, disconnect_eve
 
     from cryptoflow_dagster import lake
     from cryptoflow_dagster.defs.alerts.resources import slack_resource
-    from cryptoflow_dagster.defs.alerts.sensors import alert_delivery_sensor, sidecar_heartbeat_sensor
-    from cryptoflow_dagster.defs.streaming.jobs import streaming_ingest_job
+    from cryptoflow_dagster.defs.alerts.sensors import alert_delivery_sensor, market_alert_sensor, sidecar_heartbeat_sensor
+    from cryptoflow_dagster.defs.streaming.jobs import single_pass, streaming_ingest_job
     from cryptoflow_dagster.defs.streaming.repair import gap_repair_job
     from cryptoflow_dagster.resources import LakeResource, build_resources
     from cryptoflow_dagster.settings import load_settings
@@ -117,17 +118,20 @@ def run(duration_s: float = 600.0, *, kill_every_s: float = 60.0, disconnect_eve
             settings = load_settings()
             instance = dg.DagsterInstance.ephemeral()
             resources = {"lake": LakeResource(), "slack": slack_resource()}
-            cursor = None
+            cursor = market_cursor = None
 
             def ingest() -> None:
-                result = streaming_ingest_job.execute_in_process(instance=instance, resources=build_resources(),
-                                                                 raise_on_error=False)
+                result = streaming_ingest_job.execute_in_process(run_config=single_pass(), instance=instance,
+                                                                 resources=build_resources(), raise_on_error=False)
                 report.ingest_runs += 1
                 if not result.success:
                     report.failures.append(f"streaming ingest run {result.run_id} failed")
 
             def sensors() -> None:
-                nonlocal cursor
+                nonlocal cursor, market_cursor
+                ctx = dg.build_sensor_context(instance=instance, cursor=market_cursor, resources=resources)
+                market_alert_sensor(ctx)
+                market_cursor = ctx.cursor
                 ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
                 sidecar_heartbeat_sensor(ctx)
                 cursor = ctx.cursor

@@ -22,6 +22,11 @@ MAX_CONCURRENT_RUNS = 4
 BACKFILL_RUN_LIMIT = 2
 # Seconds between the daemon's looks at the run queue; a queued streaming run waits up to this long to launch.
 DEQUEUE_INTERVAL_S = 1
+# Runs with this tag write silver.trades after an anti-join (streaming ingest, gap repair): the queue runs one at a time.
+SILVER_WRITER_TAG = "cryptoflow/silver-writer"
+# Sensor ticks run on this many threads: a slow one (Slack retrying inside alert delivery) must not hold back the
+# landing sensor. Dagster evaluates them one after another by default.
+SENSOR_THREADS = 4
 # Steps that declare ``pool="lake"`` (or any pool not configured otherwise) share this many slots. Concurrent DuckLake
 # commits are safe (lake.write retries a lost race) but each lost race is a wasted write, so writers are kept few.
 DEFAULT_POOL_LIMIT = 2
@@ -39,10 +44,15 @@ def instance_config(settings: Settings) -> dict[str, Any]:
         "concurrency": {
             "runs": {
                 "max_concurrent_runs": MAX_CONCURRENT_RUNS,
-                "tag_concurrency_limits": [{"key": "dagster/backfill", "limit": BACKFILL_RUN_LIMIT}],
+                "tag_concurrency_limits": [
+                    {"key": "dagster/backfill", "limit": BACKFILL_RUN_LIMIT},
+                    # streaming ingest and gap repair both anti-join then insert into silver.trades: one at a time
+                    {"key": SILVER_WRITER_TAG, "limit": 1},
+                ],
             },
             "pools": {"default_limit": DEFAULT_POOL_LIMIT},
         },
+        "sensors": {"use_threads": True, "num_workers": SENSOR_THREADS},
         "storage": _storage(settings),
         "telemetry": {"enabled": False},
         # The UI's "nux" and update checks reach the internet; the platform must run offline.

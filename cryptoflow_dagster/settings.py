@@ -110,6 +110,12 @@ class Settings:
         "CRYPTOFLOW_BINANCE_SYMBOLS", ",".join(DEFAULT_BINANCE_SYMBOLS), "Binance symbols, comma-separated."
     )
     start_date: date = _s("CRYPTOFLOW_START_DATE", "2025-09-01", "First day of the daily partitions (UTC).")
+    backfill_days_per_run: int = _s(
+        "CRYPTOFLOW_BACKFILL_DAYS_PER_RUN",
+        "31",
+        "Backfills: daily partitions per run (backfill policy). Fewer days per run means more runs at once, up to "
+        "the instance's run limits.",
+    )
     sidecar_shard: str = _s(
         "CRYPTOFLOW_SIDECAR_SHARD",
         "",
@@ -118,6 +124,19 @@ class Settings:
     )
     flush_interval_s: float = _s("CRYPTOFLOW_FLUSH_INTERVAL_S", "1.0", "Sidecar: seconds between micro-batch files.")
     flush_max_messages: int = _s("CRYPTOFLOW_FLUSH_MAX_MESSAGES", "5000", "Sidecar: messages that force a flush.")
+    stream_run_max_s: float = _s(
+        "CRYPTOFLOW_STREAM_RUN_MAX_S",
+        "300",
+        "Streaming run: seconds one run keeps ingesting files as they land before it ends and the sensor starts the "
+        "next (a redeploy's code is live after at most this long). 0: one pass over the pending files.",
+    )
+    stream_run_idle_s: float = _s(
+        "CRYPTOFLOW_STREAM_RUN_IDLE_S", "30", "Streaming run: ends early after this many seconds without a new file."
+    )
+    stream_poll_s: float = _s("CRYPTOFLOW_STREAM_POLL_S", "0.25", "Streaming run: seconds between looks for new files.")
+    stream_gap_repair_s: float = _s(
+        "CRYPTOFLOW_STREAM_GAP_REPAIR_S", "60", "Streaming run: seconds between its gap detection and repair passes."
+    )
     heartbeat_stale_s: float = _s(
         "CRYPTOFLOW_HEARTBEAT_STALE_S", "30", "A sidecar heartbeat older than this raises a sidecar-down alert."
     )
@@ -218,6 +237,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         validate_upbit_market(market)
     for symbol in values["binance_symbols"]:
         validate_binance_symbol(symbol)
+    if values["backfill_days_per_run"] < 1:
+        raise SettingsError(f"CRYPTOFLOW_BACKFILL_DAYS_PER_RUN={values['backfill_days_per_run']}: expected at least 1")
     if values["sidecar_shard"] and not SHARD_RE.fullmatch(values["sidecar_shard"]):  # it becomes part of a file name
         raise SettingsError(f"CRYPTOFLOW_SIDECAR_SHARD={values['sidecar_shard']!r}: expected 1-32 of a-z, 0-9, -")
     return Settings(**values)

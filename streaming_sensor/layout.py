@@ -11,10 +11,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 EXCHANGES = ("upbit", "binance")
@@ -128,3 +129,51 @@ def list_files(root: Path, after: str | None = None, channels: tuple[str, ...] =
                         found.append(landed)
     found.sort()
     return found
+
+
+class NewFiles:
+    """Trade files a reader has not taken yet: the streaming run's loop and the market alert sensor follow the landing
+    folder with it.
+
+    A plain "newest name seen" cursor is not enough with several sidecars (shards): each names its files by its own
+    flush time, so a file can land with a name slightly older than one already seen. Each look therefore lists names
+    from ``OVERLAP`` before the newest taken one and skips those already taken; listing compares names only (no
+    catalog query), so a reader can look several times a second.
+    """
+
+    OVERLAP = timedelta(seconds=30)
+
+    def __init__(self, root: Path, start_after: datetime | None = None, channels: tuple[str, ...] = ("trade",)) -> None:
+        self.root = root
+        self.channels = channels
+        self.start_after = None if start_after is None else file_name(start_after, "0" * 8, 0)
+        self.taken: dict[str, LandingFile] = {}  # by relative path; only names inside the overlap window are kept
+
+    def poll(self) -> list[LandingFile]:
+        """Files landed since the last look that were not taken yet, oldest first."""
+        if not self.taken:
+            return list_files(self.root, after=self.start_after, channels=self.channels)
+        newest = max(self.taken.values(), key=lambda f: f.name)
+        after = file_name(newest.written_at - self.OVERLAP, "0" * 8, 0)
+        self.taken = {rel: f for rel, f in self.taken.items() if f.name > after}
+        return [f for f in list_files(self.root, after=after, channels=self.channels) if f.relative not in self.taken]
+
+    def take(self, files: list[LandingFile]) -> None:
+        self.taken.update((f.relative, f) for f in files)
+        if files:
+            self.start_after = max([self.start_after or "", *(f.name for f in files)])
+
+    def cursor(self) -> str:
+        """A JSON cursor (a sensor's) that :meth:`from_cursor` turns back into this reader."""
+        return json.dumps({"after": self.start_after, "taken": sorted(self.taken)})
+
+    @classmethod
+    def from_cursor(cls, root: Path, cursor: str) -> NewFiles:
+        state = json.loads(cursor)
+        reader = cls(root)
+        reader.start_after = state.get("after")
+        for rel in state.get("taken", []):
+            landed = parse(root / rel, root)  # a tampered cursor cannot point outside the landing contract
+            if landed is not None:
+                reader.taken[rel] = landed
+        return reader

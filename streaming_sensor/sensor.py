@@ -1,14 +1,16 @@
 """The Dagster sensor that turns landed micro-batches into streaming runs.
 
 The cursor is the newest landing file name seen. A run is requested only when no streaming (or gap-repair) run is queued or in flight,
-and the run itself takes every file not yet in ``ops.ingested_files``: runs never pile up behind a fast stream, and
-exactly-once is the lake transaction's job, not the cursor's.
+and the run itself takes every file not yet in ``ops.ingested_files``, then keeps taking new ones as they land for a
+while (defs/streaming/loop.py): runs never pile up behind a fast stream, and exactly-once is the lake transaction's job,
+not the cursor's.
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
+from cryptoflow_dagster.instance import SILVER_WRITER_TAG
 from cryptoflow_dagster.settings import load_settings
 from streaming_sensor import layout
 
@@ -16,6 +18,9 @@ STREAMING_JOB = "streaming_ingest"
 GAP_REPAIR_JOB = "gap_repair"
 # Both jobs insert into silver.trades after an anti-join: run one at a time, or two could each add the same trade.
 SILVER_WRITERS = (STREAMING_JOB, GAP_REPAIR_JOB)
+# Both jobs carry this tag; the instance's run queue allows one run with it at a time (instance.py), so a gap-repair run
+# launched by hand while a streaming run is in flight waits in the queue (and the streaming run ends early for it).
+SILVER_WRITER_TAGS = {SILVER_WRITER_TAG: "true"}
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -41,8 +46,9 @@ def landing_files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
     if not files:
         return dg.SkipReason("no new landing files")
     if silver_writer_in_flight(context.instance):
-        # The cursor stays put: the files are picked up by the next run, requested once this one is done.
-        return dg.SkipReason(f"{len(files)} new files wait for the streaming or gap-repair run in flight")
+        # The cursor stays put: a streaming run in flight takes the files as they land; after a gap-repair run (or
+        # if the streaming run ends first), the next tick requests a run for them.
+        return dg.SkipReason(f"{len(files)} new files: the streaming or gap-repair run in flight takes them")
     newest = files[-1].name
     return dg.SensorResult(run_requests=[dg.RunRequest(run_key=newest, tags={"cryptoflow/landing_cursor": newest})],
                            cursor=newest)

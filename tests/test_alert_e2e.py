@@ -1,7 +1,8 @@
-"""End to end with the exchange simulator: real sidecar process, real streaming runs, the sim's Slack sink over HTTP.
+"""End to end with the exchange simulator: real sidecar process, real streaming runs and sensors, the sim's Slack sink.
 
-A price shock in the simulator becomes exactly one alert (the shock persists over several micro-batches: the cooldown
-holds the repeats), delivered once; killing the sidecar gives one sidecar-down alert and restarting it one recovery.
+A price shock in the simulator becomes exactly one alert, found by the market alert sensor on the landed files before
+any streaming run ingests them and delivered in the same tick (the shock persists over several micro-batches: the
+cooldown holds the repeats); killing the sidecar gives one sidecar-down alert and restarting it one recovery.
 """
 
 import os
@@ -16,8 +17,8 @@ import dagster as dg
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.alerting.heartbeat import read_heartbeat
 from cryptoflow_dagster.defs.alerts.resources import slack_resource
-from cryptoflow_dagster.defs.alerts.sensors import alert_delivery_sensor, sidecar_heartbeat_sensor
-from cryptoflow_dagster.defs.streaming.jobs import streaming_ingest_job
+from cryptoflow_dagster.defs.alerts.sensors import alert_delivery_sensor, market_alert_sensor, sidecar_heartbeat_sensor
+from cryptoflow_dagster.defs.streaming.jobs import single_pass, streaming_ingest_job
 from cryptoflow_dagster.resources import LakeResource, build_resources
 from cryptoflow_dagster.settings import load_settings
 from exchange_sim.testing import running_sim
@@ -29,7 +30,7 @@ def sidecar() -> subprocess.Popen:
 
 
 def ingest(instance: dg.DagsterInstance) -> None:
-    assert streaming_ingest_job.execute_in_process(instance=instance, resources=build_resources()).success
+    assert streaming_ingest_job.execute_in_process(run_config=single_pass(), instance=instance, resources=build_resources()).success
 
 
 def alert_rows(settings, rule: str) -> list[tuple]:
@@ -57,7 +58,13 @@ def test_sim_price_shock_one_alert_and_sidecar_down_then_back(settings, monkeypa
         procs = [sidecar()]
         try:
             resources = {"lake": LakeResource(), "slack": slack_resource()}
-            heartbeat_cursor = None
+            heartbeat_cursor = market_cursor = None
+
+            def market_tick() -> None:
+                nonlocal market_cursor
+                ctx = dg.build_sensor_context(instance=instance, cursor=market_cursor, resources=resources)
+                market_alert_sensor(ctx)
+                market_cursor = ctx.cursor
 
             def heartbeat_tick() -> None:
                 nonlocal heartbeat_cursor
@@ -70,16 +77,18 @@ def test_sim_price_shock_one_alert_and_sidecar_down_then_back(settings, monkeypa
 
             wait_for(lambda: read_heartbeat(settings.heartbeat_path)[0] is not None)
             time.sleep(2)
-            ingest(instance)  # the calm baseline
+            ingest(instance)  # the calm baseline, in silver
+            market_tick()
             assert alert_rows(settings, "price_move") == []
             sim.shock("KRW-BTC", 8.0)
-            for _ in range(2):  # the shocked price stays: two more micro-batch runs see it
-                time.sleep(1.5)
-                ingest(instance)
+            time.sleep(1.5)
+            market_tick()  # the shock's files are landed, not ingested: the sensor alerts and delivers at once
             (row,) = alert_rows(settings, "price_move")
-            assert row[:2] == ("upbit", "KRW-BTC") and row[2] > 7.0
-            deliver()
-            assert alert_rows(settings, "price_move")[0][3] == "sent"
+            assert row[:2] == ("upbit", "KRW-BTC") and row[2] > 7.0 and row[3] == "sent"
+            time.sleep(1.5)  # the shocked price stays: the next tick and a streaming run see it again
+            ingest(instance)
+            market_tick()
+            assert len(alert_rows(settings, "price_move")) == 1
 
             heartbeat_tick()  # alive: nothing to say
             procs[0].send_signal(signal.SIGKILL)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from cryptoflow_dagster import lake
-from cryptoflow_dagster.defs.streaming.jobs import streaming_ingest_job
+from cryptoflow_dagster.defs.streaming.jobs import single_pass, streaming_ingest_job
 from cryptoflow_dagster.instance import ensure_dagster_yaml
 from cryptoflow_dagster.resources import build_resources
 from cryptoflow_dagster.settings import load_settings
@@ -126,7 +126,7 @@ def test_streaming_ingest_on_postgres_dagster_and_lake_with_s3_data(scaled, post
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
-        result = streaming_ingest_job.execute_in_process(instance=instance, resources=build_resources())
+        result = streaming_ingest_job.execute_in_process(run_config=single_pass(), instance=instance, resources=build_resources())
         assert result.success
         # the run and its materializations are read back from the Postgres event log
         assert instance.get_run_by_id(result.run_id).is_success

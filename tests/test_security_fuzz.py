@@ -12,7 +12,7 @@ import dagster as dg
 from hypothesis import HealthCheck, Phase, given, settings as hsettings, strategies as st
 
 from cryptoflow_dagster import lake
-from cryptoflow_dagster.defs.streaming.jobs import streaming_ingest_job
+from cryptoflow_dagster.defs.streaming.jobs import single_pass, streaming_ingest_job
 from cryptoflow_dagster.resources import build_resources
 from streaming_sensor import feeds
 from streaming_sensor.batches import MicroBatcher
@@ -129,7 +129,7 @@ def test_ingest_turns_any_landed_frames_into_bronze_rows_or_dead_letters(setting
                   [f for f in binance if BINANCE.parse(f).kind == feeds.DEAD]
     batcher.flush()
 
-    result = streaming_ingest_job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), resources=build_resources())
+    result = streaming_ingest_job.execute_in_process(run_config=single_pass(), instance=dg.DagsterInstance.ephemeral(), resources=build_resources())
     assert result.success
 
     with lake.session(settings, read_only=True) as con:
@@ -162,7 +162,7 @@ def test_ingest_dead_letters_frames_that_pass_the_parser_but_hold_impossible_val
         frames.append((BINANCE, raw))
         landed += 1
     batcher.flush()
-    assert streaming_ingest_job.execute_in_process(instance=dg.DagsterInstance.ephemeral(),
+    assert streaming_ingest_job.execute_in_process(run_config=single_pass(), instance=dg.DagsterInstance.ephemeral(),
                                                    resources=build_resources()).success
     with lake.session(settings, read_only=True) as con:
         bronze = con.execute("SELECT count(*) FROM bronze.trades_raw").fetchone()[0]

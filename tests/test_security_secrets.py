@@ -20,7 +20,7 @@ from cryptoflow_dagster import lake
 from cryptoflow_dagster.defs.alerts.digest import daily_digest_job
 from cryptoflow_dagster.defs.alerts.resources import slack_resource
 from cryptoflow_dagster.defs.alerts.sensors import alert_delivery_sensor
-from cryptoflow_dagster.defs.streaming.jobs import streaming_ingest_job
+from cryptoflow_dagster.defs.streaming.jobs import single_pass, streaming_ingest_job
 from cryptoflow_dagster.resources import LakeResource, build_resources
 from test_stream_job import fill_landing
 
@@ -37,7 +37,7 @@ def test_slack_token_appears_nowhere_but_the_authorization_header(settings, slac
     instance_dir = tmp_path / "instance"
     instance_dir.mkdir()
     with dg.DagsterInstance.local_temp(tempdir=str(instance_dir)) as instance:
-        assert streaming_ingest_job.execute_in_process(instance=instance, resources=build_resources()).success
+        assert streaming_ingest_job.execute_in_process(run_config=single_pass(), instance=instance, resources=build_resources()).success
         digest = daily_digest_job.execute_in_process(
             instance=instance, resources={"lake": LakeResource()},
             run_config={"ops": {"send_daily_digest": {"config": {"day": "2026-07-30"}}}})

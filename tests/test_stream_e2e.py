@@ -17,7 +17,7 @@ import dagster as dg
 import pytest
 
 from cryptoflow_dagster import lake
-from cryptoflow_dagster.defs.streaming.jobs import streaming_ingest_job
+from cryptoflow_dagster.defs.streaming.jobs import single_pass, streaming_ingest_job
 from cryptoflow_dagster.defs.streaming.repair import gap_repair_job
 from cryptoflow_dagster.resources import build_resources
 from exchange_sim.testing import running_sim
@@ -65,7 +65,7 @@ def stream_until(proc: subprocess.Popen, settings, messages: int, timeout_s: flo
 
 
 def ingest(instance) -> None:
-    assert streaming_ingest_job.execute_in_process(instance=instance, resources=build_resources()).success
+    assert streaming_ingest_job.execute_in_process(run_config=single_pass(), instance=instance, resources=build_resources()).success
 
 
 def silver_rows(settings, exchange: str, market: str) -> list[tuple]:

@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 
 from cryptoflow_dagster import lake
-from cryptoflow_dagster.defs.streaming.jobs import streaming_ingest_job
+from cryptoflow_dagster.defs.streaming.jobs import single_pass, streaming_ingest_job
 from cryptoflow_dagster.defs.streaming.repair import gap_repair_job
 from cryptoflow_dagster.defs.streaming.rebuild import intraday_gold_from_trades, silver_trades
 from cryptoflow_dagster.definitions import defs
@@ -65,7 +65,7 @@ def query(settings, sql: str):
 
 
 def run_job(instance):
-    result = streaming_ingest_job.execute_in_process(instance=instance, resources=build_resources())
+    result = streaming_ingest_job.execute_in_process(run_config=single_pass(), instance=instance, resources=build_resources())
     assert result.success
     return result
 

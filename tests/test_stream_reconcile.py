@@ -10,7 +10,7 @@ import dagster as dg
 
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.clients.resources import BinanceResource, UpbitResource
-from cryptoflow_dagster.defs.streaming.jobs import streaming_ingest_job
+from cryptoflow_dagster.defs.streaming.jobs import single_pass, streaming_ingest_job
 from cryptoflow_dagster.defs.streaming.rebuild import intraday_gold_from_trades
 from cryptoflow_dagster.defs.streaming.reconcile import bar_mismatch, reconciles_with_exchange_candles
 from cryptoflow_dagster.resources import LakeResource, build_resources
@@ -51,7 +51,7 @@ def test_gold_bars_reconcile_with_exchange_candles_and_a_lost_trade_is_caught(se
                 batcher.add(exchange, "trade", market, tid, t["ts"], int(time.time() * 1e6), "s", frame(exchange, market, t), None)
         batcher.flush()
         instance = dg.DagsterInstance.ephemeral()
-        assert streaming_ingest_job.execute_in_process(instance=instance, resources=build_resources()).success
+        assert streaming_ingest_job.execute_in_process(run_config=single_pass(), instance=instance, resources=build_resources()).success
 
         resources = {"lake": LakeResource(), "upbit": UpbitResource(), "binance": BinanceResource()}
         result = reconciles_with_exchange_candles(**resources)

@@ -1,6 +1,7 @@
 """The calls other parts of the platform make into alerting.
 
-- The streaming sensor, once per new micro-batch of silver trades: ``record_market_alerts(con, trades)``.
+- The market alert sensor, once per tick with the trade files landed since its last one:
+  ``record_landing_alerts(con, root, files)`` (built on ``record_market_alerts(con, trades)``).
 - Anything outside Dagster that wants to deliver (the CLI): ``deliver_pending(con, poster_from_env(settings))``; inside
   Dagster the ``alert_delivery_sensor`` does it with the ``slack`` resource.
 """
@@ -9,20 +10,25 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from cryptoflow_dagster.alerting import outbox
-from cryptoflow_dagster.alerting.market import evaluate_market_rules
+from cryptoflow_dagster.alerting.market import evaluate_market_rules, max_lookback_s
 from cryptoflow_dagster.alerting.model import Alert
 from cryptoflow_dagster.alerting.rules import RuleSet, load_rules
 from cryptoflow_dagster.alerting.slack import SlackPoster, make_poster
+from cryptoflow_dagster.defs.streaming.ingest import not_ingested, staged_trades
 from cryptoflow_dagster.settings import Settings, load_settings
+from streaming_sensor import layout
 
 log = logging.getLogger(__name__)
+
+# A file is ingested after it is written; the sidecar and the streaming run may read slightly different clocks.
+_CLOCK_MARGIN = timedelta(minutes=1)
 
 _rules_cache: dict[Path, tuple[float, RuleSet]] = {}
 
@@ -39,7 +45,8 @@ def rules_for(settings: Settings) -> RuleSet:
 
 
 def record_market_alerts(
-    con: duckdb.DuckDBPyConnection, trades: Any, settings: Settings | None = None, now: datetime | None = None
+    con: duckdb.DuckDBPyConnection, trades: Any, settings: Settings | None = None, now: datetime | None = None,
+    context: Any = None,
 ) -> list[Alert]:
     """Evaluate the market rules on a new micro-batch and write what fires to the outbox (pending). Returns it.
 
@@ -49,10 +56,41 @@ def record_market_alerts(
     """
     try:
         settings = settings or load_settings()
-        return outbox.record(con, evaluate_market_rules(con, trades, rules_for(settings), now))
+        return outbox.record(con, evaluate_market_rules(con, trades, rules_for(settings), now, context))
     except Exception:
         log.exception("market alert evaluation failed for a batch of %d trades; ingestion continues", len(trades))
         return []
+
+
+def record_landing_alerts(
+    con: duckdb.DuckDBPyConnection, root: Path, files: list[layout.LandingFile], settings: Settings | None = None,
+    now: datetime | None = None,
+) -> list[Alert]:
+    """Market alerts for newly landed trade ``files``, evaluated before (and whether or not) they reach silver.
+
+    History comes from silver plus the landed files of the rules' look-back that silver does not hold yet (a streaming
+    run may be behind, or down): a move that starts in a file still in flight is not missed.
+    """
+    if not files:
+        return []
+    settings = settings or load_settings()
+    try:
+        rules = rules_for(settings)
+        markets = sorted({(f.exchange, m) for f in files for m in _markets_of(settings, f.exchange)})
+        since = min(f.written_at for f in files) - timedelta(seconds=max_lookback_s(rules, markets))
+        new = {f.relative for f in files}
+        earlier = [f for f in layout.list_files(root, after=layout.file_name(since, "0" * 8, 0), channels=("trade",))
+                   if f.relative not in new]
+        context = staged_trades(con, not_ingested(con, earlier, since - _CLOCK_MARGIN))
+        trades = staged_trades(con, files)
+    except Exception:
+        log.exception("reading %d landed files for market alerts failed; they are not evaluated", len(files))
+        return []
+    return record_market_alerts(con, trades, settings, now, context=context)
+
+
+def _markets_of(settings: Settings, exchange: str) -> tuple[str, ...]:
+    return settings.upbit_markets if exchange == "upbit" else settings.binance_symbols
 
 
 def poster_from_env(settings: Settings | None = None) -> SlackPoster | None:

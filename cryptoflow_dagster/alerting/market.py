@@ -26,9 +26,12 @@ _TRADES_LINK = "/assets/silver/trades"
 
 
 def evaluate_market_rules(
-    con: duckdb.DuckDBPyConnection, trades: Any, rules: RuleSet, now: datetime | None = None
+    con: duckdb.DuckDBPyConnection, trades: Any, rules: RuleSet, now: datetime | None = None, context: Any = None
 ) -> list[Alert]:
-    """Alerts the new ``trades`` (a frame with exchange, market, trade_id, ts, price, volume) trigger. Records nothing."""
+    """Alerts the new ``trades`` (a frame with exchange, market, trade_id, ts, price, volume) trigger. Records nothing.
+
+    ``context``: earlier trades (same columns) that are not in silver yet; they count as history, never fire themselves.
+    """
     now = now or datetime.now(timezone.utc)
     if trades is None or len(trades) == 0:
         return []
@@ -45,7 +48,11 @@ def evaluate_market_rules(
         per_market = {key: rules.for_market(*key) for key in spans}
         legs = _premium_legs(con, rules, set(spans), batch_end)
         ranges = _history_ranges(spans, per_market, legs, batch_end)
-        for name, frame in _load_history(con, ranges, mem.execute(f"SELECT * FROM {_NEW}").to_arrow_table()).items():
+        known = mem.execute(f"SELECT * FROM {_NEW}").to_arrow_table()
+        if context is not None and len(context):
+            mem.register("_alert_context", context)
+            known = mem.execute(f"SELECT * FROM {_NEW} UNION ALL SELECT * FROM _alert_context").to_arrow_table()
+        for name, frame in _load_history(con, ranges, known).items():
             mem.register(name, frame)
         return _evaluate(mem, per_market, spans, legs, batch_end, now)
     finally:
@@ -74,6 +81,15 @@ def _with_params(con: duckdb.DuckDBPyConnection, rule: str, members: list[Market
         "exchange": [m.exchange for m in members], "market": [m.market for m in members],
         **{k: pa.array([m.get(rule)[k] for m in members], pa.float64()) for k in keys},
     }))
+
+
+def max_lookback_s(rules: RuleSet, markets: list[tuple[str, str]]) -> float:
+    """The longest history any of ``markets``' rules (their own, or a Korean premium they are a leg of) looks back."""
+    need = 0.0
+    for exchange, market in markets:
+        mr = rules.for_market(exchange, market)
+        need = max(need, _lookback_s(mr), (mr.get("kimchi_premium") or {}).get("max_staleness_s", 0.0))
+    return need
 
 
 def _lookback_s(mr: MarketRules) -> float:

@@ -10,10 +10,15 @@ import dagster as dg
 from cryptoflow_dagster.defs.alerts.check_sensor import asset_check_alert_sensor
 from cryptoflow_dagster.defs.alerts.digest import daily_digest_job, digest_schedule
 from cryptoflow_dagster.defs.alerts.resources import slack_resource
-from cryptoflow_dagster.defs.alerts.sensors import alert_delivery_sensor, run_failure_alert_sensor, sidecar_heartbeat_sensor
+from cryptoflow_dagster.defs.alerts.sensors import (
+    alert_delivery_sensor,
+    market_alert_sensor,
+    run_failure_alert_sensor,
+    sidecar_heartbeat_sensor,
+)
 
 defs = dg.Definitions(
-    sensors=[alert_delivery_sensor, sidecar_heartbeat_sensor, run_failure_alert_sensor, asset_check_alert_sensor],
+    sensors=[market_alert_sensor, alert_delivery_sensor, sidecar_heartbeat_sensor, run_failure_alert_sensor, asset_check_alert_sensor],
     jobs=[daily_digest_job],
     schedules=[digest_schedule()],
     resources={"slack": slack_resource()},

@@ -1,23 +1,58 @@
-"""Sensors that record alerts (sidecar heartbeat, failed runs) and the one that delivers the outbox to Slack.
+"""Sensors that record alerts (market rules on landed files, sidecar heartbeat, failed runs) and deliver the outbox.
 
-Only ``alert_delivery_sensor`` talks to Slack: every other source just writes gold.alerts, so retries, backoff and
-dedupe live in one place.
+Every source writes gold.alerts first (the outbox). ``market_alert_sensor`` then delivers at once, because market
+alerts are the time-critical ones; ``alert_delivery_sensor`` delivers the rest and retries what failed, so backoff and
+dedupe live in one place (alerting/delivery.py).
 """
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
 from cryptoflow_dagster.alerting import outbox
 from cryptoflow_dagster.alerting.delivery import deliver_pending
-from cryptoflow_dagster.alerting.heartbeat import read_heartbeat, sidecar_transition
+from cryptoflow_dagster.alerting.hooks import record_landing_alerts
+from cryptoflow_dagster.alerting.heartbeat import heartbeat_files, heartbeat_path, read_heartbeat, sidecar_transition
 from cryptoflow_dagster.alerting.runs import run_failure_alert
 from cryptoflow_dagster.defs.alerts.resources import SlackAlertsResource
 from cryptoflow_dagster.resources import LakeResource
 from cryptoflow_dagster.settings import load_settings
+from streaming_sensor import layout
 
 RUNNING = dg.DefaultSensorStatus.RUNNING
+
+
+# A tick evaluates at most this many files (oldest first): after downtime, the backlog is worked off over a few ticks.
+_ALERT_FILES_PER_TICK = 200
+# On its first tick the sensor starts this far back, not at the first file ever landed.
+_ALERT_START_BACK = timedelta(minutes=2)
+
+
+@dg.sensor(name="market_alert_sensor", minimum_interval_seconds=1, default_status=RUNNING,
+           description="Evaluates the market rules on trade files as soon as they land (before silver), records what "
+                       "fires in gold.alerts and delivers it to Slack at once.")
+def market_alert_sensor(context: dg.SensorEvaluationContext, lake: LakeResource, slack: SlackAlertsResource):
+    settings = load_settings()
+    root = settings.landing_dir
+    if context.cursor:
+        new_files = layout.NewFiles.from_cursor(root, context.cursor)
+    else:
+        new_files = layout.NewFiles(root, start_after=datetime.now(timezone.utc) - _ALERT_START_BACK)
+    files = new_files.poll()[:_ALERT_FILES_PER_TICK]
+    if not files:
+        context.update_cursor(new_files.cursor())
+        return dg.SkipReason("no new trade files")
+    with lake.connect() as con:
+        alerts = record_landing_alerts(con, root, files, settings)
+        # Delivered in the same tick: the delivery sensor only retries what this one could not send.
+        report = deliver_pending(con, slack.poster(), slack.base_ui_url(), budget_s=3) if alerts else None
+    new_files.take(files)
+    context.update_cursor(new_files.cursor())
+    summary = f"{len(files)} files, {len(alerts)} alerts" + (f", sent {len(report.sent)}" if report else "")
+    if alerts:
+        context.log.info("market alerts: %s", summary)
+    return dg.SkipReason(summary)
 
 
 @dg.sensor(name="alert_delivery_sensor", minimum_interval_seconds=3, default_status=RUNNING,
@@ -33,19 +68,35 @@ def alert_delivery_sensor(context: dg.SensorEvaluationContext, lake: LakeResourc
 
 
 @dg.sensor(name="sidecar_heartbeat_sensor", minimum_interval_seconds=10, default_status=RUNNING,
-           description="One alert when the sidecar's heartbeat goes stale, one when it is fresh again.")
+           description="One alert when a sidecar's heartbeat (each shard's) goes stale, one when it is fresh again.")
 def sidecar_heartbeat_sensor(context: dg.SensorEvaluationContext, lake: LakeResource):
     settings = load_settings()
-    state = json.loads(context.cursor) if context.cursor else {"down": False, "seen": False}
-    beat, extra = read_heartbeat(settings.heartbeat_path)
+    states = _heartbeat_states(context.cursor)
+    files = heartbeat_files(settings.landing_dir)
     now = datetime.now(timezone.utc)
-    down, alert = sidecar_transition(state["down"], beat, now, settings.heartbeat_stale_s, state["seen"], extra)
-    if alert is not None:
+    alerts, summary = [], []
+    for shard in sorted(set(files) | set(states)):  # a shard seen before whose file vanished is down, not forgotten
+        state = states.get(shard, {"down": False, "seen": False})
+        beat, extra = read_heartbeat(files.get(shard) or heartbeat_path(settings.landing_dir, shard))
+        down, alert = sidecar_transition(state["down"], beat, now, settings.heartbeat_stale_s, state["seen"], extra, shard)
+        if alert is not None:
+            alerts.append(alert)
+            context.log.warning("%s", alert.message)
+        states[shard] = {"down": down, "seen": state["seen"] or beat is not None}
+        summary.append(f"{shard or 'sidecar'} {'down' if down else 'up'}")
+    if alerts:
         with lake.connect() as con:
-            outbox.record(con, [alert])
-        context.log.warning("%s", alert.message)
-    context.update_cursor(json.dumps({"down": down, "seen": state["seen"] or beat is not None}))
-    return dg.SkipReason(f"sidecar {'down' if down else 'up'}; last heartbeat {beat.isoformat() if beat else 'none'}")
+            outbox.record(con, alerts)
+    context.update_cursor(json.dumps(states))
+    return dg.SkipReason("; ".join(summary) or "no sidecar heartbeat yet")
+
+
+def _heartbeat_states(cursor: str | None) -> dict[str, dict]:
+    """Per shard {"down", "seen"}; a cursor from before shards were watched ({"down", "seen"}) is the unsharded one."""
+    if not cursor:
+        return {}
+    state = json.loads(cursor)
+    return {"": state} if "down" in state else state
 
 
 def _step_error(event: dg.DagsterEvent) -> str:

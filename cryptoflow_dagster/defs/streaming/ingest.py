@@ -19,7 +19,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cryptoflow_dagster import lake
-from cryptoflow_dagster.alerting.hooks import record_market_alerts
 from cryptoflow_dagster.defs.streaming import intraday_gold
 from cryptoflow_dagster.defs.streaming.trade_sql import with_trade_fields
 from streaming_sensor import layout
@@ -43,17 +42,26 @@ class IngestResult:
 
 def pending_files(con: duckdb.DuckDBPyConnection, root: Path) -> list[layout.LandingFile]:
     """Trade landing files not yet in ``ops.ingested_files``, oldest first."""
-    files = layout.list_files(root, channels=("trade",))
+    return not_ingested(con, layout.list_files(root, channels=("trade",)))
+
+
+def not_ingested(
+    con: duckdb.DuckDBPyConnection, files: list[layout.LandingFile], since: datetime | None = None
+) -> list[layout.LandingFile]:
+    """The ``files`` not in ``ops.ingested_files``. ``since``: none of them can have been ingested before this time
+    (they were written after it), which lets the catalog skip older data files of the ever-growing table."""
     if not files:
         return []
-    done = _already_ingested(con, [f.relative for f in files])
+    done = _already_ingested(con, [f.relative for f in files], since)
     return [f for f in files if f.relative not in done]
 
 
-def _already_ingested(con: duckdb.DuckDBPyConnection, names: list[str]) -> set[str]:
+def _already_ingested(con: duckdb.DuckDBPyConnection, names: list[str], since: datetime | None = None) -> set[str]:
     con.register("_names", pa.table({"file": names}))
     try:
-        return {r[0] for r in con.execute("SELECT i.file FROM ops.ingested_files i JOIN _names n USING (file)").fetchall()}
+        return {r[0] for r in con.execute(
+            "SELECT i.file FROM ops.ingested_files i JOIN _names n USING (file) WHERE $since IS NULL OR i.ingested_at >= $since",
+            {"since": since}).fetchall()}
     finally:
         con.unregister("_names")
 
@@ -90,12 +98,30 @@ _STAGED = f"""
 """
 
 
+def staged_trades(con: duckdb.DuckDBPyConnection, files: list[layout.LandingFile]) -> pa.Table:
+    """The readable trades of landing ``files`` (exchange, market, trade_id, ts, price, volume), typed as silver types them.
+
+    For readers that need a batch before it reaches silver (market alerts); rows silver would dead-letter are left out.
+    """
+    con.register("_landing", read_landing(files))
+    try:
+        return con.execute(
+            f"SELECT exchange, market, trade_id, event_time AS ts, price, volume FROM ({_STAGED}) WHERE problem IS NULL"
+        ).to_arrow_table()
+    finally:
+        con.unregister("_landing")
+
+
 def ingest_pending(
-    con: duckdb.DuckDBPyConnection, root: Path, run_id: str | None, now: datetime | None = None
+    con: duckdb.DuckDBPyConnection,
+    root: Path,
+    run_id: str | None,
+    now: datetime | None = None,
+    files: list[layout.LandingFile] | None = None,
 ) -> IngestResult:
-    """Ingest every pending trade landing file under ``root``. Safe to run again at any point."""
+    """Ingest every pending trade landing file under ``root`` (or those of ``files`` not ingested yet). Safe to repeat."""
     result = IngestResult()
-    files = pending_files(con, root)
+    files = pending_files(con, root) if files is None else not_ingested(con, files)
     for start in range(0, len(files), CHUNK_FILES):
         chunk = files[start : start + CHUNK_FILES]
         _ingest_chunk(con, chunk, run_id, now or datetime.now(timezone.utc), result)
@@ -164,9 +190,6 @@ def _ingest_chunk(con, chunk: list[layout.LandingFile], run_id: str | None, now:
         )
         return bronze, dead, silver, len(done), gold
 
-    # Market alerts see the batch now, before the transaction below spends time on gold (alerting/hooks.py).
-    new_trades = con.execute("SELECT exchange, market, trade_id, event_time AS ts, price, volume FROM _staged WHERE problem IS NULL")
-    record_market_alerts(con, new_trades.to_arrow_table())
     try:
         bronze, dead, silver, skipped, gold = lake.write(con, work)
     finally:

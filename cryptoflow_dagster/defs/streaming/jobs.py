@@ -1,35 +1,89 @@
-"""The streaming job: one in-process op that ingests every pending landing file (see ingest.py).
+"""The streaming job: one in-process op that ingests landing files as they land, for a bounded time (see loop.py).
 
-In-process executor and one op: Dagster's per-run start-up is most of a streaming run's latency (stack-notes: about 2 s
-in process against 3.5 s with a step subprocess), so there is nothing to fan out.
+In-process executor and one op: Dagster's per-run start-up is most of a short run's cost (stack-notes: about 2 s in
+process against 3.5 s with a step subprocess), so there is nothing to fan out.
 """
 
+from datetime import datetime, timezone
 
 import dagster as dg
 
-from cryptoflow_dagster.defs.streaming.ingest import ingest_pending
+from cryptoflow_dagster.clients.resources import BinanceResource, UpbitResource
+from cryptoflow_dagster.defs.streaming.gaps import detect_and_repair
+from cryptoflow_dagster.defs.streaming.ingest import IngestResult
+from cryptoflow_dagster.defs.streaming.loop import LoopLimits, run_ingest_loop
 from cryptoflow_dagster.defs.streaming.rebuild import BRONZE_TRADES, GOLD_KEYS, SILVER_TRADES
 from cryptoflow_dagster.resources import LakeResource
-from streaming_sensor.sensor import STREAMING_JOB
+from streaming_sensor.sensor import GAP_REPAIR_JOB, SILVER_WRITER_TAGS, STREAMING_JOB
+
+# How often the loop asks the instance whether a gap-repair run waits for the silver-writer slot this run holds.
+_YIELD_CHECK_S = 5.0
 
 
-@dg.op(description="Landing files -> bronze.trades_raw, dead letters, silver.trades, intraday gold; exactly once per file.")
-def ingest_landing_files(context: dg.OpExecutionContext, lake: LakeResource) -> None:
+class StreamingRunConfig(dg.Config):
+    """Per-run overrides of the CRYPTOFLOW_STREAM_* settings (None: the setting)."""
+
+    max_seconds: float | None = None
+    idle_seconds: float | None = None
+
+
+@dg.op(description="Landing files -> bronze.trades_raw, dead letters, silver.trades, intraday gold, exactly once per "
+                   "file, as they land, for up to CRYPTOFLOW_STREAM_RUN_MAX_S; trade gaps repaired on the way.")
+def ingest_landing_files(context: dg.OpExecutionContext, config: StreamingRunConfig, lake: LakeResource,
+                         upbit: UpbitResource, binance: BinanceResource) -> None:
     settings = lake.settings()
-    with lake.connect() as con:
-        result = ingest_pending(con, settings.landing_dir, context.run_id)
-    context.log.info(
-        f"ingested {result.files} files: {result.bronze_rows} bronze rows, {result.silver_rows} new silver rows, "
-        f"{result.dead_letters} dead letters, gold {result.gold} ({result.skipped_files} files already ingested)"
+    limits = LoopLimits.from_settings(settings)
+    limits = LoopLimits(
+        max_s=limits.max_s if config.max_seconds is None else config.max_seconds,
+        idle_s=limits.idle_s if config.idle_seconds is None else config.idle_seconds,
+        poll_s=limits.poll_s, repair_every_s=limits.repair_every_s,
     )
-    metadata = {"files": result.files, "bronze_rows": result.bronze_rows, "silver_rows": result.silver_rows,
-                "dead_letters": result.dead_letters}
-    # The days a run touched are the partitions it updated: lineage shows them as materialized by this run.
-    for day in sorted(result.days):
-        for key in (BRONZE_TRADES, SILVER_TRADES, *GOLD_KEYS):
-            context.log_event(dg.AssetMaterialization(asset_key=key, partition=day.isoformat(), metadata=metadata))
+
+    def report(part: IngestResult) -> None:
+        context.log.info(
+            f"ingested {part.files} files: {part.bronze_rows} bronze rows, {part.silver_rows} new silver rows, "
+            f"{part.dead_letters} dead letters, gold {part.gold} ({part.skipped_files} files already ingested)"
+        )
+        metadata = {"files": part.files, "bronze_rows": part.bronze_rows, "silver_rows": part.silver_rows,
+                    "dead_letters": part.dead_letters}
+        # The days a run touched are the partitions it updated: lineage shows them as materialized by this run.
+        for day in sorted(part.days):
+            for key in (BRONZE_TRADES, SILVER_TRADES, *GOLD_KEYS):
+                context.log_event(dg.AssetMaterialization(asset_key=key, partition=day.isoformat(), metadata=metadata))
+
+    next_yield_check = 0.0
+
+    def gap_repair_waits() -> bool:
+        nonlocal next_yield_check
+        now = datetime.now(timezone.utc).timestamp()
+        if now < next_yield_check:
+            return False
+        next_yield_check = now + _YIELD_CHECK_S
+        queued = context.instance.get_run_records(
+            dg.RunsFilter(job_name=GAP_REPAIR_JOB, statuses=[dg.DagsterRunStatus.QUEUED]), limit=1)
+        if queued:
+            context.log.info("a gap-repair run waits for the silver-writer slot: ending this streaming run")
+        return bool(queued)
+
+    with lake.connect() as con, upbit.client() as up, binance.client() as bn:
+        def repair() -> None:
+            gaps = detect_and_repair(con, settings.landing_dir, up, bn, context.run_id)
+            if gaps.detected or gaps.repaired or gaps.failed:
+                context.log.info(f"gaps: {gaps.detected} new, {gaps.repaired} repaired ({gaps.rows} trades back), "
+                                 f"{gaps.failed} failed")
+
+        total = run_ingest_loop(con, settings.landing_dir, context.run_id, limits, repair=repair, report=report,
+                                should_stop=gap_repair_waits)
+    context.log.info(f"streaming run done: {total.files} files, {total.silver_rows} new silver rows, "
+                     f"{total.dead_letters} dead letters")
 
 
-@dg.job(name=STREAMING_JOB, executor_def=dg.in_process_executor, description="Near-real-time ingest of landed trades.")
+@dg.job(name=STREAMING_JOB, executor_def=dg.in_process_executor, tags=SILVER_WRITER_TAGS,
+        description="Near-real-time ingest of landed trades (one long-lived run at a time, started by the landing sensor).")
 def streaming_ingest_job() -> None:
     ingest_landing_files()
+
+
+def single_pass() -> dict:
+    """Run config for one pass over the pending files (tests, and an operator draining the folder by hand)."""
+    return {"ops": {"ingest_landing_files": {"config": {"max_seconds": 0}}}}

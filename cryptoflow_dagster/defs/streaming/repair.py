@@ -8,7 +8,7 @@ from cryptoflow_dagster.clients.resources import BinanceResource, UpbitResource
 from cryptoflow_dagster.defs.streaming.gaps import detect_and_repair
 from cryptoflow_dagster.defs.streaming.rebuild import SILVER_TRADES
 from cryptoflow_dagster.resources import LakeResource
-from streaming_sensor.sensor import GAP_REPAIR_JOB, silver_writer_in_flight
+from streaming_sensor.sensor import GAP_REPAIR_JOB, SILVER_WRITER_TAGS, silver_writer_in_flight
 
 OPEN_GAP_LIMIT = timedelta(minutes=15)  # a few repair runs, with REST retries and rate-limit waits, fit in it
 
@@ -23,7 +23,8 @@ def repair_trade_gaps(context: dg.OpExecutionContext, lake: LakeResource, upbit:
         raise dg.Failure(f"{report.failed} gap repairs failed; they stay open and are retried next run")
 
 
-@dg.job(name=GAP_REPAIR_JOB, executor_def=dg.in_process_executor, description="Trade gap detection and REST repair.")
+@dg.job(name=GAP_REPAIR_JOB, executor_def=dg.in_process_executor, tags=SILVER_WRITER_TAGS,
+        description="Trade gap detection and REST repair (while no streaming run is in flight; that run repairs too).")
 def gap_repair_job() -> None:
     repair_trade_gaps()
 

@@ -1,0 +1,106 @@
+"""The streaming run's loop: ingest landing files as they land, for a bounded time, then hand over to the next run.
+
+Why a loop and not one pass per run: a Dagster run costs seconds before its first line of work (queue, a new process
+that imports the code location), far more than ingesting one micro-batch. One pass per run put silver 20-30 s behind
+the exchange (docs/decisions/0006-long-lived-streaming-run.md); a run that keeps polling the landing folder ingests a
+file within about a poll interval of its rename.
+
+Why bounded: a run lives at most ``max_s`` (a redeploy's code takes over at the next run) and ends early after
+``idle_s`` without a new file (a stopped stream does not hold a run slot). Everything the loop does is the same
+exactly-once ``ingest_pending`` a single pass does, so a run killed at any point loses and doubles nothing.
+
+While a run is in flight it is the only silver writer (the sensor and the gap-repair schedule wait for it), so it also
+detects and repairs trade gaps every ``repair_every_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from cryptoflow_dagster.defs.streaming.ingest import IngestResult, ingest_pending
+from streaming_sensor import layout
+
+log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class LoopLimits:
+    max_s: float  # 0: one pass over what is pending, then return
+    idle_s: float
+    poll_s: float
+    repair_every_s: float
+    report_every_s: float = 30.0  # how often the run reports materializations (the UI plots them over time)
+
+    @classmethod
+    def from_settings(cls, settings) -> LoopLimits:
+        return cls(max_s=settings.stream_run_max_s, idle_s=settings.stream_run_idle_s, poll_s=settings.stream_poll_s,
+                   repair_every_s=settings.stream_gap_repair_s)
+
+
+def merge(into: IngestResult, part: IngestResult) -> None:
+    into.files += part.files
+    into.bronze_rows += part.bronze_rows
+    into.silver_rows += part.silver_rows
+    into.dead_letters += part.dead_letters
+    into.skipped_files += part.skipped_files
+    for key, value in part.gold.items():
+        into.gold[key] = into.gold.get(key, 0) + value
+    into.days |= part.days
+
+
+def run_ingest_loop(
+    con: duckdb.DuckDBPyConnection,
+    root: Path,
+    run_id: str | None,
+    limits: LoopLimits,
+    *,
+    repair: Callable[[], None] | None = None,
+    report: Callable[[IngestResult], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> IngestResult:
+    """Ingest pending files, then every new one, until a limit is reached. Returns the run's totals.
+
+    ``repair`` runs every ``limits.repair_every_s``, ``report`` gets what was ingested since its last call (at most every
+    ``limits.report_every_s``, and once at the end), ``should_stop`` is asked between looks (another silver writer waits).
+    """
+    total, unreported = IngestResult(), IngestResult()
+    start = last_new = last_repair = last_report = clock()
+    new_files = layout.NewFiles(root)
+    while True:
+        # The first look lists every file (a backlog is taken in one go); later ones only names near the newest.
+        files = new_files.poll()
+        if files:
+            part = ingest_pending(con, root, run_id, files=files)
+            new_files.take(files)
+            merge(total, part)
+            merge(unreported, part)
+            if part.files:
+                last_new = clock()
+        now = clock()
+        if repair is not None and limits.max_s > 0 and now - last_repair >= limits.repair_every_s:
+            _guarded(repair, "gap repair")
+            last_repair = clock()
+        if report is not None and unreported.files and now - last_report >= limits.report_every_s:
+            report(unreported)
+            unreported, last_report = IngestResult(), now
+        if now - start >= limits.max_s or now - last_new >= limits.idle_s or (should_stop is not None and should_stop()):
+            break
+        sleep(limits.poll_s)
+    if report is not None and unreported.files:
+        report(unreported)
+    return total
+
+
+def _guarded(fn: Callable[[], None], what: str) -> None:
+    """A failing side task (gap repair) is logged and retried next time; it never stops ingestion."""
+    try:
+        fn()
+    except Exception:
+        log.exception("%s failed inside the streaming run; ingestion goes on and the next pass retries", what)
