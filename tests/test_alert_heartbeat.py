@@ -30,3 +30,49 @@ def test_one_alert_going_down_one_coming_back_none_while_unchanged():
     # The file vanishing after it was seen is down too; a sidecar never seen at all is not paged about.
     assert sidecar_transition(False, None, NOW, 30, True)[1].dedupe_key == "sidecar_down:missing"
     assert sidecar_transition(False, None, NOW, 30, False) == (False, None)
+
+
+def test_sharded_sidecars_are_watched_one_by_one(settings):
+    """Two shards: the one that stops is paged about by name, the live one is not; a pre-shard cursor carries over."""
+    import dagster as dg
+
+    from cryptoflow_dagster import lake
+    from cryptoflow_dagster.alerting.heartbeat import heartbeat_files
+    from cryptoflow_dagster.defs.alerts.sensors import sidecar_heartbeat_sensor
+    from cryptoflow_dagster.resources import LakeResource
+
+    landing = settings.landing_dir
+    landing.mkdir(parents=True)
+    now = datetime.now(timezone.utc)
+
+    def beat(shard: str, age_s: float) -> None:
+        (landing / f"_heartbeat.{shard}.json").write_text(json.dumps({"updated_at": (now - timedelta(seconds=age_s)).isoformat()}))
+
+    beat("kr", 1)
+    beat("global", 1)
+    (landing / "_heartbeat.json").write_text(json.dumps({"updated_at": now.isoformat()}))  # an unsharded one too
+    (landing / "_heartbeat.EVIL;.json").write_text("{}")  # not a shard name: ignored
+    assert set(heartbeat_files(landing)) == {"", "kr", "global"}
+    instance = dg.DagsterInstance.ephemeral()
+    resources = {"lake": LakeResource()}
+    cursor = json.dumps({"down": False, "seen": True})  # written by the sensor before it knew shards
+
+    def tick() -> str:
+        nonlocal cursor
+        ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+        message = sidecar_heartbeat_sensor(ctx).skip_message
+        cursor = ctx.cursor
+        return message
+
+    assert tick() == "sidecar up; global up; kr up"
+    beat("kr", 3600)  # shard kr stopped an hour ago
+    assert tick() == "sidecar up; global up; kr down"
+    assert tick() == "sidecar up; global up; kr down"  # still down: no second alert
+    with lake.session(settings, read_only=True) as con:
+        rows = con.execute("SELECT rule, message FROM gold.alerts ORDER BY triggered_at").fetchall()
+    assert len(rows) == 1 and rows[0][0] == "sidecar_down" and "(shard kr)" in rows[0][1]
+    beat("kr", 0)
+    assert tick() == "sidecar up; global up; kr up"
+    with lake.session(settings, read_only=True) as con:
+        assert con.execute("SELECT rule FROM gold.alerts ORDER BY triggered_at").fetchall() == [("sidecar_down",),
+                                                                                             ("sidecar_recovered",)]

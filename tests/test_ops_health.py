@@ -63,19 +63,25 @@ def test_health_figures_count_what_the_lake_holds(settings):
     with lake.session(settings) as con:
         lake.ensure_schema(con)
         _fill(con)
-        figures = health_figures(con, NOW, settings.heartbeat_path)
+        figures = health_figures(con, NOW, settings.landing_dir)
     assert figures["silver_trades_24h"] == 2
     assert figures["ingest_lag_seconds"] == 30.0
     assert figures["dead_letters_24h"] == 1
     assert figures["open_gaps"] == 1 and figures["open_gap_minutes"] == 3.0  # the repaired gap does not count
     assert figures["alerts_sent_24h"] == 2 and figures["alerts_pending"] == 1
-    assert figures["heartbeat_age_seconds"] == 4.0
+    assert figures["heartbeat_age_seconds"] == 4.0 and figures["sidecar_shards"] == 1
+    # a second sidecar shard that stopped 40 s ago: the age is the oldest shard's
+    (settings.landing_dir / "_heartbeat.asia-1.json").write_text(
+        json.dumps({"updated_at": (NOW - timedelta(seconds=40)).isoformat()}))
+    with lake.session(settings, read_only=True) as con:
+        figures = health_figures(con, NOW, settings.landing_dir)
+    assert figures["heartbeat_age_seconds"] == 40.0 and figures["sidecar_shards"] == 2
 
 
 def test_empty_lake_and_no_sidecar_read_as_unknown(settings):
     with lake.session(settings) as con:
         lake.ensure_schema(con)
-        figures = health_figures(con, NOW, settings.heartbeat_path)
+        figures = health_figures(con, NOW, settings.landing_dir)
     assert figures["ingest_lag_seconds"] == -1.0 and figures["heartbeat_age_seconds"] == -1.0
     assert figures["open_gaps"] == 0
 

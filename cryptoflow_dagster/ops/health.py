@@ -11,11 +11,13 @@ from pathlib import Path
 
 import duckdb
 
-from cryptoflow_dagster.alerting.heartbeat import read_heartbeat
+from cryptoflow_dagster.alerting.heartbeat import heartbeat_files, read_heartbeat
 
 
-def health_figures(con: duckdb.DuckDBPyConnection, now: datetime, heartbeat_path: Path) -> dict[str, float | int]:
-    """Counts and lags as of ``now``; every figure is a number so Dagster can plot it."""
+def health_figures(con: duckdb.DuckDBPyConnection, now: datetime, landing: Path) -> dict[str, float | int]:
+    """Counts and lags as of ``now``; every figure is a number so Dagster can plot it.
+
+    With sharded sidecars the heartbeat age is the oldest shard's: the figure should rise when any collector stops."""
     since = now - timedelta(hours=24)
     lag = con.execute("SELECT epoch(?::TIMESTAMPTZ - max(ts)) FROM silver.trades", [now]).fetchone()[0]
     gaps = con.execute(
@@ -28,7 +30,8 @@ def health_figures(con: duckdb.DuckDBPyConnection, now: datetime, heartbeat_path
             [since],
         ).fetchall()
     )
-    beat, _ = read_heartbeat(heartbeat_path)
+    beats = [read_heartbeat(path)[0] for path in heartbeat_files(landing).values()]
+    beat = min((b for b in beats if b is not None), default=None)
     return {
         "silver_trades_24h": con.execute("SELECT count(*) FROM silver.trades WHERE ts >= ?", [since]).fetchone()[0],
         "ingest_lag_seconds": float(lag) if lag is not None else -1.0,
@@ -44,4 +47,5 @@ def health_figures(con: duckdb.DuckDBPyConnection, now: datetime, heartbeat_path
         "alerts_pending": int(alerts.get("pending", 0)),
         "alerts_failed_24h": int(alerts.get("failed", 0)),
         "heartbeat_age_seconds": (now - beat).total_seconds() if beat else -1.0,
+        "sidecar_shards": len(beats),
     }

@@ -45,7 +45,7 @@ ALERTS = dg.AssetSpec(
 def platform_health(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     settings = lake.settings()
     with lake.connect() as con:
-        figures = health_figures(con, datetime.now(timezone.utc), settings.heartbeat_path)
+        figures = health_figures(con, datetime.now(timezone.utc), settings.landing_dir)
     context.log.info("platform health: %s", figures)
     return dg.MaterializeResult(metadata={name: dg.MetadataValue.float(float(v)) for name, v in figures.items()})
 
