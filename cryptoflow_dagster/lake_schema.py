@@ -18,6 +18,12 @@ TABLES: dict[str, str] = {
         raw_json VARCHAR NOT NULL, unique_key VARCHAR NOT NULL, ingest_time TIMESTAMPTZ NOT NULL,
         ingest_run_id VARCHAR, api_params_json VARCHAR, day DATE
     """,
+    # Upbit's ticker stream (the exchange's own 24h figures), kept verbatim from the sidecar's landing files.
+    "bronze.tickers_raw": """
+        exchange VARCHAR NOT NULL, market VARCHAR NOT NULL, event_time TIMESTAMPTZ, raw_json VARCHAR NOT NULL,
+        ingest_time TIMESTAMPTZ NOT NULL, ingest_run_id VARCHAR, batch_file VARCHAR, receive_time TIMESTAMPTZ,
+        session_id VARCHAR, day DATE
+    """,
     "bronze.fear_greed_raw": """
         day DATE NOT NULL, raw_json VARCHAR NOT NULL, ingest_time TIMESTAMPTZ NOT NULL, ingest_run_id VARCHAR
     """,

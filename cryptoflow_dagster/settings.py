@@ -137,6 +137,12 @@ class Settings:
     stream_gap_repair_s: float = _s(
         "CRYPTOFLOW_STREAM_GAP_REPAIR_S", "60", "Streaming run: seconds between its gap detection and repair passes."
     )
+    landing_retention_days: int = _s(
+        "CRYPTOFLOW_LANDING_RETENTION_DAYS",
+        "7",
+        "Landing files older than this many days are deleted once the lake holds them (ops.ingested_files); files not "
+        "ingested are never deleted. 0: keep every file.",
+    )
     heartbeat_stale_s: float = _s(
         "CRYPTOFLOW_HEARTBEAT_STALE_S", "30", "A sidecar heartbeat older than this raises a sidecar-down alert."
     )

@@ -35,6 +35,7 @@ class IngestResult:
     silver_rows: int = 0
     dead_letters: int = 0
     skipped_files: int = 0
+    ticker_rows: int = 0
     gold: dict[str, int] = field(default_factory=dict)
     days: set = field(default_factory=set)
     max_event_lag_s: float | None = None

@@ -13,6 +13,7 @@ from cryptoflow_dagster.defs.streaming.gaps import detect_and_repair
 from cryptoflow_dagster.defs.streaming.ingest import IngestResult
 from cryptoflow_dagster.defs.streaming.loop import LoopLimits, run_ingest_loop
 from cryptoflow_dagster.defs.streaming.rebuild import BRONZE_TRADES, GOLD_KEYS, SILVER_TRADES
+from cryptoflow_dagster.defs.streaming.tickers import BRONZE_TICKERS
 from cryptoflow_dagster.resources import LakeResource
 from streaming_sensor.sensor import GAP_REPAIR_JOB, SILVER_WRITER_TAGS, STREAMING_JOB
 
@@ -42,10 +43,13 @@ def ingest_landing_files(context: dg.OpExecutionContext, config: StreamingRunCon
     def report(part: IngestResult) -> None:
         context.log.info(
             f"ingested {part.files} files: {part.bronze_rows} bronze rows, {part.silver_rows} new silver rows, "
-            f"{part.dead_letters} dead letters, gold {part.gold} ({part.skipped_files} files already ingested)"
+            f"{part.dead_letters} dead letters, {part.ticker_rows} tickers, gold {part.gold} "
+            f"({part.skipped_files} files already ingested)"
         )
         metadata = {"files": part.files, "bronze_rows": part.bronze_rows, "silver_rows": part.silver_rows,
                     "dead_letters": part.dead_letters}
+        if part.ticker_rows:
+            context.log_event(dg.AssetMaterialization(asset_key=BRONZE_TICKERS, metadata={"rows": part.ticker_rows}))
         # The days a run touched are the partitions it updated: lineage shows them as materialized by this run.
         for day in sorted(part.days):
             for key in (BRONZE_TRADES, SILVER_TRADES, *GOLD_KEYS):

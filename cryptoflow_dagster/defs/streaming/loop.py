@@ -24,6 +24,7 @@ from pathlib import Path
 import duckdb
 
 from cryptoflow_dagster.defs.streaming.ingest import IngestResult, ingest_pending
+from cryptoflow_dagster.defs.streaming.tickers import ingest_tickers
 from streaming_sensor import layout
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ def merge(into: IngestResult, part: IngestResult) -> None:
     into.silver_rows += part.silver_rows
     into.dead_letters += part.dead_letters
     into.skipped_files += part.skipped_files
+    into.ticker_rows += part.ticker_rows
     for key, value in part.gold.items():
         into.gold[key] = into.gold.get(key, 0) + value
     into.days |= part.days
@@ -72,28 +74,31 @@ def run_ingest_loop(
     """
     total, unreported = IngestResult(), IngestResult()
     start = last_new = last_repair = last_report = clock()
-    new_files = layout.NewFiles(root)
+    new_files = layout.NewFiles(root, channels=layout.CHANNELS)
     while True:
         # The first look lists every file (a backlog is taken in one go); later ones only names near the newest.
         files = new_files.poll()
         if files:
-            part = ingest_pending(con, root, run_id, files=files)
+            part = ingest_pending(con, root, run_id, files=[f for f in files if f.channel == "trade"])
+            part.ticker_rows, dead = ingest_tickers(con, files, run_id)
+            part.dead_letters += dead
             new_files.take(files)
             merge(total, part)
             merge(unreported, part)
-            if part.files:
+            if part.files or part.ticker_rows:
                 last_new = clock()
         now = clock()
         if repair is not None and limits.max_s > 0 and now - last_repair >= limits.repair_every_s:
             _guarded(repair, "gap repair")
             last_repair = clock()
-        if report is not None and unreported.files and now - last_report >= limits.report_every_s:
+        due = now - last_report >= limits.report_every_s
+        if report is not None and (unreported.files or unreported.ticker_rows) and due:
             report(unreported)
             unreported, last_report = IngestResult(), now
         if now - start >= limits.max_s or now - last_new >= limits.idle_s or (should_stop is not None and should_stop()):
             break
         sleep(limits.poll_s)
-    if report is not None and unreported.files:
+    if report is not None and (unreported.files or unreported.ticker_rows):
         report(unreported)
     return total
 
