@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from cryptoflow_dagster.clients import BannedError, BinanceClient, ExchangeError, FearGreedClient, RateLimitStop, UpbitClient
-from cryptoflow_dagster.clients.ratelimit import UpbitLimiter, WeightLimiter, backoff_delay, parse_remaining_req
+from cryptoflow_dagster.clients.ratelimit import Ticket, UpbitLimiter, WeightLimiter, backoff_delay, parse_remaining_req
 
 Reply = tuple[int, dict[str, str], str]
 DAY = datetime(2026, 1, 5, tzinfo=timezone.utc)
@@ -223,15 +223,31 @@ def test_limiter_units_parse_and_pace():
     assert 0.125 <= backoff_delay(1) <= 0.25 and backoff_delay(20) <= 10.0
     now = [1000.0]
     upbit = UpbitLimiter(10, clock=lambda: now[0])
-    assert upbit.wait_time("candle") == 0.0 and upbit.wait_time("candle") > 0  # one probe until the server answers
-    upbit.observe("group=candle; min=1800; sec=9")
-    assert [upbit.wait_time("candle") for _ in range(8)] == [0.0] * 8  # 9 a second: one below Upbit's 10
-    assert upbit.wait_time("candle") > 0 and upbit.wait_time("trade") == 0.0  # groups are separate
-    now[0] += 1.0
-    upbit.observe("group=candle; min=1800; sec=2")  # a slower server: its word caps this second and the next ones
-    assert [upbit.wait_time("candle") > 0 for _ in range(3)] == [False, False, True]
-    weight = WeightLimiter(6000, safety=0.8, clock=lambda: now[0] * 60)
-    weight.observe("4790")
-    assert weight.wait_time(2) == 0.0 and weight.wait_time(25) > 0  # 4792 + 25 would pass the 4800 budget
+    probe = upbit.try_acquire("candle")
+    assert isinstance(probe, Ticket) and not isinstance(upbit.try_acquire("candle"), Ticket)  # one probe until answered
+    now[0] += 0.02
+    upbit.answered(probe, 200, "group=candle; min=1800; sec=9")
+    assert upbit.capacity("candle") == 10  # the server's whole allowance, not one below it
+    burst = [upbit.try_acquire("candle") for _ in range(9)]
+    assert all(isinstance(t, Ticket) for t in burst)
+    assert not isinstance(upbit.try_acquire("candle"), Ticket) and isinstance(upbit.try_acquire("trade"), Ticket)  # groups apart
+    for ticket in burst:
+        now[0] += 0.01
+        upbit.answered(ticket, 200, "group=candle; min=1800; sec=0")
+    # A slot frees one second after its request's *answer* (the latest the server can have counted it), never sooner.
+    now[0] = probe.answered + 0.999
+    assert upbit.try_acquire("candle") == pytest.approx(0.001)
+    now[0] = probe.answered + 1.0
+    assert isinstance(upbit.try_acquire("candle"), Ticket) and not isinstance(upbit.try_acquire("candle"), Ticket)
+
+    slower = UpbitLimiter(10, clock=lambda: now[0])
+    slower.answered(slower.acquire("candle"), 200, "group=candle; min=1800; sec=2")  # a slower server: its word caps us
+    assert slower.capacity("candle") == 3
+    assert [isinstance(slower.try_acquire("candle"), Ticket) for _ in range(3)] == [True, True, False]
+
+    weight = WeightLimiter(6000, safety=0.8, clock=lambda: now[0])
+    now[0] = 60 * 1000 + 59.0  # the minute's last second: all of the 4800 budget is released by now
+    weight.answered(weight.acquire(2), 200, "4790")
+    assert isinstance(weight.try_acquire(2), Ticket) and weight.try_acquire(25) > 0  # 4794 + 25 would pass 4800
     now[0] += 1
-    assert weight.wait_time(25) == 0.0  # a new minute
+    assert isinstance(weight.try_acquire(25), Ticket)  # a new minute

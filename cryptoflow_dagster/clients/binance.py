@@ -36,7 +36,9 @@ class BinanceClient:
             path,
             params,
             before=lambda: self.limiter.acquire(weight),
-            after=lambda r: self.limiter.observe(r.headers.get("X-MBX-USED-WEIGHT-1M")),
+            after=lambda ticket, r: self.limiter.answered(
+                ticket, r.status_code if r is not None else None, r.headers.get("X-MBX-USED-WEIGHT-1M") if r is not None else None
+            ),
             on_429=self.limiter.block,
         )
         if not isinstance(reply.data, list):

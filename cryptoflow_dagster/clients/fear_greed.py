@@ -27,7 +27,7 @@ class FearGreedClient:
         """The newest ``limit`` days, newest first (``limit=0``: everything since 2018-02-01)."""
         params = {"limit": limit, "format": "json"}
         reply = self.http.get_json(
-            "/fng/", params, before=lambda: None, after=lambda r: None, on_429=time.sleep
+            "/fng/", params, before=lambda: None, after=lambda ticket, r: None, on_429=time.sleep
         )
         data = reply.data
         error = (data.get("metadata") or {}).get("error") if isinstance(data, dict) else "not an object"

@@ -57,8 +57,9 @@ def split_json_array(text: str) -> list[str]:
 class RestClient:
     """Sync httpx client, safe to share between the threads that fetch markets concurrently.
 
-    ``before`` reserves rate-limit room for a request, ``after`` feeds the response headers back to the limiter, and
-    ``on_429`` tells the limiter to hold every request for the server's Retry-After (or a backoff).
+    ``before`` reserves rate-limit room for a request and returns its ticket, ``after`` hands the ticket back with the
+    response (``None``: no answer came), and ``on_429`` tells the limiter to hold every request for the server's
+    Retry-After (or a backoff).
     """
 
     def __init__(
@@ -79,6 +80,8 @@ class RestClient:
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s, headers={"Accept": "application/json"})
         self._lock = threading.Lock()
         self.stats = {"requests": 0, "429": 0, "retries": 0}
+        # When each 429 came back (time.monotonic()): the backfill benchmark counts those after its first second.
+        self.limited_at: list[float] = []
         # The exchanges escalate to 418 after 429s keep coming: count them in a row, a success resets the count.
         self._429_streak = 0
 
@@ -101,21 +104,22 @@ class RestClient:
         path: str,
         params: Mapping[str, Any],
         *,
-        before: Callable[[], None],
-        after: Callable[[httpx.Response], None],
+        before: Callable[[], Any],
+        after: Callable[[Any, httpx.Response | None], None],
         on_429: Callable[[float], None],
     ) -> Reply:
         for attempt in range(1, self.max_attempts + 1):
-            before()
+            ticket = before()
             self._count("requests")
             try:
                 response = self._http.get(path, params={k: v for k, v in params.items() if v is not None})
             except (httpx.TimeoutException, httpx.TransportError) as exc:
+                after(ticket, None)
                 if attempt == self.max_attempts:
                     raise ExchangeError(f"{self.name} GET {path} {dict(params)}: {exc!r} after {attempt} attempts") from exc
                 self._retry(attempt, f"{type(exc).__name__}")
                 continue
-            after(response)
+            after(ticket, response)
             status = response.status_code
             if status == 418:
                 raise BannedError(
@@ -124,6 +128,7 @@ class RestClient:
             if status == 429:
                 self._count("429")
                 with self._lock:
+                    self.limited_at.append(time.monotonic())
                     self._429_streak += 1
                     streak = self._429_streak
                 wait = parse_retry_after(response.headers.get("Retry-After")) or backoff_delay(attempt, base_s=1.0)

@@ -1,19 +1,30 @@
 """Client-side rate limiting for the exchange REST APIs, shared by all threads of one client.
 
-Upbit allows 10 requests/s per IP *per group* and reports what is left in ``Remaining-Req: group=candle; min=1800; sec=9``.
-Binance counts request weight per minute and reports the total in ``X-MBX-USED-WEIGHT-1M``. Both answer 429 when
-crossed and then ban the IP with 418 if the client keeps going, so the limiters here pace requests *before* sending
-them, believe the server's own count over ours, and turn a repeated 429 into a clear stop instead of a ban.
+Upbit allows 10 requests/s per IP *per group* over a sliding one-second window and reports what is left in
+``Remaining-Req: group=candle; min=1800; sec=9``. Binance counts request weight per calendar minute and reports the
+total in ``X-MBX-USED-WEIGHT-1M``. Both answer 429 when crossed and then ban the IP with 418 if the client keeps
+going, so the limiters here pace requests *before* sending them, believe the server's own count over ours, and the
+HTTP core turns a repeated 429 into a clear stop instead of a ban.
+
+Every request takes a :class:`Ticket` from its limiter before it is sent and hands it back with the answer: knowing
+when each request left and when its answer came back is what lets the Upbit limiter use the whole window safely.
 """
 
 from __future__ import annotations
 
+import fcntl
+import logging
+import os
 import random
 import re
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 _REMAINING_RE = re.compile(r"group=(?P<group>[a-z_-]+).*?sec=(?P<sec>-?\d+)", re.IGNORECASE)
 
@@ -47,85 +58,248 @@ def backoff_delay(attempt: int, *, base_s: float = 0.25, cap_s: float = 10.0, rn
     return ceiling * (0.5 + 0.5 * rng())
 
 
-# How much later than we sent it a request may be counted by the server's window (its trip there, under load).
-_ARRIVAL_MARGIN_S = 0.25
+@dataclass(eq=False)
+class Ticket:
+    """One request as its limiter saw it: sent (clock time), answered (``None`` while in flight), the HTTP status."""
+
+    key: str | int  # Upbit: the group; Binance: the calendar minute the weight was counted in
+    sent: float
+    weight: int = 1
+    answered: float | None = None
+    status: int | None = None
+
+
+# How long an in-flight request keeps its slot's neighbours polling for a change (an answer frees nothing by itself).
+_POLL_S = 0.01
+# Tickets older than this no longer matter to any answer still to come (a window plus a slow trip).
+_HISTORY_S = 3.0
+
+
+class HostLock:
+    """An exclusive lock one process at a time holds on this host (``flock``; the OS drops it if the process dies).
+
+    Upbit's allowance is per IP: two processes each pacing themselves to the full limit would together cross it,
+    and their 429s add up to a 418 for both. Two backfill runs at once are normal (the run queue allows them), so the
+    Upbit limiter holds this lock per group while it has requests to send, and the other process waits its turn.
+    The rate limit is the bottleneck, so taking turns costs the pair nothing.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.token = f"{os.getpid()}:{id(self)}"
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def try_hold(self) -> tuple[bool, bool]:
+        """(held now, someone else held it since we last did): in the second case what they sent is unknown to us."""
+        if self._fd is not None:
+            return True, False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False, False
+        last = os.pread(fd, 128, 0).decode(errors="replace")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, self.token.encode(), 0)
+        self._fd = fd
+        return True, last != self.token
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+# While another process holds a group's host lock, look again this often.
+_LOCK_POLL_S = 0.1
+
+
+@dataclass
+class _UpbitGroup:
+    tickets: deque[Ticket] = field(default_factory=deque)
+    # The group's requests per second for this IP, learned from the first answer's `sec` (None: not known yet).
+    capacity: int | None = None
+    # Other clients' requests on our IP that the server's count revealed: (how many, gone from its window by).
+    foreign: list[tuple[int, float]] = field(default_factory=list)
+    blocked_until: float = 0.0
+    none_left_answers: int = 0  # answers saying the window was full: proof the limiter ran at the server's limit
+    probe: Ticket | None = None  # a request sent alone to learn the window's state; nothing else goes until it is back
+    needs_probe: bool = True
+    waiting: int = 0  # threads inside acquire(): while any wait, the host lock is kept
+    lock: HostLock | None = None
+    told_waiting: bool = False
 
 
 class UpbitLimiter:
-    """Per-group sliding one-second window, corrected by the server's ``Remaining-Req`` ``sec`` count."""
+    """Per-group sliding one-second window, exact for our own requests and corrected by the server's ``sec`` count.
 
-    def __init__(self, per_second: int = 10, *, clock: Callable[[], float] = time.monotonic, sleep=time.sleep) -> None:
-        # One below the published limit: the server's second boundaries are not ours, so an exact fit can still tip over.
-        self.per_second = max(1, per_second - 1)
+    The server counts a request when it *arrives*, some time between our send and the answer coming back. So a request
+    of ours can only still be in the server's window while it is in flight or for one second after its answer: a new
+    request may go out when fewer than ``capacity`` of ours are in that state. That rule can never cross the limit on
+    our own traffic, yet costs only each request's round trip (tens of ms), not the whole request per second that the
+    old "one below the limit, wait a second after sec=0" rule cost (BENCHMARKS.md, backfill).
+
+    The server's ``sec`` does two more things: the first answer tells the group's real allowance for this IP (a
+    slower server, or another client already spending it), and any answer whose count is larger than every request
+    of ours that could be in its window reveals other clients on the same IP, whose requests are then reserved until
+    they age out of that window.
+    """
+
+    def __init__(
+        self,
+        per_second: int = 10,
+        *,
+        lock_dir: Path | None = None,
+        lock_prefix: str = "upbit",
+        clock: Callable[[], float] = time.monotonic,
+        sleep=time.sleep,
+    ) -> None:
+        self.per_second = max(1, per_second)  # the ceiling we never plan beyond, whatever the server allows
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
-        self._sent: dict[str, deque[float]] = {}
-        self._blocked_until: dict[str, float] = {}
-        # (requests the server said are left, when it said so): concurrent workers share what is left of that second.
-        self._server_left: dict[str, tuple[int, float]] = {}
-        # Requests per second the server has shown it allows (largest `sec` seen + the request that got it).
-        self._capacity: dict[str, int] = {}
+        self._groups: dict[str, _UpbitGroup] = {}
+        # With a lock_dir, one process on this host at a time sends each group's requests (see HostLock).
+        self._lock_dir, self._lock_prefix = lock_dir, lock_prefix
 
-    def wait_time(self, group: str) -> float:
-        """Seconds to wait before a request of ``group`` may go out; 0 reserves the slot (call under no lock)."""
+    def _group(self, name: str) -> _UpbitGroup:
+        g = self._groups.get(name)
+        if g is None:
+            g = self._groups[name] = _UpbitGroup()
+            if self._lock_dir is not None:
+                g.lock = HostLock(self._lock_dir / f"{self._lock_prefix}-{name}.lock")
+        return g
+
+    def _hold_host_lock(self, g: _UpbitGroup, group: str) -> bool:
+        if g.lock is None or g.lock.held:
+            return True
+        held, others_were_here = g.lock.try_hold()
+        if held and others_were_here:
+            g.needs_probe = True  # what the other process left in the server's window: one request finds out
+        if not held and not g.told_waiting:
+            log.info("upbit %s: another process on this host is using this allowance; waiting for it (%s)", group, g.lock.path)
+        g.told_waiting = not held
+        return held
+
+    def try_acquire(self, group: str) -> Ticket | float:
+        """A ticket for a request of ``group`` to go out now, or the seconds to wait before asking again."""
         with self._lock:
             now = self._clock()
-            window = self._sent.setdefault(group, deque())
-            while window and now - window[0] >= 1.0:
-                window.popleft()
-            blocked = self._blocked_until.get(group, 0.0) - now
-            if blocked > 0:
-                return blocked
-            if len(window) >= self.per_second:
-                return max(0.001, 1.0 - (now - window[0]))
-            if group not in self._server_left:
+            g = self._group(group)
+            if g.blocked_until > now:
+                return g.blocked_until - now
+            while g.tickets and g.tickets[0].answered is not None and g.tickets[0].answered < now - _HISTORY_S:
+                g.tickets.popleft()
+            g.foreign = [(n, until) for n, until in g.foreign if until > now]
+            if not self._hold_host_lock(g, group):
+                return _LOCK_POLL_S
+            in_flight = [t for t in g.tickets if t.answered is None]
+            if g.capacity is None or g.needs_probe or g.probe is not None:
                 # Until the server has told us this group's allowance, one request at a time finds it out.
-                if window:
-                    return 0.02
-                window.append(now)
-                return 0.0
-            capacity = self._capacity.get(group, self.per_second)
-            if len(window) >= capacity:
-                return max(0.001, 1.0 - (now - window[0]))
-            left, said_at = self._server_left[group]
-            if left <= 0 and window and window[0] + _ARRIVAL_MARGIN_S < said_at:
-                # The server's window slides: its "none left" ends when our oldest request in it ages out there (sent
-                # time + a margin for its trip), not a full second after the answer: waiting that second held the
-                # backfill at ~65 % of the limit (BENCHMARKS.md).
-                said_at = window[0] + _ARRIVAL_MARGIN_S
-                self._server_left[group] = (left, said_at)
-            if now - said_at < 1.0:
-                if left <= 0:
-                    return max(0.001, 1.0 - (now - said_at))
-                self._server_left[group] = (left - 1, said_at)
-            window.append(now)
-            return 0.0
+                if in_flight:
+                    return _POLL_S
+                g.needs_probe = False
+                g.probe = self._issue(g, group, now)
+                return g.probe
+            # Ours that the server may still count: in flight, or answered less than a second ago.
+            cooling = [t.answered + 1.0 for t in g.tickets if t.answered is not None and t.answered + 1.0 > now]
+            others = max((n for n, _ in g.foreign), default=0)
+            if len(in_flight) + len(cooling) + others < g.capacity:
+                return self._issue(g, group, now)
+            frees = cooling + [until for _, until in g.foreign]
+            return max(0.001, min(frees) - now) if frees and not in_flight else max(0.001, min([*frees, now + _POLL_S]) - now)
 
-    def acquire(self, group: str) -> None:
-        while (delay := self.wait_time(group)) > 0:
-            self._sleep(delay)
+    @staticmethod
+    def _issue(g: _UpbitGroup, group: str, now: float) -> Ticket:
+        ticket = Ticket(group, now)
+        g.tickets.append(ticket)
+        return ticket
 
-    def observe(self, remaining_req: str | None) -> None:
-        """Take the server's word: what it says is left this second is all the group's workers may still send in it."""
-        parsed = parse_remaining_req(remaining_req)
-        if parsed:
-            group, left = parsed
+    def acquire(self, group: str) -> Ticket:
+        with self._lock:
+            self._group(group).waiting += 1
+        try:
+            while not isinstance(got := self.try_acquire(group), Ticket):
+                self._sleep(got)
+            return got
+        finally:
             with self._lock:
-                self._server_left[group] = (left, self._clock())
-                seen = min(self.per_second, left + 1)
-                self._capacity[group] = max(self._capacity.get(group, 0), seen)
+                self._group(group).waiting -= 1
+
+    def answered(self, ticket: Ticket, status: int | None, remaining_req: str | None) -> None:
+        """Hand a ticket back: ``status`` None means no answer (the request may still have counted: it keeps its slot)."""
+        parsed = parse_remaining_req(remaining_req)
+        with self._lock:
+            now = self._clock()
+            ticket.answered, ticket.status = now, status
+            g = self._group(str(ticket.key))
+            if g.probe is ticket:
+                g.probe = None
+            if g.lock is not None and g.lock.held and not g.waiting and all(t.answered is not None for t in g.tickets):
+                g.lock.release()  # nothing more to send for now: another process may take its turn
+            if parsed is None or status not in (200, 429):
+                return
+            left = parsed[1]
+            mine = [t for t in g.tickets if t is not ticket]
+            if left <= 0:
+                g.none_left_answers += 1
+            if status == 200:
+                # Ours that surely sit in the server's window with this request: answered before it left, sent less
+                # than a second before its answer. With the server's `left`, a floor under the group's allowance.
+                surely = 1 + sum(1 for t in mine if t.answered is not None and t.answered <= ticket.sent and t.sent > now - 1.0)
+                g.capacity = max(g.capacity or 0, min(self.per_second, left + surely))
+            if g.capacity is None:
+                return
+            # The server's count when this request arrived, against every request of ours that could be in it: sent
+            # before this answer, and answered (if at all) after a second before this request left. More than that
+            # are other clients on this IP; they leave the window within a second of this answer.
+            counted = g.capacity - left if status == 200 else g.capacity
+            maybe_mine = (1 if status == 200 else 0) + sum(
+                1 for t in mine if t.sent <= now and (t.answered is None or t.answered > ticket.sent - 1.0))
+            if counted > maybe_mine:
+                g.foreign.append((counted - maybe_mine, now + 1.0))
 
     def block(self, group: str, seconds: float) -> None:
+        """Hold every request of ``group`` for ``seconds`` (a 429's Retry-After or backoff)."""
         with self._lock:
-            until = self._clock() + seconds
-            self._blocked_until[group] = max(self._blocked_until.get(group, 0.0), until)
+            g = self._group(group)
+            g.blocked_until = max(g.blocked_until, self._clock() + seconds)
+
+    def close(self) -> None:
+        """Let go of every host lock (the client is done)."""
+        with self._lock:
+            for g in self._groups.values():
+                if g.lock is not None:
+                    g.lock.release()
+
+    def capacity(self, group: str) -> int | None:
+        with self._lock:
+            return self._group(group).capacity
+
+    def none_left_answers(self, group: str) -> int:
+        with self._lock:
+            return self._group(group).none_left_answers
+
+    def tickets(self, group: str) -> list[Ticket]:
+        """The group's recent requests (the last few seconds), oldest first."""
+        with self._lock:
+            return list(self._group(group).tickets)
 
 
 class WeightLimiter:
-    """Binance request weight per minute: spend at most ``safety`` of the limit, then wait for the next minute.
+    """Binance request weight per calendar minute: spend at most ``safety`` of the limit, spread over the minute.
 
-    The server's ``X-MBX-USED-WEIGHT-1M`` wins whenever it reports more than we counted (other processes on the same IP
-    spend the same allowance).
+    The budget is released evenly (plus a small ``burst`` at the minute's start, so a short job is not paced at all):
+    a backfill then runs at a steady rate instead of spending the whole minute in its first seconds and idling the
+    rest, and a clock a little off from the server's never puts two budgets in one of its minutes. The server's
+    ``X-MBX-USED-WEIGHT-1M`` wins whenever it reports more than we counted (other processes on the same IP spend the
+    same allowance), and what is left is spread over what is left of the minute.
     """
 
     def __init__(
@@ -133,10 +307,12 @@ class WeightLimiter:
         weight_per_minute: int = 6000,
         *,
         safety: float = 0.8,
+        burst: float = 0.1,
         clock: Callable[[], float] = time.time,
         sleep=time.sleep,
     ) -> None:
         self.budget = max(1, int(weight_per_minute * safety))
+        self.burst = max(1, int(self.budget * burst))
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
         self._minute = -1
@@ -148,22 +324,34 @@ class WeightLimiter:
         if minute != self._minute:
             self._minute, self._used = minute, 0
 
-    def wait_time(self, weight: int) -> float:
+    def released(self, now: float) -> float:
+        """Weight this minute's pacing has released by ``now``: the burst, then the budget evenly over 60 s."""
+        return min(self.budget, self.burst + self.budget * (now % 60) / 60)
+
+    def try_acquire(self, weight: int) -> Ticket | float:
+        if weight > self.budget:
+            raise ValueError(f"a request of weight {weight} can never fit the per-minute budget of {self.budget}")
         with self._lock:
             now = self._clock()
             self._roll(now)
             if self._blocked_until > now:
                 return self._blocked_until - now
-            if self._used + weight > self.budget:
+            need = self._used + weight
+            if need <= self.released(now):
+                self._used = need
+                return Ticket(self._minute, now, weight)
+            if need > self.budget:
                 return max(0.001, (self._minute + 1) * 60 - now)
-            self._used += weight
-            return 0.0
+            # when the even release reaches `need`
+            return max(0.001, self._minute * 60 + (need - self.burst) * 60 / self.budget - now)
 
-    def acquire(self, weight: int) -> None:
-        while (delay := self.wait_time(weight)) > 0:
-            self._sleep(delay)
+    def acquire(self, weight: int) -> Ticket:
+        while not isinstance(got := self.try_acquire(weight), Ticket):
+            self._sleep(got)
+        return got
 
-    def observe(self, used_weight: str | None) -> None:
+    def answered(self, ticket: Ticket, status: int | None, used_weight: str | None) -> None:
+        ticket.answered, ticket.status = self._clock(), status
         if not used_weight:
             return
         try:
@@ -172,7 +360,8 @@ class WeightLimiter:
             return
         with self._lock:
             self._roll(self._clock())
-            self._used = max(self._used, used)
+            if ticket.key == self._minute:  # an answer from the minute before says nothing about this one
+                self._used = max(self._used, used)
 
     def block(self, seconds: float) -> None:
         with self._lock:

@@ -21,7 +21,14 @@ class UpbitResource(dg.ConfigurableResource):
 
     @contextmanager
     def client(self) -> Iterator[UpbitClient]:
-        client = UpbitClient(load_settings().upbit_rest_url, per_second=self.per_second, max_attempts=self.max_attempts)
+        settings = load_settings()
+        client = UpbitClient(
+            settings.upbit_rest_url,
+            per_second=self.per_second,
+            max_attempts=self.max_attempts,
+            # Runs of this platform on one host take turns on each Upbit group instead of splitting (and crossing) it.
+            lock_dir=settings.home / "locks",
+        )
         try:
             yield client
         finally:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 import json
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -43,19 +46,25 @@ def candle_start(item: dict[str, Any]) -> datetime:
 
 
 class UpbitClient:
-    def __init__(self, base_url: str, *, per_second: int = 10, **http: Any) -> None:
-        self.limiter = UpbitLimiter(per_second)
+    """``lock_dir``: where the processes of this host take turns on each rate-limit group (see ``HostLock``)."""
+
+    def __init__(self, base_url: str, *, per_second: int = 10, lock_dir: Path | None = None, **http: Any) -> None:
+        server = re.sub(r"[^A-Za-z0-9.-]+", "_", urlsplit(base_url).netloc)
+        self.limiter = UpbitLimiter(per_second, lock_dir=lock_dir, lock_prefix=f"upbit-{server}")
         self.http = RestClient(base_url, name="upbit", **http)
 
     def close(self) -> None:
         self.http.close()
+        self.limiter.close()
 
     def get(self, path: str, params: dict[str, Any], group: str) -> Page:
         reply = self.http.get_json(
             path,
             params,
             before=lambda: self.limiter.acquire(group),
-            after=lambda r: self.limiter.observe(r.headers.get("Remaining-Req")),
+            after=lambda ticket, r: self.limiter.answered(
+                ticket, r.status_code if r is not None else None, r.headers.get("Remaining-Req") if r is not None else None
+            ),
             on_429=lambda s: self.limiter.block(group, s),
         )
         if not isinstance(reply.data, list):
