@@ -5,10 +5,11 @@ Faults: WebSocket disconnects (every ``disconnect_every_s``), 1 % malformed fram
 messages, schema drift from half-way, the Slack sink answering 500 for ``slack_outage_s``, the sidecar killed with SIGKILL
 every ``kill_every_s`` and restarted after a short downtime, and one streaming ingest run killed (SIGKILL) while it runs.
 
-Pass criteria (the report's ``failures`` lists what broke; the exit status is 1 when any did):
-silver.trades equals the ground truth for every market over the streamed window (lost 0, duplicated 0); every gap found
-was repaired; every dead letter is a malformed frame; every alert was delivered, and the Slack sink holds exactly one
-message per alert.
+Pass criteria (the report's ``failures`` lists what broke; the exit status is 1 when any did; see chaos/checks.py):
+silver.trades equals the ground truth for every market over the streamed window (lost 0, duplicated 0, extra 0); every
+gap found was repaired; the dead letters are exactly the malformed frames the simulator sent, frame by frame and per
+exchange, less those provably lost with a SIGKILLed sidecar's unflushed buffer (listed one by one); every alert is
+'sent' and in the Slack sink exactly once by dedupe key, the price shock's alert among them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from chaos import checks
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +50,15 @@ class Report:
     duration_s: float
     home: str
     sidecar_kills: int = 0
+    kills_ms: list[int] = field(default_factory=list)  # wall clock of each SIGKILL, to match the connections it ended
     ingest_runs: int = 0
     killed_run_exit: int | None = None
     markets: dict[str, dict] = field(default_factory=dict)
     gaps: int = 0
     unrepaired_gaps: int = 0
-    dead_letters: int = 0
-    dead_letters_not_malformed: int = 0
-    alerts: int = 0
-    alerts_not_sent: int = 0
-    slack_messages: int = 0
+    dead_letters: dict[str, dict] = field(default_factory=dict)  # per exchange: sent, expected, found, lost with kills
+    dead_letters_lost_with_kills: list[dict] = field(default_factory=list)
+    alerts: dict = field(default_factory=dict)  # raised, by rule and status, Slack messages, delivered twice, shock
     phase_s: dict[str, float] = field(default_factory=dict)  # wall time of chaos, recovery (ingest + repair), delivery
     failures: list[str] = field(default_factory=list)
 
@@ -83,7 +85,7 @@ def _kill_a_running_ingest(env: dict[str, str], after_s: float) -> int:
 
 
 def run(duration_s: float = 600.0, *, kill_every_s: float = 60.0, disconnect_every_s: float = 30.0,
-        slack_outage_s: float = 60.0, downtime_s: float = 3.0, trade_rate: float = 6.0,
+        slack_outage_s: float = 60.0, downtime_s: float = 3.0, trade_rate: float = 6.0, malformed_every: int = 100,
         home: Path | None = None) -> Report:
     """Run the platform for ``duration_s`` under faults, then check it; returns the report (never raises on a failed
     check, only on a broken setup)."""
@@ -96,14 +98,13 @@ def run(duration_s: float = 600.0, *, kill_every_s: float = 60.0, disconnect_eve
     from cryptoflow_dagster.defs.streaming.repair import gap_repair_job
     from cryptoflow_dagster.resources import LakeResource, build_resources
     from cryptoflow_dagster.settings import load_settings
-    from exchange_sim.faults import MALFORMED_FRAME
     from exchange_sim.testing import running_sim
 
     home = home or Path(tempfile.mkdtemp(prefix="cryptoflow-chaos-"))
     report = Report(duration_s=duration_s, home=str(home))  # kept after the run, for a look at the lake and logs
     # Out-of-order every 37th: the simulator holds a swapped frame back instead of mangling it, so a period sharing
     # factors with 100 or 200 would swallow the malformed frames and duplicates.
-    faults = {"ws_disconnect_every_s": disconnect_every_s, "ws_malformed_every": 100, "ws_duplicate_every": 200,
+    faults = {"ws_disconnect_every_s": disconnect_every_s, "ws_malformed_every": malformed_every, "ws_duplicate_every": 200,
               "ws_out_of_order_every": 37}
     with running_sim(trade_rate=trade_rate, upbit_markets=list(UPBIT), binance_symbols=list(BINANCE),
                      faults=faults) as sim:
@@ -141,15 +142,15 @@ def run(duration_s: float = 600.0, *, kill_every_s: float = 60.0, disconnect_eve
             started = time.monotonic()
             next_kill = started + kill_every_s
             outage = (started + duration_s * 0.3, started + duration_s * 0.3 + slack_outage_s)
-            drifted = shocked = killed_run = outage_on = False
+            drifted = killed_run = outage_on = False
+            shock = None  # (exchange, market, at_ms) once the price shock is in
             try:
                 while (now := time.monotonic()) < started + duration_s:
                     if not drifted and now >= started + duration_s / 2:
                         sim.set_faults(ws_schema_drift_after=1)
                         drifted = True
-                    if not shocked and now >= started + duration_s * 0.2:
-                        sim.shock("KRW-BTC", 8.0)
-                        shocked = True
+                    if shock is None and now >= started + duration_s * 0.2:
+                        shock = ("upbit", "KRW-BTC", sim.shock("KRW-BTC", 8.0))
                     if not outage_on and outage[0] <= now < outage[1]:
                         sim.set_faults(slack_status=500)
                         outage_on = True
@@ -157,6 +158,7 @@ def run(duration_s: float = 600.0, *, kill_every_s: float = 60.0, disconnect_eve
                         sim.set_faults(slack_status=0)
                         outage_on = False
                     if now >= next_kill:
+                        report.kills_ms.append(time.time_ns() // 1_000_000)
                         sidecar.send_signal(signal.SIGKILL)
                         sidecar.wait(10)
                         report.sidecar_kills += 1
@@ -192,52 +194,25 @@ def run(duration_s: float = 600.0, *, kill_every_s: float = 60.0, disconnect_eve
                     break
                 time.sleep(2)
             report.phase_s["delivery"] = round(time.monotonic() - mark, 1)
-            _check(report, sim, settings, MALFORMED_FRAME)
+            _check(report, sim, settings, shock)
         finally:
             os.environ.clear()
             os.environ.update(saved)
     return report
 
 
-def _check(report: Report, sim, settings, malformed_frame: str) -> None:
+def _check(report: Report, sim, settings, shock: tuple[str, str, int] | None) -> None:
     from cryptoflow_dagster import lake
 
     with lake.session(settings, read_only=True) as con:
-        for exchange, market in MARKETS:
-            rows = con.execute("SELECT trade_id, epoch_ms(ts) FROM silver.trades WHERE exchange = ? AND market = ?",
-                               [exchange, market]).fetchall()
-            ids = [r[0] for r in rows]
-            entry = {"silver": len(ids), "duplicated": len(ids) - len(set(ids)), "lost": None, "extra": None}
-            if rows:
-                start, end = min(r[1] for r in rows), max(r[1] for r in rows)
-                key = "sequential_id" if exchange == "upbit" else "trade_id"
-                truth = {t[key] for t in sim.ground_truth(market, start, end + 1, exchange=exchange)}
-                entry.update(truth=len(truth), lost=len(truth - set(ids)), extra=len(set(ids) - truth))
-            report.markets[f"{exchange}:{market}"] = entry
-            if not rows or entry["lost"] or entry["duplicated"] or entry["extra"]:
-                report.failures.append(f"{exchange}:{market} differs from ground truth: {entry}")
-        gaps = con.execute("SELECT count(*), count(*) FILTER (WHERE repaired_at IS NULL) FROM ops.gaps").fetchone()
-        report.gaps, report.unrepaired_gaps = gaps
-        dead = con.execute("SELECT raw, error FROM bronze.dead_letters").fetchall()
-        report.dead_letters = len(dead)
-        report.dead_letters_not_malformed = sum(
-            1 for raw, error in dead if not bytes(raw).startswith(malformed_frame.encode()) or "invalid JSON" not in error)
-        alerts = con.execute("SELECT status FROM gold.alerts").fetchall()
-        report.alerts = len(alerts)
-        report.alerts_not_sent = sum(1 for (status,) in alerts if status != "sent")
-    report.slack_messages = len(sim.slack_messages())
-    if report.unrepaired_gaps:
-        report.failures.append(f"{report.unrepaired_gaps} of {report.gaps} gaps not repaired")
-    if report.dead_letters == 0:
-        report.failures.append("no malformed frame reached the dead letters (1 % of frames are malformed)")
-    if report.dead_letters_not_malformed:
-        report.failures.append(f"{report.dead_letters_not_malformed} dead letters are not malformed frames")
-    if report.alerts == 0:
-        report.failures.append("no alert was raised (the shock and the kills should raise some)")
-    if report.alerts_not_sent:
-        report.failures.append(f"{report.alerts_not_sent} of {report.alerts} alerts not delivered")
-    if report.slack_messages != report.alerts:
-        report.failures.append(f"{report.slack_messages} Slack messages for {report.alerts} alerts (want exactly one each)")
+        report.failures += checks.check_trades(con, sim, MARKETS, report)
+        report.gaps, report.unrepaired_gaps = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE repaired_at IS NULL) FROM ops.gaps").fetchone()
+        if report.unrepaired_gaps:
+            report.failures.append(f"{report.unrepaired_gaps} of {report.gaps} gaps not repaired")
+        report.failures += checks.check_dead_letters(con, sim.malformed_frames(), report.kills_ms,
+                                                     settings.flush_interval_s, report)
+        report.failures += checks.check_alerts(con, sim.slack_messages(), shock, report)
     if report.sidecar_kills and report.killed_run_exit not in (None, -signal.SIGKILL, 0):
         report.failures.append(f"the killed ingest run exited {report.killed_run_exit}")
 
@@ -248,12 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-every", type=float, default=60.0, help="SIGKILL the sidecar this often (s)")
     parser.add_argument("--disconnect-every", type=float, default=30.0, help="simulator closes WebSockets this often (s)")
     parser.add_argument("--slack-outage", type=float, default=60.0, help="seconds the Slack sink answers 500")
+    parser.add_argument("--malformed-every", type=int, default=100,
+                        help="one malformed frame after every Nth message of a connection (default 100: 1 %%)")
     parser.add_argument("--home", type=Path, default=None, help="CRYPTOFLOW_HOME for the run (default: a temp dir)")
     parser.add_argument("--report", type=Path, default=None, help="also write the report here as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     report = run(args.duration, kill_every_s=args.kill_every, disconnect_every_s=args.disconnect_every,
-                 slack_outage_s=args.slack_outage, home=args.home)
+                 slack_outage_s=args.slack_outage, malformed_every=args.malformed_every, home=args.home)
     text = json.dumps(report.as_dict(), indent=2, default=str)
     print(text)
     if args.report:

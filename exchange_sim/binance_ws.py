@@ -41,6 +41,7 @@ def parse_streams(sim: Sim, names: list[str]) -> dict[str, tuple[str, str]]:
 
 
 class BinanceConnection(Connection):
+    exchange = "binance"
     binary = False
 
     def __init__(self, sim: Sim, ws: WebSocket, send, streams: dict[str, tuple[str, str]], combined: bool):

@@ -1,4 +1,5 @@
-"""/_sim: ground truth, price shocks, fault switches, status. Never rate limited, never faulted."""
+"""/_sim: ground truth (trades, malformed frames sent), price shocks, fault switches, status. Never rate limited,
+never faulted."""
 
 from __future__ import annotations
 
@@ -108,6 +109,15 @@ def faults(sim: Sim):
     return endpoint
 
 
+def malformed(sim: Sim):
+    """Ground truth for dead letters: every malformed frame made (serial, exchange, connection, when its send
+    returned) and how each WebSocket connection ended."""
+    async def endpoint(request: Request) -> Response:
+        return JSONResponse(sim.faults.malformed.as_dict())
+
+    return endpoint
+
+
 def reset(sim: Sim):
     async def endpoint(request: Request) -> Response:
         sim.faults.update({k: type(v)() for k, v in sim.faults.as_dict().items()})
@@ -146,5 +156,6 @@ def routes(sim: Sim) -> list[Route]:
         Route("/_sim/trades", ground_truth(sim)),
         Route("/_sim/shock", shock(sim), methods=["POST"]),
         Route("/_sim/faults", faults(sim), methods=["GET", "POST"]),
+        Route("/_sim/malformed", malformed(sim)),
         Route("/_sim/reset", reset(sim), methods=["POST"]),
     ]

@@ -5,6 +5,9 @@ Faults are counter-based rather than random so a test can say exactly which mess
 
 from __future__ import annotations
 
+import itertools
+import re
+import time
 from dataclasses import asdict, dataclass, fields
 
 
@@ -18,7 +21,13 @@ class Faults:
     rest_slow_ms: int = 0  # delay every exchange REST answer
     rest_5xx_every: int = 0  # every Nth exchange REST request answers 503
     rest_429_burst: int = 0  # the next N exchange REST requests answer 429 (counts down)
+    rest_bad_candle_every: int = 0  # Upbit REST minute candles starting on a minute (since the epoch) divisible by N: low above high
     slack_status: int = 0  # 429 or 500: the Slack sink fails with this status
+
+    def __post_init__(self) -> None:
+        # Not a switch (outside the dataclass fields): what the malformed switch sent, for checks that want
+        # "dead letters exactly the malformed frames". Survives reset, like the traffic counters.
+        self.malformed = MalformedLedger()
 
     def update(self, changes: dict) -> None:
         known = {f.name: f.type for f in fields(self)}
@@ -43,7 +52,60 @@ class Faults:
 
 
 DRIFT_FIELD = '"sim_added_field":"drift"'
-MALFORMED_FRAME = '{"type":"trade","code":'  # a frame cut mid-object
+MALFORMED_FRAME = '{"type":"trade","code":'  # how every malformed frame starts: cut mid-object...
+_SERIAL_RE = re.compile(r'"sim-malformed-(\d+)\Z')  # ...then an unterminated string naming its serial
+
+
+def malformed_frame(serial: int) -> str:
+    """A frame of broken JSON that still says which one it is, so a dead letter can be traced to the frame sent."""
+    return f'{MALFORMED_FRAME}"sim-malformed-{serial}'
+
+
+def malformed_serial(raw: bytes | str) -> int | None:
+    """The serial of a frame made by :func:`malformed_frame`; None for any other bytes."""
+    text = raw if isinstance(raw, str) else bytes(raw).decode("utf-8", "replace")
+    m = _SERIAL_RE.search(text) if text.startswith(MALFORMED_FRAME) else None
+    return int(m.group(1)) if m else None
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class MalformedLedger:
+    """Every malformed frame the simulator made, per connection, and how each connection ended.
+
+    A frame is recorded when it is put in a send (``sent_at_ms`` None) and stamped once the send returned: a send cut
+    off by a closing connection leaves frames that may or may not have reached the client. ``close_code`` 1006 with
+    ``closed_by`` "client" is a client that vanished without a close handshake (a SIGKILLed sidecar).
+    """
+
+    def __init__(self) -> None:
+        self._serials = itertools.count(1)
+        self._connections = itertools.count(1)
+        self.frames: list[dict] = []
+        self.connections: dict[int, dict] = {}
+
+    def open(self, exchange: str) -> int:
+        conn = next(self._connections)
+        self.connections[conn] = {"exchange": exchange, "opened_ms": _now_ms(), "ended_ms": None, "close_code": None,
+                                  "closed_by": None}
+        return conn
+
+    def make(self, conn: int) -> tuple[dict, str]:
+        serial = next(self._serials)
+        entry = {"serial": serial, "exchange": self.connections[conn]["exchange"], "connection": conn,
+                 "sent_at_ms": None}
+        self.frames.append(entry)
+        return entry, malformed_frame(serial)
+
+    def ended(self, conn: int, code: int | None, closed_by: str) -> None:
+        c = self.connections[conn]
+        if c["ended_ms"] is None:  # the first side to close names the ending
+            c.update(ended_ms=_now_ms(), close_code=code, closed_by=closed_by)
+
+    def as_dict(self) -> dict:
+        return {"frames": list(self.frames), "connections": {str(k): dict(v) for k, v in self.connections.items()}}
 
 
 class FrameFaults:
@@ -53,11 +115,23 @@ class FrameFaults:
     Binance combined ``{"stream":..,"data":{...}}`` or an Upbit list ``[{...}]``, so the field lands in the payload.
     """
 
-    def __init__(self, faults: Faults, drift_offset: int = 1):
+    def __init__(self, faults: Faults, drift_offset: int = 1, exchange: str = ""):
         self.faults = faults
         self.drift_offset = drift_offset
         self.sent = 0
         self.pending = None  # a frame held back to go out after the next one (kept across sends)
+        self.connection = faults.malformed.open(exchange)
+        self._unconfirmed: list[dict] = []  # malformed frames of the send in progress
+
+    def delivered(self) -> None:
+        """The last arranged frames went out: stamp their malformed frames as sent."""
+        now = _now_ms()
+        for entry in self._unconfirmed:
+            entry["sent_at_ms"] = now
+        self._unconfirmed = []
+
+    def ended(self, code: int | None, closed_by: str) -> None:
+        self.faults.malformed.ended(self.connection, code, closed_by)
 
     def _drift(self, frame: str) -> str:
         k = self.drift_offset
@@ -83,6 +157,8 @@ class FrameFaults:
             if f.ws_duplicate_every and n % f.ws_duplicate_every == 0:
                 out.append(frame)
             if f.ws_malformed_every and n % f.ws_malformed_every == 0:
-                out.append(MALFORMED_FRAME)
+                entry, garbage = self.faults.malformed.make(self.connection)
+                self._unconfirmed.append(entry)
+                out.append(garbage)
         self.pending = pending
         return out

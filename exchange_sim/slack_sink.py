@@ -67,6 +67,8 @@ def routes(sim: Sim) -> list[Route]:
             message["blocks"] = params["blocks"]
         if params.get("attachments"):
             message["attachments"] = params["attachments"]
+        if params.get("metadata"):  # Slack keeps message metadata (event_type, event_payload) with the message
+            message["metadata"] = params["metadata"]
         cid = channel_id(channel)
         sim.slack_messages.append({"channel": cid, "channel_name": channel, **message})
         return JSONResponse({"ok": True, "channel": cid, "ts": ts, "message": message})

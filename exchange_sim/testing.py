@@ -107,6 +107,10 @@ class SimHandle:
         r.raise_for_status()
         return [json.loads(line) for line in r.text.splitlines() if line]
 
+    def malformed_frames(self) -> dict:
+        """{"frames": [{serial, exchange, connection, sent_at_ms}], "connections": {id: {exchange, ended_ms, ...}}}"""
+        return self._call("GET", "/_sim/malformed")
+
     def slack_messages(self) -> list[dict]:
         return self._call("GET", "/_sim/slack/messages")["messages"]
 

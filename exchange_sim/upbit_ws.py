@@ -80,6 +80,7 @@ def parse_subscription(sim: Sim, text: str) -> Subscription:
 
 
 class UpbitConnection(Connection):
+    exchange = "upbit"
     binary = True
     idle_close = True
 

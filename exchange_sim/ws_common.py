@@ -32,12 +32,13 @@ def asgi_endpoint(handler):
 class Connection(ABC):
     binary = False  # Upbit sends binary frames, Binance text
     idle_close = False  # Upbit closes a connection after ws_idle_timeout_s without data; Binance relies on pings
+    exchange = ""  # names the connection in the malformed-frame record
 
     def __init__(self, sim: Sim, ws: WebSocket, raw_send=None):
         self.sim, self.ws = sim, ws
         # the ASGI send itself, for the frame-batch extension (Starlette's WebSocket.send allows only standard types)
         self.raw_send = raw_send if BATCH in ws.scope.get("extensions", {}) else None
-        self.frames = FrameFaults(sim.faults)
+        self.frames = FrameFaults(sim.faults, exchange=self.exchange)
         self.task: asyncio.Task | None = None
         self.opened = self.last_activity = time.monotonic()
         sim.counters.ws_connections += 1
@@ -52,6 +53,7 @@ class Connection(ABC):
             while True:
                 msg = await self.ws.receive()
                 if msg["type"] == "websocket.disconnect":
+                    self.frames.ended(msg.get("code"), "client")  # 1006: gone without a close frame (killed)
                     return
                 self.last_activity = time.monotonic()
                 text = msg.get("text")
@@ -85,6 +87,7 @@ class Connection(ABC):
         if self.sim.faults.ws_active:
             frames = self.frames.arrange(frames)
         await self.send_now(frames)
+        self.frames.delivered()
         c = self.sim.counters
         c.ws_messages += len(frames)
         if code is not None and trades:
@@ -107,6 +110,7 @@ class Connection(ABC):
         self.last_activity = time.monotonic()
 
     async def close(self, code: int, reason: str) -> None:
+        self.frames.ended(code, "server")
         self.stop()
         if self.ws.application_state == WebSocketState.CONNECTED:
             try:
