@@ -13,27 +13,43 @@ import duckdb
 
 RANGES = "_ranges"
 
-_OHLCV = """
-    SELECT t.exchange, t.market, date_trunc('minute', t.ts) AS ts,
+# Minute starts and the 24-hour window are computed on epoch microseconds: on a TIMESTAMPTZ, date_trunc, a cast to DATE
+# and interval arithmetic go through ICU's calendar, which cost more than the rest of the aggregate together (0.8 s per
+# 500,000 trades for date_trunc alone, against 0.02 s for the arithmetic). The lake's sessions are in UTC, so both give
+# the same minute and day. Floor division: DuckDB's % keeps the sign of the dividend.
+_MINUTE_US = "(epoch_us(t.ts) - ((epoch_us(t.ts) % 60000000) + 60000000) % 60000000)"
+
+# _ranges' bounds, once per range instead of once per trade
+_BOUNDS = f"""
+    SELECT exchange, market, lo, hi + INTERVAL 1 MINUTE AS hi_end, CAST(lo AS DATE) AS first_day, CAST(hi AS DATE) AS last_day
+    FROM {RANGES}
+"""
+
+_OHLCV = f"""
+    SELECT t.exchange, t.market, make_timestamptz(any_value(t.minute_us)) AS ts,
         arg_min(t.price, (t.ts, t.trade_id)) AS open, max(t.price) AS high, min(t.price) AS low,
         arg_max(t.price, (t.ts, t.trade_id)) AS close,
         sum(t.volume) AS volume, sum(t.quote_volume) AS quote_volume, count(*) AS trade_count,
         CASE WHEN sum(t.volume) > 0 THEN sum(t.quote_volume) / sum(t.volume) ELSE arg_max(t.price, (t.ts, t.trade_id)) END
             AS vwap,
-        ? AS updated_at, CAST(date_trunc('minute', t.ts) AS DATE) AS day
-    FROM silver.trades t JOIN _ranges r ON t.exchange = r.exchange AND t.market = r.market
-    WHERE t.day BETWEEN CAST(r.lo AS DATE) AND CAST(r.hi AS DATE)
-      AND t.ts >= r.lo AND t.ts < r.hi + INTERVAL 1 MINUTE
-    GROUP BY ALL
+        ? AS updated_at, CAST(make_timestamp(any_value(t.minute_us)) AS DATE) AS day
+    FROM (SELECT t.*, {_MINUTE_US} AS minute_us FROM silver.trades t) t
+    JOIN ({_BOUNDS}) r ON t.exchange = r.exchange AND t.market = r.market
+    WHERE t.day BETWEEN r.first_day AND r.last_day AND t.ts >= r.lo AND t.ts < r.hi_end
+    GROUP BY t.exchange, t.market, t.minute_us
 """
 
-_STATS = """
+_STATS = f"""
     WITH latest AS (
         SELECT t.exchange, t.market, max(t.ts) AS as_of
-        FROM silver.trades t JOIN (SELECT DISTINCT exchange, market, hi FROM _ranges) r
+        FROM silver.trades t JOIN (SELECT DISTINCT exchange, market, CAST(hi AS DATE) - 1 AS since_day FROM {RANGES}) r
              ON t.exchange = r.exchange AND t.market = r.market
-        WHERE t.day >= CAST(r.hi AS DATE) - 1
+        WHERE t.day >= r.since_day
         GROUP BY ALL
+    ), window_24h AS (
+        SELECT exchange, market, as_of, epoch_us(as_of) - 86400000000 AS after_us,
+            CAST(make_timestamp(epoch_us(as_of) - 86400000000) AS DATE) AS first_day
+        FROM latest
     )
     SELECT t.exchange, t.market, l.as_of,
         arg_min(t.price, (t.ts, t.trade_id)) AS open_24h, max(t.price) AS high_24h, min(t.price) AS low_24h,
@@ -42,9 +58,9 @@ _STATS = """
         sum(t.volume) AS volume_24h, sum(t.quote_volume) AS quote_volume_24h,
         CASE WHEN sum(t.volume) > 0 THEN sum(t.quote_volume) / sum(t.volume) END AS vwap_24h,
         count(*) AS trade_count_24h, ? AS updated_at
-    FROM silver.trades t JOIN latest l ON t.exchange = l.exchange AND t.market = l.market
-    WHERE t.ts > l.as_of - INTERVAL 24 HOUR AND t.day >= CAST(l.as_of - INTERVAL 24 HOUR AS DATE)
-    GROUP BY ALL
+    FROM silver.trades t JOIN window_24h l ON t.exchange = l.exchange AND t.market = l.market
+    WHERE epoch_us(t.ts) > l.after_us AND t.day >= l.first_day
+    GROUP BY t.exchange, t.market, l.as_of
 """
 
 # The premium is Upbit's KRW price over the Binance USDT price converted with Upbit's own KRW-USDT price, each the

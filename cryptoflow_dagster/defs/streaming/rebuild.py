@@ -34,22 +34,33 @@ bronze_trades = dg.AssetSpec(
 )
 
 
+# Bronze's day with its trade fields, one row per (exchange, market, trade_id): the earliest ingested copy (then the
+# earliest received) among those silver can read. Readability is ordered on inside the window and filtered on after it:
+# a filter on price/side before the window would be pushed below with_trade_fields' projection and parse every message a
+# second time (DuckDB does that even through a MATERIALIZED CTE); one after the window stays there.
+_SILVER_DAY = f"""
+    INSERT INTO silver.trades (exchange, market, trade_id, ts, price, volume, quote_volume, side, ingest_time,
+        receive_time, source, day)
+    SELECT exchange, market, trade_id, event_time, price, volume, price * volume, side, $now, receive_time, source, day
+    FROM (
+        SELECT *, COALESCE(event_time IS NOT NULL AND price > 0 AND volume >= 0 AND side IS NOT NULL, false) AS readable
+        FROM ({with_trade_fields(
+            "SELECT exchange, market, trade_id, event_time, ingest_time, receive_time, source, day, raw_json "
+            "FROM bronze.trades_raw WHERE day = $day")})
+        QUALIFY row_number() OVER (PARTITION BY exchange, market, trade_id
+                                   ORDER BY readable DESC, ingest_time, receive_time) = 1
+    )
+    WHERE readable
+"""
+
+
 def rebuild_silver_day(con: duckdb.DuckDBPyConnection, day: date, now: datetime) -> int:
-    """Replace silver.trades for ``day`` with bronze's trades of that day, one row per (exchange, market, trade_id)."""
-    typed = with_trade_fields("SELECT * FROM bronze.trades_raw WHERE day = $day")
+    """Replace silver.trades for ``day`` with bronze's trades of that day, one row per (exchange, market, trade_id):
+    the earliest ingested copy (then the earliest received) among those silver can read."""
 
     def work(c: duckdb.DuckDBPyConnection) -> int:
         c.execute("DELETE FROM silver.trades WHERE day = ?", [day])
-        return c.execute(
-            f"""INSERT INTO silver.trades (exchange, market, trade_id, ts, price, volume, quote_volume, side,
-                    ingest_time, receive_time, source, day)
-                SELECT exchange, market, trade_id, event_time, price, volume, price * volume, side, $now, receive_time,
-                    source, day
-                FROM ({typed})
-                WHERE event_time IS NOT NULL AND price > 0 AND volume >= 0 AND side IS NOT NULL
-                QUALIFY row_number() OVER (PARTITION BY exchange, market, trade_id ORDER BY ingest_time, receive_time) = 1""",
-            {"day": day, "now": now},
-        ).fetchone()[0]
+        return c.execute(_SILVER_DAY, {"day": day, "now": now}).fetchone()[0]
 
     return lake.write(con, work)
 

@@ -1,0 +1,122 @@
+"""The day rebuild's SQL after its speed work reads the same rows it did before: trade fields out of any message shape
+(json_transform, against the per-path json_extract_string reading it replaced), the dedupe (earliest ingested readable
+copy), and gold bars and 24-hour stats on epoch arithmetic (against date_trunc / interval arithmetic), on a real lake."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timedelta, timezone
+
+import duckdb
+import polars as pl
+
+from cryptoflow_dagster import lake
+from cryptoflow_dagster.defs.streaming.rebuild import rebuild_gold_day, rebuild_silver_day
+from cryptoflow_dagster.defs.streaming.trade_sql import with_trade_fields
+
+# The reading with_trade_fields gave before json_transform: one 12-path json_extract_string, first readable wins.
+_PATHS = ["$.data.p", "$.p", "$.price", "$.trade_price", "$.data.q", "$.q", "$.qty", "$.trade_volume",
+          "$.data.m", "$.m", "$.isBuyerMaker", "$.ask_bid"]
+_REFERENCE = """
+    SELECT i,
+        COALESCE(TRY_CAST(_f[1] AS DOUBLE), TRY_CAST(_f[2] AS DOUBLE), TRY_CAST(_f[3] AS DOUBLE), TRY_CAST(_f[4] AS DOUBLE)) AS price,
+        COALESCE(TRY_CAST(_f[5] AS DOUBLE), TRY_CAST(_f[6] AS DOUBLE), TRY_CAST(_f[7] AS DOUBLE), TRY_CAST(_f[8] AS DOUBLE)) AS volume,
+        CASE COALESCE(_f[9], _f[10], _f[11], _f[12])
+            WHEN 'true' THEN 'sell' WHEN 'false' THEN 'buy' WHEN 'ASK' THEN 'sell' WHEN 'BID' THEN 'buy' END AS side
+    FROM (SELECT i, json_extract_string(raw_json, $paths) AS _f FROM messages)
+"""
+
+MESSAGES = [
+    # every shape bronze holds
+    '{"stream":"btcusdt@trade","data":{"e":"trade","s":"BTCUSDT","t":1,"p":"50000.10","q":"0.5","T":1,"m":true,"M":true}}',
+    '{"e":"trade","s":"BTCUSDT","t":2,"p":"50000.20","q":"0.25","m":false,"M":true}',
+    '{"a":3,"p":"1.5","q":"2","f":1,"l":2,"T":1,"m":true}',
+    '{"id":4,"price":"42.0","qty":"1.25","time":1,"isBuyerMaker":false}',
+    '{"type":"trade","code":"KRW-BTC","trade_price":90000000,"trade_volume":0.01,"ask_bid":"ASK","sequential_id":5}',
+    '{"market":"KRW-ETH","trade_price":4000000.5,"trade_volume":1,"ask_bid":"BID","sequential_id":6}',
+    # what must not change at the edges
+    '{"stream":"x","data":{"p":"abc","q":"1","m":true},"p":"7"}',  # unreadable combined price falls back to $.p
+    '{"stream":"x","data":{"p":"1","m":"maybe"},"m":true}',  # the first side present decides, readable or not
+    '{"p":"1","p":"2","q":"3","m":false}',  # duplicate key: the first
+    '{"P":"1","Q":"2","M":true}',  # keys are case-sensitive
+    '{"data":"{\\"p\\":1}","p":"3","q":"1","m":true}',  # data is a string, not an object
+    '{"data":[1,2],"price":"4","qty":"1","isBuyerMaker":true}',
+    '{"p":1e999,"q":"-0.0","m":true}',  # inf and negative zero come through as the text did
+    '{"p":{"x":1},"q":[1],"m":null}',
+    '{"p":"\\u0031\\u0032","q":"1","ask_bid":"ASK"}',  # escapes
+    '[{"p":"1"}]', 'null', '"text"', '{}', '  {"p" : "5" , "q":"1","m":false}  ',
+]
+
+
+def test_trade_fields_equal_the_per_path_reading_for_every_shape():
+    con = duckdb.connect()
+    con.register("messages", pl.DataFrame({"i": range(len(MESSAGES)), "raw_json": MESSAGES}).to_arrow())
+    got = con.execute(f"SELECT i, price, volume, side FROM ({with_trade_fields('SELECT * FROM messages')}) ORDER BY i").fetchall()
+    want = con.execute(f"SELECT * FROM ({_REFERENCE}) ORDER BY i", {"paths": _PATHS}).fetchall()
+    assert got == want
+    assert got[0][1:] == (50000.10, 0.5, "sell") and got[4][1:] == (90000000.0, 0.01, "sell") and got[6][1] == 7.0
+    assert sum(1 for r in got if r[1] is not None and r[2] is not None and r[3] is not None) == 13
+
+
+DAY = date(2026, 3, 2)
+T0 = datetime(2026, 3, 2, 0, 0, tzinfo=timezone.utc)
+
+
+def _bronze_row(trade_id: int, at: datetime, price: str, ingest_s: int, market: str = "BTCUSDT", side: str = "true"):
+    data = {"e": "trade", "s": market, "t": trade_id, "p": price, "q": "0.5", "T": 0, "m": json.loads(side)}
+    return {
+        "exchange": "binance", "market": market, "trade_id": trade_id, "event_time": at,
+        "raw_json": json.dumps({"stream": market.lower() + "@trade", "data": data}, separators=(",", ":")),
+        "unique_key": f"binance:{market}:{trade_id}", "ingest_time": T0 + timedelta(days=1, seconds=ingest_s),
+        "ingest_run_id": "t", "source": "ws", "batch_file": "t", "receive_time": at + timedelta(milliseconds=5),
+        "session_id": "t", "day": at.date(),
+    }
+
+
+def test_rebuild_keeps_the_earliest_readable_copy_and_bars_match_date_trunc(settings):
+    ms = timedelta(milliseconds=1)
+    rows = [
+        _bronze_row(1, T0 + 10 * ms, "100", ingest_s=5),
+        _bronze_row(1, T0 + 10 * ms, "101", ingest_s=1),  # earlier ingest of trade 1: this copy wins
+        _bronze_row(2, T0 + 10 * ms, "bad", ingest_s=0),  # the earliest copy of 2 is unreadable ...
+        _bronze_row(2, T0 + 10 * ms, "102", ingest_s=3),  # ... so the readable one is kept
+        _bronze_row(3, T0 + 10 * ms, "99", ingest_s=1),  # same ms as 1 and 2: the bar's close is by trade id
+        _bronze_row(4, T0 + timedelta(seconds=59, microseconds=999_999), "98", ingest_s=1),  # last us of minute 0
+        _bronze_row(5, T0 + timedelta(minutes=1), "97", ingest_s=1),  # first us of minute 1
+        _bronze_row(6, T0 + timedelta(hours=23, minutes=59, seconds=59), "96", ingest_s=1),
+        _bronze_row(7, T0 + timedelta(minutes=3), "-1", ingest_s=1),  # never readable: not in silver
+        _bronze_row(8, T0 + timedelta(hours=23, minutes=59, seconds=59), "95", ingest_s=1, side='"x"'),
+        _bronze_row(1, T0 + timedelta(minutes=5), "50", ingest_s=1, market="ETHUSDT"),
+        _bronze_row(2, T0 + timedelta(hours=23), "51", ingest_s=1, market="ETHUSDT"),
+        _bronze_row(3, T0 + timedelta(hours=23) + timedelta(days=-1), "49", ingest_s=1, market="ETHUSDT"),  # day before
+    ]
+    frame = pl.DataFrame(rows)
+    now = datetime(2026, 3, 4, tzinfo=timezone.utc)
+    with lake.session(settings) as con:
+        lake.ensure_schema(con)
+        lake.write(con, lambda c: lake.insert(c, "bronze.trades_raw", frame))
+        for day in (DAY - timedelta(days=1), DAY):
+            rebuild_silver_day(con, day, now)
+        assert rebuild_silver_day(con, DAY, now) == 8  # idempotent: the day is replaced, not appended to
+        silver = con.execute("SELECT market, trade_id, price, side FROM silver.trades WHERE day = ? ORDER BY ALL",
+                             [DAY]).fetchall()
+        assert silver == [("BTCUSDT", 1, 101.0, "sell"), ("BTCUSDT", 2, 102.0, "sell"), ("BTCUSDT", 3, 99.0, "sell"),
+                          ("BTCUSDT", 4, 98.0, "sell"), ("BTCUSDT", 5, 97.0, "sell"), ("BTCUSDT", 6, 96.0, "sell"),
+                          ("ETHUSDT", 1, 50.0, "sell"), ("ETHUSDT", 2, 51.0, "sell")]
+
+        rebuild_gold_day(con, DAY, now)
+        bars = con.execute("SELECT exchange, market, ts, open, high, low, close, volume, trade_count, day "
+                           "FROM gold.ohlcv_1m_from_trades ORDER BY ALL").fetchall()
+        # the same bars the ICU reading gives: date_trunc('minute'), first/last by (ts, trade_id), the minute's date
+        want = con.execute(
+            """SELECT exchange, market, date_trunc('minute', ts) AS m, arg_min(price, (ts, trade_id)), max(price),
+                   min(price), arg_max(price, (ts, trade_id)), sum(volume), count(*), CAST(date_trunc('minute', ts) AS DATE)
+               FROM silver.trades WHERE day = ? GROUP BY ALL ORDER BY ALL""", [DAY]).fetchall()
+        assert bars == want
+        assert bars[0][2:7] == (T0, 101.0, 102.0, 98.0, 98.0) and bars[1][2] == T0 + timedelta(minutes=1)
+
+        stats = con.execute("SELECT market, as_of, open_24h, last_price, trade_count_24h FROM gold.market_stats_24h "
+                            "ORDER BY market").fetchall()
+        # ETHUSDT's trade of the day before is exactly 24 h before its last one: outside the (as_of - 24 h, as_of] window
+        assert stats == [("BTCUSDT", T0 + timedelta(hours=23, minutes=59, seconds=59), 101.0, 96.0, 6),
+                         ("ETHUSDT", T0 + timedelta(hours=23), 50.0, 51.0, 2)]
