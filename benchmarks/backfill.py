@@ -1,24 +1,22 @@
 """Backfill against the simulator's real Upbit rate limit (10 requests/s per group per client address, 429 then 418).
 
-The fetch path of the ``bronze/candles_raw`` asset, as it runs in a backfill: ``collect.fetch_candles`` for each
-(market, day), four markets at once in a thread pool sharing one ``UpbitClient`` (the asset's default ``workers=4``).
-The lake write is left out: it is milliseconds per market-day, and this measures how well the client uses the limit.
-The client's limiter is the real one; a subclass only records when a 429 made it hold (``block``).
+The fetch path of the ``bronze/candles_raw`` asset, as it runs in a backfill: ``collect.collect_days`` puts every
+(day, market) on one queue for 4 workers (the asset's default ``workers=4``) sharing one ``UpbitClient``, each
+fetching ``collect.fetch_candles``. The lake write is left out: it is milliseconds per day, done by the asset's own
+thread while the workers fetch on, and this measures how well the client uses the limit.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 
 import httpx
 
 from benchmarks.common import Result
-from cryptoflow_dagster.batch.collect import MarketDay, fetch_candles
+from cryptoflow_dagster.batch.collect import collect_days, fetch_candles
 from cryptoflow_dagster.clients.binance import BinanceClient
-from cryptoflow_dagster.clients.ratelimit import UpbitLimiter
 from cryptoflow_dagster.clients.upbit import UpbitClient
 from exchange_sim.testing import running_sim
 
@@ -26,35 +24,28 @@ MARKETS = ("KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL")
 LIMIT_PER_S = 10  # the simulator's default, as Upbit publishes it for the candle group
 
 
-class RecordingLimiter(UpbitLimiter):
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.holds: list[float] = []
-
-    def block(self, group: str, seconds: float) -> None:
-        self.holds.append(self._clock())
-        super().block(group, seconds)
+WORKERS = 4
 
 
 def one_backfill(url: str, days: list[date]) -> dict:
     upbit = UpbitClient(url, per_second=LIMIT_PER_S)
-    upbit.limiter = RecordingLimiter(LIMIT_PER_S)
     binance = BinanceClient(url)  # fetch_candles' signature; no Binance market is fetched here
     candles = 0
+    pairs = [("upbit", m) for m in MARKETS]
     try:
-        with ThreadPoolExecutor(max_workers=len(MARKETS)) as pool:
-            started = time.monotonic()
-            for day in days:
-                for pages in pool.map(lambda m: fetch_candles(MarketDay("upbit", m, day), "1m", upbit, binance), MARKETS):
-                    candles += sum(len(p.items) for p in pages)
-            wall = time.monotonic() - started
+        started = time.monotonic()
+        for _, fetched in collect_days(days, pairs, lambda md: fetch_candles(md, "1m", upbit, binance), workers=WORKERS):
+            candles += sum(len(p.items) for _, pages in fetched for p in pages)
+        wall = time.monotonic() - started
     finally:
         upbit.close()
         binance.close()
     requests = upbit.http.stats["requests"]
-    holds = [t - started for t in upbit.limiter.holds]
     return {"requests": requests, "candles": candles, "wall_s": wall, "requests_per_s": requests / wall,
-            "responses_429": upbit.http.stats["429"], "429_after_first_second": sum(1 for t in holds if t > 1.0),
+            "responses_429": upbit.http.stats["429"],
+            "429_after_first_second": sum(1 for t in upbit.http.limited_at if t - started > 1.0),
+            "answers_with_none_left": upbit.limiter.none_left_answers("candle"),
+            "learned_capacity": upbit.limiter.capacity("candle"),
             "theoretical_min_s": requests / LIMIT_PER_S}
 
 
@@ -62,8 +53,8 @@ def run(quick: bool, runs: int) -> Result:
     n_days = int(os.environ.get("CRYPTOFLOW_BENCH_BACKFILL_DAYS", 10 if quick else 30))
     last = date.today() - timedelta(days=2)
     days = [last - timedelta(days=i) for i in range(n_days)][::-1]
-    result = Result("backfill", f"{n_days} days x {len(MARKETS)} Upbit markets of 1-minute candles, 4 workers, "
-                                f"simulator limit {LIMIT_PER_S} requests/s (429, then 418 bans), {runs} runs")
+    result = Result("backfill", f"{n_days} days x {len(MARKETS)} Upbit markets of 1-minute candles, {WORKERS} workers on one "
+                                f"(day, market) queue, simulator limit {LIMIT_PER_S} requests/s (429, then 418 bans), {runs} runs")
     rounds = []
     with running_sim(history_days=n_days + 5) as sim:
         for _ in range(runs):

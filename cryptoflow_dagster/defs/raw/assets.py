@@ -2,7 +2,6 @@
 
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -10,7 +9,7 @@ from pydantic import Field
 
 from cryptoflow_dagster import lake as lakehouse
 from cryptoflow_dagster.batch import bronze
-from cryptoflow_dagster.batch.collect import INTERVALS, MarketDay, fetch_candles, select_markets
+from cryptoflow_dagster.batch.collect import INTERVALS, MarketDay, collect_days, fetch_candles, replace_day, select_markets
 from cryptoflow_dagster.clients.resources import BinanceResource, FearGreedResource, UpbitResource
 from cryptoflow_dagster.defs.checks.batch import BRONZE_CANDLES, results_for, specs_for
 from cryptoflow_dagster.defs.raw.partitions import BACKFILL_POLICY, DAILY, partition_days
@@ -34,8 +33,8 @@ class CandlesConfig(dg.Config):
     kinds={"python", "duckdb"},
     description=(
         "Upbit 1-minute and day candles and Binance 1m/1d klines per UTC day and market, each response item verbatim in "
-        "raw_json with the request parameters, ingest time and run id. A rebuild replaces one (day, exchange, market) "
-        "per transaction. Run config `markets` selects a subset."
+        "raw_json with the request parameters, ingest time and run id. A rebuild replaces each day's rows of the run's "
+        "markets in one transaction. Run config `markets` selects a subset."
     ),
 )
 def candles_raw(
@@ -53,26 +52,23 @@ def candles_raw(
     started = time.monotonic()
     with upbit.client() as up, binance.client() as bn, lake.connect() as con:
 
-        def collect(md: MarketDay):
+        def fetch(md: MarketDay):
             pages = {interval: fetch_candles(md, interval, up, bn) for interval in INTERVALS}
             now = datetime.now(timezone.utc)
             frames = [bronze.candle_rows(md.exchange, md.market, i, p, run_id=run_id, ingest_time=now) for i, p in pages.items()]
-            return md, frames[0].vstack(frames[1])
+            return frames[0].vstack(frames[1])
 
-        with ThreadPoolExecutor(max_workers=max(1, config.workers)) as pool:
-            for n, day in enumerate(days, start=1):
-                day_rows = 0
-                for md, frame in pool.map(collect, [MarketDay(ex, m, day) for ex, m in pairs]):
-                    lakehouse.replace_rows(
-                        con, "bronze.candles_raw", "day = ? AND exchange = ? AND market = ?", [day, md.exchange, md.market], frame
-                    )
-                    day_rows += frame.height
-                totals["rows"] += day_rows
-                totals["market_days"] += len(pairs)
-                context.log.info(
-                    f"bronze.candles_raw {n}/{len(days)} days ({day}): {day_rows} candles for {len(pairs)} markets, "
-                    f"{time.monotonic() - started:.1f}s elapsed"
-                )
+        # One queue of (day, market) for all workers; each finished day is written while the workers fetch on.
+        for n, (day, fetched) in enumerate(collect_days(days, pairs, fetch, workers=config.workers), start=1):
+            day_rows = replace_day(con, day, pairs, [frame for _, frame in fetched])
+            totals["rows"] += day_rows
+            totals["market_days"] += len(pairs)
+            elapsed = time.monotonic() - started
+            sent = up.http.stats["requests"] + bn.http.stats["requests"]
+            context.log.info(
+                f"bronze.candles_raw {n}/{len(days)} days ({day}): {day_rows} candles for {len(pairs)} markets, "
+                f"{elapsed:.1f}s elapsed, {sent} requests ({sent / max(elapsed, 1e-9):.1f}/s)"
+            )
         requests = {"upbit": up.http.stats["requests"], "binance": bn.http.stats["requests"]}
         limited = {"upbit_429": up.http.stats["429"], "binance_429": bn.http.stats["429"]}
         checks = results_for(BRONZE_CANDLES, con, days[0], days[-1])
