@@ -113,7 +113,15 @@ def minute_candles(sim: Sim, request: Request) -> Response:
     last = (min(to, now + 1) - 1) // window * window
     first = last - (count - 1) * window
     c = sim.model.candles("upbit", spec.market, first, min(last + window, now + 1), window)
-    return JSONResponse(shapes.minute_candle_rows(spec.market, c, unit))
+    rows = shapes.minute_candle_rows(spec.market, c, unit)
+    every = sim.faults.rest_bad_candle_every
+    if every:
+        # A bad row the platform must route to dead letters: which minutes is fixed, so a test can count them.
+        bad = {shapes.iso(int(start)) for start in c.start if int(start) // MIN_MS % every == 0}
+        for row in rows:
+            if row["candle_date_time_utc"] in bad:
+                row["low_price"] = row["high_price"] * 1.5
+    return JSONResponse(rows)
 
 
 def day_candles(sim: Sim, request: Request) -> Response:

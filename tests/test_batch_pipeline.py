@@ -5,12 +5,9 @@ checks and land in dead letters, and a tightly rate-limited simulator never has 
 from __future__ import annotations
 
 import json
-import threading
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
-import httpx
 import polars as pl
 import pytest
 
@@ -105,52 +102,11 @@ def test_two_days_two_markets_match_the_simulator_and_rebuild_replaces(sim, plat
     assert [r[1] for r in runs] == [1, 1]
 
 
-class CorruptingProxy:
-    """Forwards to the simulator, but every ``every``-th Upbit 1-minute candle comes back with its low above its high:
-    a simulator serving bad rows, over real HTTP."""
-
-    def __init__(self, upstream: str, every: int) -> None:
-        self.corrupted: list[str] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                r = httpx.get(upstream + self.path, timeout=30)
-                body = r.text
-                if self.path.startswith("/v1/candles/minutes/1") and r.status_code == 200:
-                    items = json.loads(body)
-                    for item in items:
-                        if (int(item["timestamp"]) // 60_000) % every == 0:
-                            item["low_price"] = item["high_price"] * 1.5
-                            outer.corrupted.append(item["candle_date_time_utc"])
-                    body = json.dumps(items)
-                self.send_response(r.status_code)
-                for key in ("Remaining-Req", "Retry-After", "Content-Type"):
-                    if key in r.headers:
-                        self.send_header(key, r.headers[key])
-                self.send_header("Content-Length", str(len(body.encode())))
-                self.end_headers()
-                self.wfile.write(body.encode())
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_bad_rows_fail_the_right_checks_and_fill_dead_letters(sim, platform_env, settings):
-    proxy = CorruptingProxy(sim.url, every=20)
-    try:
-        platform_env({**sim.env(), "CRYPTOFLOW_UPBIT_REST_URL": proxy.url})
-        result = run_batch(DAYS[1:])
-    finally:
-        proxy.close()
+    every = 20  # the simulator's own switch: Upbit minute candles on every 20th minute come back with low above high
+    sim.set_faults(rest_bad_candle_every=every)
+    platform_env(sim.env())
+    result = run_batch(DAYS[1:])
     assert not result.success  # blocking checks failed
     checks = checks_by_name(result)
     failed = {name for name, c in checks.items() if not c.passed}
@@ -160,7 +116,8 @@ def test_bad_rows_fail_the_right_checks_and_fill_dead_letters(sim, platform_env,
     # Bad rows never reached silver, nothing was lost: silver + dead letters = what the exchange sent.
     assert checks["silver/candles_1m:ohlc_consistent"].passed and checks["silver/candles_1m:row_count"].passed
     rate = checks["silver/candles_1m:dead_letter_rate"]
-    corrupted = len({c for c in proxy.corrupted if c.startswith(str(DAYS[1]))})  # the last page reaches into the day before
+    minutes = expected_minutes(sim, "upbit", MARKETS["upbit"], DAYS[1])["ts"]  # the minutes that have a candle
+    corrupted = sum(1 for ts in minutes if int(ts.timestamp()) // 60 % every == 0)
     assert rate.metadata["dead_letters"].value == corrupted > 0
     assert rate.metadata["sample"].value[0]["error"] == "low above open/close"
     with lake.session(settings) as con:
