@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import re
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -136,12 +137,41 @@ def connect(settings: Settings | None = None, *, read_only: bool = False) -> duc
         con.execute("SET TimeZone = 'UTC'")  # TIMESTAMPTZ values print and truncate in UTC, as the contract says
         _configure_object_store(con, settings)
         options = f"DATA_PATH {_literal(settings.data_path)}" + (", READ_ONLY" if read_only else "")
+        catalog_file = _sqlite_catalog_file(settings)
+        if catalog_file is not None and catalog_file.exists():
+            _use_wal(catalog_file)
         _attach(con, f"ATTACH {_literal(settings.catalog_uri)} AS {CATALOG} ({options})")
+        if catalog_file is not None and not read_only:
+            _use_wal(catalog_file)  # a catalog the ATTACH just created
         con.execute(f"USE {CATALOG}")
     except Exception:
         con.close()
         raise
     return con
+
+
+def _sqlite_catalog_file(settings: Settings) -> Path | None:
+    prefix = "ducklake:sqlite:"
+    return Path(settings.catalog_uri[len(prefix):]) if settings.catalog_uri.startswith(prefix) else None
+
+
+def _use_wal(catalog_file: Path) -> None:
+    """Put a SQLite catalog in write-ahead-log mode (once: the mode is stored in the file).
+
+    In SQLite's default rollback-journal mode a committing writer locks readers out and any reader holds writers off,
+    so with several runs at once every catalog read (the snapshot lookup that starts each DuckLake transaction) could
+    fail "database is locked" for seconds, past lake.write's retries (tests/test_concurrency_backfill.py found this
+    with 4 backfill runs and a streaming run). In WAL mode readers and the one writer never block each other; only
+    writers race, and lake.write retries the loser. WAL needs the catalog on a local disk (docs/decisions/0008).
+    """
+    db = sqlite3.connect(catalog_file, timeout=10)
+    try:
+        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            db.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError as exc:  # busy past the timeout: the next connection tries again
+        log.warning("could not switch %s to WAL mode yet: %s", catalog_file, exc)
+    finally:
+        db.close()
 
 
 def _attach(con: duckdb.DuckDBPyConnection, sql: str, attempts: int = 20) -> None:
