@@ -6,11 +6,15 @@ import dagster as dg
 
 from cryptoflow_dagster.settings import load_settings
 
-DAILY = dg.DailyPartitionsDefinition(start_date=load_settings().start_date.isoformat(), timezone="UTC")
+_SETTINGS = load_settings()
 
-# A backfill of N days becomes ceil(N / 31) runs: 90 days is 3 runs, each rebuilding its days one transaction at a time
-# and logging progress, instead of 90 runs each paying Dagster's per-run start-up.
-BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=31)
+DAILY = dg.DailyPartitionsDefinition(start_date=_SETTINGS.start_date.isoformat(), timezone="UTC")
+
+# A backfill of N days becomes ceil(N / CRYPTOFLOW_BACKFILL_DAYS_PER_RUN) runs (31 by default): 90 days is 3 runs, each
+# rebuilding its days one transaction at a time and logging progress, instead of 90 runs each paying Dagster's per-run
+# start-up. Fewer days per run spread a backfill over more runs at once, within the instance's run limits
+# (docs/decisions/0008-backfill-concurrency.md).
+BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=_SETTINGS.backfill_days_per_run)
 
 
 def days_between(start: date, end: date) -> list[date]:
