@@ -107,6 +107,22 @@ def test_another_client_seen_in_the_servers_count_is_left_its_share():
     assert sum(isinstance(upbit.try_acquire("candle"), Ticket) for _ in range(12)) == 10
 
 
+def test_a_429_halves_what_the_limiter_plans_for_a_while():
+    """Our own traffic cannot draw a 429, so one means a client elsewhere on our IP: leave it room, or both get banned."""
+    now = [10.0]
+    upbit = UpbitLimiter(10, clock=lambda: now[0])
+    upbit.answered(upbit.acquire("candle"), 200, "group=candle; min=1800; sec=9")
+    now[0] = 12.0
+    upbit.answered(upbit.acquire("candle"), 429, "group=candle; min=1800; sec=0")
+    now[0] = 13.5  # everything counted has left the window; the 429's 10 s of sharing have not
+    issued = [upbit.try_acquire("candle") for _ in range(10)]
+    assert sum(isinstance(t, Ticket) for t in issued) == 5
+    for ticket in issued[:5]:
+        upbit.answered(ticket, 200, "group=candle; min=1800; sec=5")
+    now[0] = 22.5
+    assert sum(isinstance(upbit.try_acquire("candle"), Ticket) for _ in range(12)) == 10  # the whole allowance again
+
+
 def test_binance_weight_is_spread_over_the_minute_and_shared_with_other_processes():
     now = [600.0]  # the start of a minute
     weight = WeightLimiter(6000, safety=0.8, clock=lambda: now[0])  # budget 4800, burst 480

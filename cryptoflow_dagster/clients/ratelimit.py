@@ -117,6 +117,8 @@ class HostLock:
             self._fd = None
 
 
+# How long a 429 halves what we plan to use of a group: a client elsewhere on our IP gets room, its 429s stop.
+_SHARE_AFTER_429_S = 10.0
 # While another process holds a group's host lock, look again this often.
 _LOCK_POLL_S = 0.1
 
@@ -135,6 +137,9 @@ class _UpbitGroup:
     waiting: int = 0  # threads inside acquire(): while any wait, the host lock is kept
     lock: HostLock | None = None
     told_waiting: bool = False
+    # After a 429 (only another client on our IP can cause one), plan with half the allowance for a while.
+    shared: int | None = None
+    shared_until: float = 0.0
 
 
 class UpbitLimiter:
@@ -210,7 +215,8 @@ class UpbitLimiter:
             # Ours that the server may still count: in flight, or answered less than a second ago.
             cooling = [t.answered + 1.0 for t in g.tickets if t.answered is not None and t.answered + 1.0 > now]
             others = max((n for n, _ in g.foreign), default=0)
-            if len(in_flight) + len(cooling) + others < g.capacity:
+            allowance = g.shared if g.shared is not None and now < g.shared_until else g.capacity
+            if len(in_flight) + len(cooling) + others < allowance:
                 return self._issue(g, group, now)
             frees = cooling + [until for _, until in g.foreign]
             return max(0.001, min(frees) - now) if frees and not in_flight else max(0.001, min([*frees, now + _POLL_S]) - now)
@@ -243,6 +249,10 @@ class UpbitLimiter:
                 g.probe = None
             if g.lock is not None and g.lock.held and not g.waiting and all(t.answered is not None for t in g.tickets):
                 g.lock.release()  # nothing more to send for now: another process may take its turn
+            if status == 429 and g.capacity is not None:
+                planned = g.shared if g.shared is not None and now < g.shared_until else g.capacity
+                g.shared = max(1, planned // 2)
+                g.shared_until = now + _SHARE_AFTER_429_S
             if parsed is None or status not in (200, 429):
                 return
             left = parsed[1]
@@ -250,10 +260,9 @@ class UpbitLimiter:
             if left <= 0:
                 g.none_left_answers += 1
             if status == 200:
-                # Ours that surely sit in the server's window with this request: answered before it left, sent less
-                # than a second before its answer. With the server's `left`, a floor under the group's allowance.
-                surely = 1 + sum(1 for t in mine if t.answered is not None and t.answered <= ticket.sent and t.sent > now - 1.0)
-                g.capacity = max(g.capacity or 0, min(self.per_second, left + surely))
+                # `left` plus this request is a floor under the allowance whatever the server's windows look like
+                # (sliding or fixed seconds): counting more of ours as surely in its window would assume one of them.
+                g.capacity = max(g.capacity or 0, min(self.per_second, left + 1))
             if g.capacity is None:
                 return
             # The server's count when this request arrived, against every request of ours that could be in it: sent
