@@ -148,13 +148,15 @@ class UpbitLimiter:
     The server counts a request when it *arrives*, some time between our send and the answer coming back. So a request
     of ours can only still be in the server's window while it is in flight or for one second after its answer: a new
     request may go out when fewer than ``capacity`` of ours are in that state. That rule can never cross the limit on
-    our own traffic, yet costs only each request's round trip (tens of ms), not the whole request per second that the
+    our own traffic (take any one-second window of the server's: the last of our requests in it to be sent found every
+    other one still in flight or answered less than a second before, so it went out only if they were fewer than
+    ``capacity``), yet costs only each request's round trip (tens of ms), not the whole request per second that the
     old "one below the limit, wait a second after sec=0" rule cost (BENCHMARKS.md, backfill).
 
     The server's ``sec`` does two more things: the first answer tells the group's real allowance for this IP (a
     slower server, or another client already spending it), and any answer whose count is larger than every request
     of ours that could be in its window reveals other clients on the same IP, whose requests are then reserved until
-    they age out of that window.
+    they age out of that window. A 429 (which our own traffic cannot draw) halves what we plan for a while.
     """
 
     def __init__(
