@@ -22,8 +22,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from chaos import checks
@@ -50,7 +52,8 @@ class Report:
     duration_s: float
     home: str
     sidecar_kills: int = 0
-    kills_ms: list[int] = field(default_factory=list)  # wall clock of each SIGKILL, to match the connections it ended
+    # (started, SIGKILLed) wall clock ms of each killed sidecar: the connections it opened may lose their tail
+    killed_sidecars_ms: list[tuple[int, int]] = field(default_factory=list)
     ingest_runs: int = 0
     killed_run_exit: int | None = None
     markets: dict[str, dict] = field(default_factory=dict)
@@ -73,6 +76,81 @@ class Report:
 def _sidecar(env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "streaming_sensor"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+
+
+class FaultClock(threading.Thread):
+    """The timed faults on a thread of their own: the price shock at 20 %, the Slack outage from 30 %, schema drift
+    from half-way, and the sidecar SIGKILLed every ``kill_every_s`` (down ``downtime_s``, then restarted). The main
+    loop's ingest runs take 3-20 s each on a loaded machine; kills checked between them came every ~90 s, not 60."""
+
+    def __init__(self, sim, env: dict[str, str], report: Report, duration_s: float, kill_every_s: float,
+                 downtime_s: float, slack_outage_s: float, while_down, heartbeat_path: Path) -> None:
+        super().__init__(name="chaos-fault-clock", daemon=True)
+        self.sim, self.env, self.report, self.heartbeat_path = sim, env, report, heartbeat_path
+        self.kill_every_s, self.downtime_s, self.while_down = kill_every_s, downtime_s, while_down
+        self.shock: tuple[str, str, int] | None = None  # (exchange, market, at_ms) once the price shock is in
+        self.error: BaseException | None = None
+        self.halt = threading.Event()
+        outage_at = duration_s * 0.3
+        self.events = sorted([
+            (duration_s * 0.2, self._shock),
+            (outage_at, lambda: sim.set_faults(slack_status=500)),
+            (outage_at + slack_outage_s, lambda: sim.set_faults(slack_status=0)),
+            (duration_s / 2, lambda: sim.set_faults(ws_schema_drift_after=1)),
+        ], key=lambda e: e[0])
+        self._spawn()
+
+    def _spawn(self) -> None:
+        self.spawned_at = time.time()
+        self.sidecar = _sidecar(self.env)
+
+    def _shock(self) -> None:
+        self.shock = ("upbit", "KRW-BTC", self.sim.shock("KRW-BTC", 8.0))
+
+    def run(self) -> None:
+        try:
+            started = time.monotonic()
+            next_kill = started + self.kill_every_s
+            while not self.halt.is_set():
+                now = time.monotonic()
+                while self.events and now >= started + self.events[0][0]:
+                    self.events.pop(0)[1]()
+                if now >= next_kill:
+                    self._kill_and_restart()
+                    next_kill = time.monotonic() + self.kill_every_s
+                self.halt.wait(0.2)
+        except BaseException as exc:  # reported as a failure of the run, not lost with the thread
+            self.error = exc
+
+    def _kill_and_restart(self) -> None:
+        self.report.killed_sidecars_ms.append((int(self.spawned_at * 1000), time.time_ns() // 1_000_000))
+        self.sidecar.send_signal(signal.SIGKILL)
+        self.sidecar.wait(10)
+        self.report.sidecar_kills += 1
+        time.sleep(self.downtime_s)
+        self.while_down()  # the heartbeat sensor sees the stale heartbeat: one sidecar-down alert
+        self._spawn()
+
+    def finish(self) -> None:
+        """Stop the clock, then the sidecar with SIGTERM (it flushes what it holds and exits 0)."""
+        self.halt.set()
+        self.join()
+        if self.error is not None:
+            self.report.failures.append(f"the fault clock failed: {self.error!r}")
+        # A sidecar restarted moments ago may still be importing, before its SIGTERM handler exists (it would die of
+        # the signal, with nothing to lose): wait for its first heartbeat, written once the handler is in place.
+        from streaming_sensor.heartbeat import read_heartbeat
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.sidecar.poll() is None:
+            beat = read_heartbeat(self.heartbeat_path) or {}
+            started = beat.get("started_at")
+            if started and datetime.fromisoformat(started).timestamp() >= self.spawned_at:
+                break
+            time.sleep(0.2)
+        self.sidecar.send_signal(signal.SIGTERM)
+        if self.sidecar.wait(60) != 0:
+            self.report.failures.append("the sidecar did not stop cleanly on SIGTERM")
 
 
 def _kill_a_running_ingest(env: dict[str, str], after_s: float) -> int:
@@ -120,6 +198,7 @@ def run(duration_s: float = 600.0, *, kill_every_s: float = 60.0, disconnect_eve
             instance = dg.DagsterInstance.ephemeral()
             resources = {"lake": LakeResource(), "slack": slack_resource()}
             cursor = market_cursor = None
+            heartbeat_lock = threading.Lock()  # the fault clock ticks the heartbeat sensor too (after each kill)
 
             def ingest() -> None:
                 result = streaming_ingest_job.execute_in_process(run_config=single_pass(), instance=instance,
@@ -133,39 +212,23 @@ def run(duration_s: float = 600.0, *, kill_every_s: float = 60.0, disconnect_eve
                 ctx = dg.build_sensor_context(instance=instance, cursor=market_cursor, resources=resources)
                 market_alert_sensor(ctx)
                 market_cursor = ctx.cursor
-                ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
-                sidecar_heartbeat_sensor(ctx)
-                cursor = ctx.cursor
+                heartbeat_tick()
                 alert_delivery_sensor(dg.build_sensor_context(instance=instance, resources=resources))
 
-            sidecar = _sidecar(env)
+            def heartbeat_tick() -> None:
+                nonlocal cursor
+                with heartbeat_lock:
+                    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+                    sidecar_heartbeat_sensor(ctx)
+                    cursor = ctx.cursor
+
             started = time.monotonic()
-            next_kill = started + kill_every_s
-            outage = (started + duration_s * 0.3, started + duration_s * 0.3 + slack_outage_s)
-            drifted = killed_run = outage_on = False
-            shock = None  # (exchange, market, at_ms) once the price shock is in
+            clock = FaultClock(sim, env, report, duration_s, kill_every_s, downtime_s, slack_outage_s, heartbeat_tick,
+                               settings.heartbeat_path)
+            clock.start()
+            killed_run = False
             try:
                 while (now := time.monotonic()) < started + duration_s:
-                    if not drifted and now >= started + duration_s / 2:
-                        sim.set_faults(ws_schema_drift_after=1)
-                        drifted = True
-                    if shock is None and now >= started + duration_s * 0.2:
-                        shock = ("upbit", "KRW-BTC", sim.shock("KRW-BTC", 8.0))
-                    if not outage_on and outage[0] <= now < outage[1]:
-                        sim.set_faults(slack_status=500)
-                        outage_on = True
-                    elif outage_on and now >= outage[1]:
-                        sim.set_faults(slack_status=0)
-                        outage_on = False
-                    if now >= next_kill:
-                        report.kills_ms.append(time.time_ns() // 1_000_000)
-                        sidecar.send_signal(signal.SIGKILL)
-                        sidecar.wait(10)
-                        report.sidecar_kills += 1
-                        time.sleep(downtime_s)
-                        sensors()  # sees the stale heartbeat: one sidecar-down alert
-                        sidecar = _sidecar(env)
-                        next_kill = time.monotonic() + kill_every_s
                     if not killed_run and now >= started + duration_s * 0.6:
                         report.killed_run_exit = _kill_a_running_ingest(env, after_s=1.5)
                         killed_run = True
@@ -173,9 +236,9 @@ def run(duration_s: float = 600.0, *, kill_every_s: float = 60.0, disconnect_eve
                     sensors()
                     time.sleep(1.0)
             finally:
-                sidecar.send_signal(signal.SIGTERM)
-                if sidecar.wait(60) != 0:
-                    report.failures.append("the sidecar did not stop cleanly on SIGTERM")
+                clock.finish()
+            if not killed_run:  # a loaded machine's runs outlasted the window: kill one on what the sidecar left
+                report.killed_run_exit = _kill_a_running_ingest(env, after_s=1.5)
             report.phase_s["chaos"] = round(time.monotonic() - started, 1)
             mark = time.monotonic()
             sim.set_faults(slack_status=0)
@@ -194,7 +257,7 @@ def run(duration_s: float = 600.0, *, kill_every_s: float = 60.0, disconnect_eve
                     break
                 time.sleep(2)
             report.phase_s["delivery"] = round(time.monotonic() - mark, 1)
-            _check(report, sim, settings, shock)
+            _check(report, sim, settings, clock.shock)
         finally:
             os.environ.clear()
             os.environ.update(saved)
@@ -210,8 +273,7 @@ def _check(report: Report, sim, settings, shock: tuple[str, str, int] | None) ->
             "SELECT count(*), count(*) FILTER (WHERE repaired_at IS NULL) FROM ops.gaps").fetchone()
         if report.unrepaired_gaps:
             report.failures.append(f"{report.unrepaired_gaps} of {report.gaps} gaps not repaired")
-        report.failures += checks.check_dead_letters(con, sim.malformed_frames(), report.kills_ms,
-                                                     settings.flush_interval_s, report)
+        report.failures += checks.check_dead_letters(con, sim.malformed_frames(), report.killed_sidecars_ms, report)
         report.failures += checks.check_alerts(con, sim.slack_messages(), shock, report)
     if report.sidecar_kills and report.killed_run_exit not in (None, -signal.SIGKILL, 0):
         report.failures.append(f"the killed ingest run exited {report.killed_run_exit}")

@@ -76,8 +76,8 @@ class MalformedLedger:
     """Every malformed frame the simulator made, per connection, and how each connection ended.
 
     A frame is recorded when it is put in a send (``sent_at_ms`` None) and stamped once the send returned: a send cut
-    off by a closing connection leaves frames that may or may not have reached the client. ``close_code`` 1006 with
-    ``closed_by`` "client" is a client that vanished without a close handshake (a SIGKILLed sidecar).
+    off by a closing connection leaves frames that may or may not have reached the client. ``closed_by`` and
+    ``close_code`` say how a connection ended (a client gone without a close frame, e.g. killed, shows 1005 or 1006).
     """
 
     def __init__(self) -> None:
