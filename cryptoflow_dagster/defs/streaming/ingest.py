@@ -22,6 +22,7 @@ from cryptoflow_dagster import lake
 from cryptoflow_dagster.defs.streaming import intraday_gold
 from cryptoflow_dagster.defs.streaming.trade_sql import with_trade_fields
 from streaming_sensor import layout
+from streaming_sensor.batches import SCHEMA as LANDING_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,9 @@ def read_landing(files: list[layout.LandingFile]) -> pa.Table:
     for f in files:
         t = pq.read_table(f.path)
         tables.append(t.append_column("batch_file", pa.array([f.relative] * t.num_rows, pa.string())))
-    return pa.concat_tables(tables) if tables else pa.table({})
+    if not tables:  # typed and empty, not column-less: SQL over no files selects nothing instead of failing
+        return LANDING_SCHEMA.empty_table().append_column("batch_file", pa.array([], pa.string()))
+    return pa.concat_tables(tables)
 
 
 # Landing rows, typed; `problem` is why a row is a dead letter (the sidecar's reason, or a field silver cannot read).
