@@ -198,7 +198,10 @@ def run(duration_s: float = 600.0, *, kill_every_s: float = 60.0, disconnect_eve
             instance = dg.DagsterInstance.ephemeral()
             resources = {"lake": LakeResource(), "slack": slack_resource()}
             cursor = market_cursor = None
-            heartbeat_lock = threading.Lock()  # the fault clock ticks the heartbeat sensor too (after each kill)
+            # One lake user at a time in this process: the fault clock ticks the heartbeat sensor after each kill, and
+            # two DuckLake sessions of one process on the SQLite catalog at once failed with "disk I/O error" (SQLite's
+            # POSIX locks are per process). Runs in other processes (the sidecar, the killed run) are not affected.
+            lake_lock = threading.RLock()
 
             def ingest() -> None:
                 result = streaming_ingest_job.execute_in_process(run_config=single_pass(), instance=instance,
@@ -217,7 +220,7 @@ def run(duration_s: float = 600.0, *, kill_every_s: float = 60.0, disconnect_eve
 
             def heartbeat_tick() -> None:
                 nonlocal cursor
-                with heartbeat_lock:
+                with lake_lock:
                     ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
                     sidecar_heartbeat_sensor(ctx)
                     cursor = ctx.cursor
@@ -232,8 +235,9 @@ def run(duration_s: float = 600.0, *, kill_every_s: float = 60.0, disconnect_eve
                     if not killed_run and now >= started + duration_s * 0.6:
                         report.killed_run_exit = _kill_a_running_ingest(env, after_s=1.5)
                         killed_run = True
-                    ingest()
-                    sensors()
+                    with lake_lock:
+                        ingest()
+                        sensors()
                     time.sleep(1.0)
             finally:
                 clock.finish()
