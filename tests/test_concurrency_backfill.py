@@ -110,19 +110,30 @@ def is_gold_run(record: dg.RunRecord) -> bool:
     return any(key.path[0] == "gold" for key in record.dagster_run.asset_selection or ())
 
 
-def wait_for_gold_after(instance: dg.DagsterInstance, silver_done: float, timeout_s: float = 600) -> list[dg.RunRecord]:
-    """The gold runs the automation sensor started after the last silver write (it may split the marts over several),
-    once every mart was in one that ended and no gold run is pending."""
-    marts = {dg.AssetKey(["gold", mart]) for mart in GOLD_MARTS}
+def gold_built_after(instance: dg.DagsterInstance, mart: dg.AssetKey, silver_done: float) -> bool:
+    """Is the mart's latest materialization from a dbt attempt that started after the last silver write? (A gold run
+    requested before it may still be retrying its build, and then it read the final silver too.)"""
+    event = instance.get_latest_materialization_event(mart)
+    if event is None or event.timestamp < silver_done:
+        return False
+    starts = [e.timestamp for e in instance.all_logs(
+        event.run_id, of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_RESTARTED})
+        if e.timestamp <= event.timestamp]
+    return bool(starts) and max(starts) >= silver_done
+
+
+def wait_for_gold_after(instance: dg.DagsterInstance, silver_done: float, timeout_s: float = 900) -> list[dg.RunRecord]:
+    """The gold runs the automation sensor started (it may split the marts over several), once every mart was built
+    from the final silver and no gold run is pending."""
+    marts = [dg.AssetKey(["gold", mart]) for mart in GOLD_MARTS]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         gold = [r for r in instance.get_run_records() if is_gold_run(r)]
         pending = [r for r in gold if r.dagster_run.status in IN_FLIGHT]
-        after = [r for r in gold if r.start_time and r.start_time >= silver_done and r.end_time]
-        if not pending and marts <= {key for r in after for key in r.dagster_run.asset_selection}:
-            return after
+        if not pending and all(gold_built_after(instance, mart, silver_done) for mart in marts):
+            return [r for r in gold if r.end_time and r.end_time >= silver_done]
         time.sleep(2)
-    raise AssertionError(f"no gold run started after the backfill and ended within {timeout_s} s: "
+    raise AssertionError(f"gold was not rebuilt from the backfilled silver within {timeout_s} s: "
                          f"{[(r.dagster_run.run_id[:8], r.dagster_run.status.value) for r in gold]}")
 
 
