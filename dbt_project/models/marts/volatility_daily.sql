@@ -6,6 +6,7 @@ with bars as (
         exchange,
         market,
         day,
+        ts,
         open,
         high,
         low,
@@ -19,6 +20,7 @@ terms as (
         exchange,
         market,
         day,
+        ts,
         {{ volatility_bar_terms() }}
     from bars
     where prev_close is not null
@@ -28,7 +30,7 @@ select
     exchange,
     market,
     day,
-    {{ volatility_estimates(n='count(*)', scale=var('volatility_bars_per_day')) }},
+    {{ volatility_estimates(n='count(*)', scale=var('volatility_bars_per_day'), order=' order by ts') }},
     count(*) as bars
 from terms
 group by exchange, market, day
