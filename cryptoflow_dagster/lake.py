@@ -138,11 +138,9 @@ def connect(settings: Settings | None = None, *, read_only: bool = False) -> duc
         _configure_object_store(con, settings)
         options = f"DATA_PATH {_literal(settings.data_path)}" + (", READ_ONLY" if read_only else "")
         catalog_file = _sqlite_catalog_file(settings)
-        if catalog_file is not None and catalog_file.exists():
+        if catalog_file is not None and (catalog_file.exists() or not read_only):
             _use_wal(catalog_file)
         _attach(con, f"ATTACH {_literal(settings.catalog_uri)} AS {CATALOG} ({options})")
-        if catalog_file is not None and not read_only:
-            _use_wal(catalog_file)  # a catalog the ATTACH just created
         con.execute(f"USE {CATALOG}")
     except Exception:
         con.close()
@@ -163,15 +161,25 @@ def _use_wal(catalog_file: Path) -> None:
     fail "database is locked" for seconds, past lake.write's retries (tests/test_concurrency_backfill.py found this
     with 4 backfill runs and a streaming run). In WAL mode readers and the one writer never block each other; only
     writers race, and lake.write retries the loser. WAL needs the catalog on a local disk (docs/decisions/0008).
+
+    Once per catalog and process, before this process's first ATTACH of it (a new catalog is created here, already in
+    WAL mode): closing a file that another SQLite library in the same process (DuckDB's) holds open would drop that
+    library's POSIX locks on it, so the file is never opened here again once DuckDB may have it open.
     """
+    if catalog_file in _WAL_CHECKED:
+        return
+    _WAL_CHECKED.add(catalog_file)  # tried once per process, even if busy (see above); the next process tries again
     db = sqlite3.connect(catalog_file, timeout=10)
     try:
         if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             db.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.OperationalError as exc:  # busy past the timeout: the next connection tries again
-        log.warning("could not switch %s to WAL mode yet: %s", catalog_file, exc)
+    except sqlite3.OperationalError as exc:
+        log.warning("could not switch %s to WAL mode (busy): %s", catalog_file, exc)
     finally:
         db.close()
+
+
+_WAL_CHECKED: set[Path] = set()
 
 
 def _attach(con: duckdb.DuckDBPyConnection, sql: str, attempts: int = 20) -> None:
