@@ -4,6 +4,8 @@ sampled from /proc, and the outputs checked equal (bars and 24-hour stats, float
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -50,11 +52,24 @@ def run(quick: bool, runs: int) -> Result:
     if "duckdb" not in engines or set(engines) - set(ENGINES):
         raise ValueError(f"CRYPTOFLOW_BENCH_BATCH_ENGINES must name duckdb and any of {BASELINES}, got {engines}")
     name = "batch" if n == 1_000_000 else f"batch_{n / 1e6:g}m"  # each size keeps its own results file
+    cap = os.environ.get("CRYPTOFLOW_BENCH_DUCKDB_MEMORY")  # applied by batch_engines.run_duckdb
     result = Result(name, f"{n:,} trades (simulator model, 4 Binance symbols, 2 days), bronze -> silver.trades -> "
-                             f"gold 1-minute OHLCV + 24h stats, {runs} runs per engine ({', '.join(engines)})")
-    with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
+                          f"gold 1-minute OHLCV + 24h stats, {runs} runs per engine ({', '.join(engines)})"
+                          + (f", DuckDB memory_limit {cap}" if cap else ""))
+    # CRYPTOFLOW_BENCH_BATCH_WORK keeps the generated lake (50 M trades take ~10 min to make) for the next run of the
+    # same size; the rebuild replaces whole days, so a kept lake gives the same outputs.
+    keep = os.environ.get("CRYPTOFLOW_BENCH_BATCH_WORK")
+    with (contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory(prefix="bench-batch-")) as tmp:
         work = Path(tmp)
-        setup = run_json_child("benchmarks.batch_engines", "setup", str(work), str(n), timeout=7200)
+        made = work / f"setup-{n}.json"
+        if made.exists():
+            setup = json.loads(made.read_text())
+        elif list(work.glob("setup-*.json")):
+            raise ValueError(f"{work} holds a lake of another size: CRYPTOFLOW_BENCH_BATCH_WORK takes a folder per size")
+        else:
+            work.mkdir(parents=True, exist_ok=True)
+            setup = run_json_child("benchmarks.batch_engines", "setup", str(work), str(n), timeout=7200)
+            made.write_text(json.dumps(setup))
         rounds: dict[str, list[dict]] = {e: [] for e in engines}
         checks = {}
         for _ in range(runs):

@@ -19,8 +19,10 @@ _PATHS = ["$.data.p", "$.p", "$.price", "$.trade_price", "$.data.q", "$.q", "$.q
           "$.data.m", "$.m", "$.isBuyerMaker", "$.ask_bid"]
 _REFERENCE = """
     SELECT i,
-        COALESCE(TRY_CAST(_f[1] AS DOUBLE), TRY_CAST(_f[2] AS DOUBLE), TRY_CAST(_f[3] AS DOUBLE), TRY_CAST(_f[4] AS DOUBLE)) AS price,
-        COALESCE(TRY_CAST(_f[5] AS DOUBLE), TRY_CAST(_f[6] AS DOUBLE), TRY_CAST(_f[7] AS DOUBLE), TRY_CAST(_f[8] AS DOUBLE)) AS volume,
+        COALESCE(TRY_CAST(_f[1] AS DOUBLE), TRY_CAST(_f[2] AS DOUBLE), TRY_CAST(_f[3] AS DOUBLE),
+                 TRY_CAST(_f[4] AS DOUBLE)) AS price,
+        COALESCE(TRY_CAST(_f[5] AS DOUBLE), TRY_CAST(_f[6] AS DOUBLE), TRY_CAST(_f[7] AS DOUBLE),
+                 TRY_CAST(_f[8] AS DOUBLE)) AS volume,
         CASE COALESCE(_f[9], _f[10], _f[11], _f[12])
             WHEN 'true' THEN 'sell' WHEN 'false' THEN 'buy' WHEN 'ASK' THEN 'sell' WHEN 'BID' THEN 'buy' END AS side
     FROM (SELECT i, json_extract_string(raw_json, $paths) AS _f FROM messages)
@@ -51,7 +53,8 @@ MESSAGES = [
 def test_trade_fields_equal_the_per_path_reading_for_every_shape():
     con = duckdb.connect()
     con.register("messages", pl.DataFrame({"i": range(len(MESSAGES)), "raw_json": MESSAGES}).to_arrow())
-    got = con.execute(f"SELECT i, price, volume, side FROM ({with_trade_fields('SELECT * FROM messages')}) ORDER BY i").fetchall()
+    typed = with_trade_fields("SELECT * FROM messages")
+    got = con.execute(f"SELECT i, price, volume, side FROM ({typed}) ORDER BY i").fetchall()
     want = con.execute(f"SELECT * FROM ({_REFERENCE}) ORDER BY i", {"paths": _PATHS}).fetchall()
     assert got == want
     assert got[0][1:] == (50000.10, 0.5, "sell") and got[4][1:] == (90000000.0, 0.01, "sell") and got[6][1] == 7.0
@@ -110,7 +113,8 @@ def test_rebuild_keeps_the_earliest_readable_copy_and_bars_match_date_trunc(sett
         # the same bars the ICU reading gives: date_trunc('minute'), first/last by (ts, trade_id), the minute's date
         want = con.execute(
             """SELECT exchange, market, date_trunc('minute', ts) AS m, arg_min(price, (ts, trade_id)), max(price),
-                   min(price), arg_max(price, (ts, trade_id)), sum(volume), count(*), CAST(date_trunc('minute', ts) AS DATE)
+                   min(price), arg_max(price, (ts, trade_id)), sum(volume), count(*),
+                   CAST(date_trunc('minute', ts) AS DATE)
                FROM silver.trades WHERE day = ? GROUP BY ALL ORDER BY ALL""", [DAY]).fetchall()
         assert bars == want
         assert bars[0][2:7] == (T0, 101.0, 102.0, 98.0, 98.0) and bars[1][2] == T0 + timedelta(minutes=1)

@@ -21,7 +21,8 @@ _MINUTE_US = "(epoch_us(t.ts) - ((epoch_us(t.ts) % 60000000) + 60000000) % 60000
 
 # _ranges' bounds, once per range instead of once per trade
 _BOUNDS = f"""
-    SELECT exchange, market, lo, hi + INTERVAL 1 MINUTE AS hi_end, CAST(lo AS DATE) AS first_day, CAST(hi AS DATE) AS last_day
+    SELECT exchange, market, lo, hi + INTERVAL 1 MINUTE AS hi_end,
+        CAST(lo AS DATE) AS first_day, CAST(hi AS DATE) AS last_day
     FROM {RANGES}
 """
 
