@@ -89,6 +89,8 @@ def test_rebuild_keeps_the_earliest_readable_copy_and_bars_match_date_trunc(sett
         _bronze_row(6, T0 + timedelta(hours=23, minutes=59, seconds=59), "96", ingest_s=1),
         _bronze_row(7, T0 + timedelta(minutes=3), "-1", ingest_s=1),  # never readable: not in silver
         _bronze_row(8, T0 + timedelta(hours=23, minutes=59, seconds=59), "95", ingest_s=1, side='"x"'),
+        _bronze_row(9, T0 + timedelta(minutes=4), "NaN", ingest_s=1),  # a REST repair can put these in bronze
+        _bronze_row(10, T0 + timedelta(minutes=4), "1e999", ingest_s=1),
         _bronze_row(1, T0 + timedelta(minutes=5), "50", ingest_s=1, market="ETHUSDT"),
         _bronze_row(2, T0 + timedelta(hours=23), "51", ingest_s=1, market="ETHUSDT"),
         _bronze_row(3, T0 + timedelta(hours=23) + timedelta(days=-1), "49", ingest_s=1, market="ETHUSDT"),  # day before
