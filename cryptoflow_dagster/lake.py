@@ -16,10 +16,11 @@ import logging
 import os
 import random
 import re
+import threading
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -200,13 +201,24 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+# DuckLake on a SQLite catalog is safe across processes (SQLite's file locks) but not for two threads of one process:
+# measured with three writer threads, commits failed "disk I/O error" / "database is locked" outside lake.write's
+# retries. Dagster evaluates sensors on threads of one code server (instance.py), so sessions on a SQLite catalog
+# take this process-wide lock for their lifetime. Single-threaded processes (runs, the CLI) never wait on it; a
+# Postgres catalog does not need it.
+_SQLITE_SESSIONS = threading.RLock()
+
+
 @contextmanager
 def session(settings: Settings | None = None, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    con = connect(settings, read_only=read_only)
-    try:
-        yield con
-    finally:
-        con.close()
+    settings = settings or load_settings()
+    guard = _SQLITE_SESSIONS if _sqlite_catalog_file(settings) is not None else nullcontext()
+    with guard:
+        con = connect(settings, read_only=read_only)
+        try:
+            yield con
+        finally:
+            con.close()
 
 
 def is_retryable(exc: BaseException) -> bool:
