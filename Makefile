@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps demo test bench chaos sim stream doctor clean lock
+.PHONY: install system-deps demo test soak bench chaos sim stream doctor clean lock
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ demo: install
 
 test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Soaks (not part of `make test`): the 20-day backfill at 4 runs at a time while streaming (tests marked `soak`).
+soak: install system-deps
+	$(BIN)/python -m pytest -m soak $(PYTEST_ARGS)
 
 # Benchmarks (not part of `make test`): BENCH_ARGS="--quick" for the few-minutes size, "--only sidecar_ingest" for one.
 bench: install

@@ -193,6 +193,7 @@ def assert_stream_matches_ground_truth(sim, settings: Settings, exchange: str, m
 
 @pytest.mark.slow
 # Minutes on a quiet 2-core machine; a heavily shared one (load 30+) stretches every process start-up several fold.
+@pytest.mark.soak  # 20-27 min on 2 shared cores: `make soak`, not `make test`
 @pytest.mark.timeout(2400)
 def test_backfill_four_runs_at_a_time_while_streaming_equals_a_serial_run(tmp_path, settings, monkeypatch):
     home = tmp_path / "platform"
