@@ -198,9 +198,9 @@ def run(duration_s: float = 600.0, *, kill_every_s: float = 60.0, disconnect_eve
             instance = dg.DagsterInstance.ephemeral()
             resources = {"lake": LakeResource(), "slack": slack_resource()}
             cursor = market_cursor = None
-            # One lake user at a time in this process: the fault clock ticks the heartbeat sensor after each kill, and
-            # two DuckLake sessions of one process on the SQLite catalog at once failed with "disk I/O error" (SQLite's
-            # POSIX locks are per process). Runs in other processes (the sidecar, the killed run) are not affected.
+            # The fault clock's thread ticks the heartbeat sensor after each kill while the main loop ticks it too: the
+            # lock keeps the two ticks (and their shared cursor) apart. Concurrent lake sessions of one process are
+            # serialized by lake.session itself (SQLite catalog: "disk I/O error" otherwise).
             lake_lock = threading.RLock()
 
             def ingest() -> None:
