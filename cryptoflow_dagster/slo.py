@@ -8,8 +8,13 @@ For every trade ingested in the window (bronze.trades_raw, joined to its landing
              same transaction, so the snapshot time is when readers could first see the trade);
 - gold 24h stats: the streaming job refreshes gold.market_stats_24h in that same transaction, so its visibility is the
              same commit; reported as its own objective all the same;
-- alert delivered: ``delivered_at - event_time`` of every alert sent in the window (gold.alerts outbox).
-Objectives (issue 6): silver p95 <= 10 s, gold 24h stats p95 <= 15 s, alert delivered p95 <= 8 s.
+- alert delivered: ``delivered_at - event_time`` of every alert sent in the window (gold.alerts outbox), all rules;
+- price shock delivered: the same for price-move alerts only. Their ``event_time`` is the trade that crossed the
+             threshold, so this is "price shock at the exchange -> Slack message". The other rules stamp the start of
+             the bucket or minute that fired (volume spike, volatility, Korean premium: one alert per bucket is their
+             dedupe key), so their figure includes up to a bucket of waiting for the bucket to fill, and carries no
+             objective.
+Objectives (issues 5 and 6): silver p95 <= 10 s, gold 24h stats p95 <= 15 s, price shock delivered p95 <= 8 s.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import duckdb
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.settings import load_settings
 
-OBJECTIVES_P95_S = {"silver": 10.0, "gold_stats_24h": 15.0, "alert_delivered": 8.0}
+OBJECTIVES_P95_S = {"silver": 10.0, "gold_stats_24h": 15.0, "price_shock_delivered": 8.0}
 
 _TRADES = """
     WITH snaps AS (
@@ -50,7 +55,7 @@ _TRADES = """
 """
 
 _ALERTS = """
-    SELECT epoch_ms(triggered_at) / 1000.0 - epoch_ms(event_time) / 1000.0 AS triggered,
+    SELECT rule, epoch_ms(triggered_at) / 1000.0 - epoch_ms(event_time) / 1000.0 AS triggered,
         epoch_ms(delivered_at) / 1000.0 - epoch_ms(event_time) / 1000.0 AS alert_delivered
     FROM gold.alerts
     WHERE status = 'sent' AND delivered_at IS NOT NULL AND event_time IS NOT NULL
@@ -85,6 +90,8 @@ def report(
         stages["gold_stats_24h"] = dict(stages["silver"])  # same transaction as silver (see the module docstring)
         stages["alert_triggered"] = _percentiles(con, "_slo_alerts", "triggered")
         stages["alert_delivered"] = _percentiles(con, "_slo_alerts", "alert_delivered")
+        stages["price_shock_delivered"] = _percentiles(
+            con, "(SELECT * FROM _slo_alerts WHERE rule = 'price_move')", "alert_delivered")
     finally:
         con.unregister("_slo_trades")
         con.unregister("_slo_alerts")
@@ -126,11 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"since": since.isoformat(), "stages": stages}, default=str))
     else:
         print(f"latency after event time, trades ingested since {since:%Y-%m-%d %H:%M:%S} UTC (seconds)")
-        print(f"{'stage':<18}{'count':>9}{'p50':>9}{'p95':>9}{'p99':>9}{'max':>9}  objective")
+        print(f"{'stage':<22}{'count':>9}{'p50':>9}{'p95':>9}{'p99':>9}{'max':>9}  objective")
         for name, s in stages.items():
             verdict = "" if s["met"] is None else ("OK" if s["met"] else "MISSED")
             goal = f"p95 <= {s['objective_p95_s']:g} s {verdict}" if s["objective_p95_s"] else ""
-            print(f"{name:<18}{s['count']:>9}" + "".join(f"{_cell(s[k]):>9}" for k in ("p50", "p95", "p99", "max"))
+            print(f"{name:<22}{s['count']:>9}" + "".join(f"{_cell(s[k]):>9}" for k in ("p50", "p95", "p99", "max"))
                   + f"  {goal}")
     missed = [n for n, s in stages.items() if s["met"] is False]
     return 1 if missed else 0

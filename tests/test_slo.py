@@ -51,6 +51,10 @@ def test_slo_reports_each_stage_from_the_lake(settings, slack_server, capsys):
     assert stages["silver"]["met"] is False  # the first batch is a minute old: p95 over 10 s misses the objective
     assert stages["gold_stats_24h"]["p95"] == stages["silver"]["p95"]
     assert 2.0 < stages["alert_delivered"]["p50"] < 120  # delivered after the 39,000 trade's event time
+    # the BTCUSDT alert is a price move: the price-shock objective counts it, and only price moves
+    assert stages["price_shock_delivered"]["count"] == 1
+    assert stages["price_shock_delivered"]["p50"] == stages["alert_delivered"]["p50"]
+    assert stages["price_shock_delivered"]["objective_p95_s"] == 8.0 and stages["alert_delivered"]["objective_p95_s"] is None
 
     assert slo.main(["--json", "--minutes", "5"]) == 1  # an objective missed: exit code 1
     printed = json.loads(capsys.readouterr().out)

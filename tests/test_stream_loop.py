@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -120,6 +122,7 @@ def test_new_files_takes_a_shards_late_file_with_an_older_name_and_survives_a_cu
 
 def test_market_alert_sensor_alerts_on_landed_files_with_history_not_yet_in_silver(settings, slack_server, monkeypatch):
     monkeypatch.setenv("CRYPTOFLOW_SLACK_API_URL", slack_server.url)
+    monkeypatch.setenv("CRYPTOFLOW_ALERT_WATCH_S", "0")  # one look per tick: each call below sees what landed before it
     now_ms = int(datetime.now(timezone.utc).timestamp() * 1000)
     b = MicroBatcher(settings.landing_dir, "0123456789abcdef", settings.home / "spill")
     land(b, "upbit", "KRW-BTC", 1, now_ms - 60_000, upbit("KRW-BTC", 1, now_ms - 60_000, 100_000_000.0, 0.1))
@@ -149,3 +152,34 @@ def test_streaming_and_gap_repair_share_one_silver_writer_slot(cryptoflow_home, 
         run_config={"ops": {"ingest_landing_files": {"config": {"max_seconds": 30, "idle_seconds": 0}}}})
     assert result.success  # with nothing landed and idle 0, a long-lived run ends at once
     assert os.environ["CRYPTOFLOW_HOME"] == str(settings.home)
+
+
+def test_market_alert_sensor_tick_watches_and_alerts_on_a_file_landing_during_the_tick(settings, slack_server, monkeypatch):
+    """Dagster starts a sensor tick at most every 5 s: the tick itself watches the landing folder, so a shock landing
+    while it runs is alerted and delivered by that tick, not by the next one."""
+    monkeypatch.setenv("CRYPTOFLOW_SLACK_API_URL", slack_server.url)
+    monkeypatch.setenv("CRYPTOFLOW_ALERT_WATCH_S", "3")
+    now_ms = int(datetime.now(timezone.utc).timestamp() * 1000)
+    b = MicroBatcher(settings.landing_dir, "0123456789abcdef", settings.home / "spill")
+    land(b, "upbit", "KRW-BTC", 1, now_ms - 60_000, upbit("KRW-BTC", 1, now_ms - 60_000, 100_000_000.0, 0.1))
+    b.flush()
+    landed_at: list[float] = []
+
+    def shock_after_a_second() -> None:
+        time.sleep(1.0)
+        land(b, "upbit", "KRW-BTC", 2, now_ms, upbit("KRW-BTC", 2, now_ms, 105_000_000.0, 0.1))
+        b.flush()
+        landed_at.append(time.monotonic())
+
+    ctx = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), cursor=None,
+                                  resources={"lake": LakeResource(), "slack": slack_resource()})
+    writer = threading.Thread(target=shock_after_a_second)
+    started = time.monotonic()
+    writer.start()
+    result = market_alert_sensor(ctx)
+    ended = time.monotonic()
+    writer.join()
+    assert landed_at and started < landed_at[0] < ended, "the shock must land while the tick runs"
+    assert result.skip_message == "2 files, 1 alerts, sent 1"
+    assert len([c for c in slack_server.posts if "KRW-BTC moved +5.00%" in c.body.get("text", "")]) == 1
+    assert json.loads(ctx.cursor)["taken"], "the tick's cursor holds both files"

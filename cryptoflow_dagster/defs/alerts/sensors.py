@@ -6,6 +6,7 @@ dedupe live in one place (alerting/delivery.py).
 """
 
 import json
+import time
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -29,9 +30,14 @@ _ALERT_FILES_PER_TICK = 200
 _ALERT_START_BACK = timedelta(minutes=2)
 
 
+# While a tick watches, it looks at the landing folder this often (a listing of names, no lake query).
+_WATCH_POLL_S = 0.2
+
+
 @dg.sensor(name="market_alert_sensor", minimum_interval_seconds=1, default_status=RUNNING,
            description="Evaluates the market rules on trade files as soon as they land (before silver), records what "
-                       "fires in gold.alerts and delivers it to Slack at once.")
+                       "fires in gold.alerts and delivers it to Slack at once. Each tick watches the landing folder "
+                       "for CRYPTOFLOW_ALERT_WATCH_S seconds.")
 def market_alert_sensor(context: dg.SensorEvaluationContext, lake: LakeResource, slack: SlackAlertsResource):
     settings = load_settings()
     root = settings.landing_dir
@@ -39,20 +45,32 @@ def market_alert_sensor(context: dg.SensorEvaluationContext, lake: LakeResource,
         new_files = layout.NewFiles.from_cursor(root, context.cursor)
     else:
         new_files = layout.NewFiles(root, start_after=datetime.now(timezone.utc) - _ALERT_START_BACK)
-    files = new_files.poll()[:_ALERT_FILES_PER_TICK]
-    if not files:
-        context.update_cursor(new_files.cursor())
-        return dg.SkipReason("no new trade files")
-    with lake.connect() as con:
-        alerts = record_landing_alerts(con, root, files, settings)
-        # Delivered in the same tick: the delivery sensor only retries what this one could not send.
-        report = deliver_pending(con, slack.poster(), slack.base_ui_url(), budget_s=3) if alerts else None
-    new_files.take(files)
+    # Dagster's sensor daemon starts a tick at most every 5 s (not configurable); a file landing just after a look
+    # would wait that long. So one tick keeps watching for alert_watch_s (about one daemon loop): files are evaluated
+    # within _WATCH_POLL_S of landing. The lake is opened only when there is a file, so other sensors of this code
+    # server are not held behind the lake's SQLite session lock while this one waits.
+    deadline = time.monotonic() + settings.alert_watch_s
+    seen = fired = sent = 0
+    while True:
+        files = new_files.poll()[:_ALERT_FILES_PER_TICK]
+        if files:
+            with lake.connect() as con:
+                alerts = record_landing_alerts(con, root, files, settings)
+                # Delivered at once: the delivery sensor only retries what this tick could not send.
+                report = deliver_pending(con, slack.poster(), slack.base_ui_url(), budget_s=3) if alerts else None
+            new_files.take(files)
+            context.update_cursor(new_files.cursor())
+            seen, fired, sent = seen + len(files), fired + len(alerts), sent + (len(report.sent) if report else 0)
+            if alerts:
+                context.log.info("market alerts: %d files, %d alerts, sent %d", len(files), len(alerts),
+                                 len(report.sent) if report else 0)
+        if len(files) == _ALERT_FILES_PER_TICK or time.monotonic() + _WATCH_POLL_S > deadline:
+            break  # a backlog is worked off over the next ticks, each a fresh evaluation with its own cursor commit
+        time.sleep(_WATCH_POLL_S)
     context.update_cursor(new_files.cursor())
-    summary = f"{len(files)} files, {len(alerts)} alerts" + (f", sent {len(report.sent)}" if report else "")
-    if alerts:
-        context.log.info("market alerts: %s", summary)
-    return dg.SkipReason(summary)
+    if not seen:
+        return dg.SkipReason("no new trade files")
+    return dg.SkipReason(f"{seen} files, {fired} alerts" + (f", sent {sent}" if fired else ""))
 
 
 @dg.sensor(name="alert_delivery_sensor", minimum_interval_seconds=3, default_status=RUNNING,
