@@ -23,7 +23,7 @@ from cryptoflow_dagster import lake
 from cryptoflow_dagster.clients.binance import BinanceClient
 from cryptoflow_dagster.clients.upbit import UpbitClient
 from cryptoflow_dagster.defs.streaming import intraday_gold
-from cryptoflow_dagster.defs.streaming.trade_sql import with_trade_fields
+from cryptoflow_dagster.defs.streaming.trade_sql import READABLE, with_trade_fields
 from streaming_sensor.heartbeat import read_gap_candidates
 
 log = logging.getLogger(__name__)
@@ -176,10 +176,22 @@ def apply_repairs(
                WHERE t.trade_id IS NOT NULL AND t.event_time IS NOT NULL""",
             {"now": now, "run": run_id, "gaps": gap_ids},
         )
+        # A REST trade silver cannot read is a dead letter (kept verbatim in bronze too); once per gap and message,
+        # so a repeated repair adds none.
+        c.execute(
+            f"""INSERT INTO bronze.dead_letters (received_at, source, batch_file, raw, error, exchange, market,
+                   ingest_run_id, day)
+               SELECT DISTINCT $now, 'rest_trades', gap_id, encode(raw_json), 'unreadable trade id, time, price, volume or side',
+                   exchange, market, $run, CAST($now AS DATE)
+               FROM _typed t
+               WHERE NOT COALESCE(trade_id IS NOT NULL AND event_time IS NOT NULL AND {READABLE}, false)
+                   AND NOT EXISTS (SELECT 1 FROM bronze.dead_letters d WHERE d.source = 'rest_trades'
+                                   AND d.batch_file = t.gap_id AND d.raw = encode(t.raw_json))""",
+            {"now": now, "run": run_id},
+        )
         new = c.execute(
-            """SELECT t.* FROM (
-                   SELECT * FROM _typed WHERE price > 0 AND volume >= 0 AND side IS NOT NULL AND trade_id IS NOT NULL
-                       AND event_time IS NOT NULL
+            f"""SELECT t.* FROM (
+                   SELECT * FROM _typed WHERE {READABLE} AND trade_id IS NOT NULL AND event_time IS NOT NULL
                    QUALIFY row_number() OVER (PARTITION BY exchange, market, trade_id ORDER BY gap_id) = 1) t
                ANTI JOIN (SELECT exchange, market, trade_id FROM silver.trades WHERE day BETWEEN $d0 AND $d1) s
                    ON s.exchange = t.exchange AND s.market = t.market AND s.trade_id = t.trade_id""",
@@ -198,7 +210,9 @@ def apply_repairs(
         intraday_gold.refresh(c, now)
         c.register("_repaired", pa.table({"gap_id": gap_ids, "n": pa.array([counts.get(g, 0) for g in gap_ids], pa.int64())}))
         c.execute(
-            "UPDATE ops.gaps SET repaired_at = $now, repaired_rows = r.n FROM _repaired r WHERE ops.gaps.gap_id = r.gap_id",
+            # only open gaps: applying a closed gap's answer again must not overwrite when and how it was repaired
+            "UPDATE ops.gaps SET repaired_at = $now, repaired_rows = r.n FROM _repaired r "
+            "WHERE ops.gaps.gap_id = r.gap_id AND ops.gaps.repaired_at IS NULL",
             {"now": now},
         )
         return {g: counts.get(g, 0) for g in gap_ids}

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.defs.streaming import intraday_gold
-from cryptoflow_dagster.defs.streaming.trade_sql import with_trade_fields
+from cryptoflow_dagster.defs.streaming.trade_sql import READABLE, with_trade_fields
 from streaming_sensor import layout
 from streaming_sensor.batches import SCHEMA as LANDING_SCHEMA
 
@@ -94,9 +94,7 @@ _STAGED = f"""
     SELECT *, CASE
         WHEN error IS NOT NULL THEN error
         WHEN trade_id IS NULL OR event_time IS NULL OR market IS NULL THEN 'missing trade id, time or market'
-        WHEN price IS NULL OR price <= 0 OR volume IS NULL OR volume < 0 OR side IS NULL
-            OR NOT isfinite(price) OR NOT isfinite(volume)  -- "nan", "inf", "1e999" parse as doubles
-            THEN 'unreadable price, volume or side'
+        WHEN NOT COALESCE({READABLE}, false) THEN 'unreadable price, volume or side'
         END AS problem
     FROM ({_STAGED})
 """

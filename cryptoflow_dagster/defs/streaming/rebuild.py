@@ -13,7 +13,7 @@ import duckdb
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.defs.raw.partitions import BACKFILL_POLICY, partition_days
 from cryptoflow_dagster.defs.streaming import intraday_gold
-from cryptoflow_dagster.defs.streaming.trade_sql import with_trade_fields
+from cryptoflow_dagster.defs.streaming.trade_sql import READABLE, with_trade_fields
 from cryptoflow_dagster.resources import LakeResource
 from cryptoflow_dagster.settings import load_settings
 
@@ -43,9 +43,8 @@ _SILVER_DAY = f"""
         receive_time, source, day)
     SELECT exchange, market, trade_id, event_time, price, volume, price * volume, side, $now, receive_time, source, day
     FROM (
-        -- as the streaming ingest reads a trade: "nan", "inf" and "1e999" parse as doubles, and NaN > 0 holds in DuckDB
-        SELECT *, COALESCE(event_time IS NOT NULL AND price > 0 AND volume >= 0 AND side IS NOT NULL
-                           AND isfinite(price) AND isfinite(volume), false) AS readable
+        -- as the streaming ingest reads a trade
+        SELECT *, COALESCE(event_time IS NOT NULL AND {READABLE}, false) AS readable
         FROM ({with_trade_fields(
             "SELECT exchange, market, trade_id, event_time, ingest_time, receive_time, source, day, raw_json "
             "FROM bronze.trades_raw WHERE day = $day")})

@@ -36,6 +36,11 @@ def _shape() -> str:
 _SHAPE = _shape()
 
 
+# The trade fields silver accepts (over ``with_trade_fields``' columns; NULL when a field is missing: wrap in COALESCE).
+# isfinite: "nan", "inf" and "1e999" parse as doubles, and NaN > 0 holds in DuckDB.
+READABLE = "(price > 0 AND volume >= 0 AND side IS NOT NULL AND isfinite(price) AND isfinite(volume))"
+
+
 def with_trade_fields(source_sql: str) -> str:
     """``source_sql`` (which has a VARCHAR ``raw_json``) plus typed ``price, volume, side`` (NULL for an unknown shape).
 
