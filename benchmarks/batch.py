@@ -13,6 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from benchmarks.common import Result, run_json_child, run_sampled
+from cryptoflow_dagster.settings import load_settings
 
 ENGINES = ("duckdb", "pandas", "spark")
 BASELINES = ENGINES[1:]
@@ -52,7 +53,9 @@ def run(quick: bool, runs: int) -> Result:
     if "duckdb" not in engines or set(engines) - set(ENGINES):
         raise ValueError(f"CRYPTOFLOW_BENCH_BATCH_ENGINES must name duckdb and any of {BASELINES}, got {engines}")
     name = "batch" if n == 1_000_000 else f"batch_{n / 1e6:g}m"  # each size keeps its own results file
-    cap = os.environ.get("CRYPTOFLOW_BENCH_DUCKDB_MEMORY")  # applied by batch_engines.run_duckdb
+    # CRYPTOFLOW_DUCKDB_MEMORY_LIMIT (the platform's setting, applied by lake.connect) caps the DuckDB run: a bad value
+    # fails here, before a lake is generated
+    cap = load_settings().duckdb_memory_limit
     result = Result(name, f"{n:,} trades (simulator model, 4 Binance symbols, 2 days), bronze -> silver.trades -> "
                           f"gold 1-minute OHLCV + 24h stats, {runs} runs per engine ({', '.join(engines)})"
                           + (f", DuckDB memory_limit {cap}" if cap else ""))

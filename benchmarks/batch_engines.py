@@ -102,11 +102,9 @@ def run_duckdb(work: Path) -> dict:
     settings = _settings(work)
     t_open = time.perf_counter()
     with lake.session(settings) as con:
-        # CRYPTOFLOW_BENCH_DUCKDB_MEMORY (e.g. 3GB) caps DuckDB's buffer memory and lets it spill to WORK/spill: how a
-        # deployment keeps a 50 M-trade rebuild inside a memory budget (unset: DuckDB's default, 80 % of RAM).
-        if os.environ.get("CRYPTOFLOW_BENCH_DUCKDB_MEMORY"):
-            con.execute("SET memory_limit = ?", [os.environ["CRYPTOFLOW_BENCH_DUCKDB_MEMORY"]])
-            con.execute("SET temp_directory = ?", [str(work / "spill")])
+        # CRYPTOFLOW_DUCKDB_MEMORY_LIMIT (e.g. 3GB; lake.connect applies it) is how a deployment keeps a 50 M-trade
+        # rebuild inside a memory budget; what DuckDB spills beyond it goes to WORK/spill, not .tmp in the checkout.
+        con.execute("SET temp_directory = ?", [str(work / "spill")])
         # the catalog attach is a per-run constant, reported apart as Spark's start is
         t0, cpu0 = time.perf_counter(), _tree_cpu_s()
         days = [r[0] for r in con.execute("SELECT DISTINCT day FROM bronze.trades_raw ORDER BY day").fetchall()]

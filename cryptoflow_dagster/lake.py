@@ -134,6 +134,8 @@ def connect(settings: Settings | None = None, *, read_only: bool = False) -> duc
         # DuckDB draws a progress bar on stdout for any query slower than 2 s, even without a terminal: it would land in
         # `cryptoflow query --format json` output, in a subprocess's protocol lines and in Dagster's captured logs.
         con.execute("SET enable_progress_bar = false")
+        if settings.duckdb_memory_limit:  # unset: DuckDB's own default (80 % of RAM)
+            con.execute("SET memory_limit = ?", [settings.duckdb_memory_limit])
         install_extensions(con, settings)
         con.execute("SET TimeZone = 'UTC'")  # TIMESTAMPTZ values print and truncate in UTC, as the contract says
         _configure_object_store(con, settings)

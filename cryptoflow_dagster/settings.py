@@ -19,6 +19,8 @@ from pathlib import Path
 UPBIT_MARKET_RE = re.compile(r"^(KRW|BTC|USDT)-[A-Z0-9]{1,15}$")
 BINANCE_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
 SHARD_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}", re.ASCII)
+# A DuckDB memory size as an operator writes it ("3GB", "512 MiB"); it reaches a SET statement, so nothing else.
+MEMORY_LIMIT_RE = re.compile(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.ASCII)
 
 DEFAULT_UPBIT_MARKETS = ("KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-USDT")
 DEFAULT_BINANCE_SYMBOLS = ("BTCUSDT", "ETHUSDT", "XRPUSDT", "SOLUSDT")
@@ -82,6 +84,13 @@ class Settings:
         "CRYPTOFLOW_S3_ENDPOINT",
         "",
         "S3-compatible endpoint for an s3:// data path, e.g. http://127.0.0.1:9000 (keys from AWS_* variables).",
+    )
+    duckdb_memory_limit: str = _s(
+        "CRYPTOFLOW_DUCKDB_MEMORY_LIMIT",
+        "",
+        "DuckDB memory_limit of every lake connection the platform opens (streaming and batch runs, CLI), e.g. 3GB or "
+        "512MiB; beyond it DuckDB spills to disk. dbt's gold build opens its own connection and is not capped. "
+        "Empty: DuckDB's default (80% of RAM).",
     )
     dagster_pg_url: str = _s(
         "CRYPTOFLOW_DAGSTER_PG_URL",
@@ -256,4 +265,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         raise SettingsError(f"CRYPTOFLOW_ALERT_WATCH_S={values['alert_watch_s']}: expected 0 to 30 seconds")
     if values["sidecar_shard"] and not SHARD_RE.fullmatch(values["sidecar_shard"]):  # it becomes part of a file name
         raise SettingsError(f"CRYPTOFLOW_SIDECAR_SHARD={values['sidecar_shard']!r}: expected 1-32 of a-z, 0-9, -")
+    if values["duckdb_memory_limit"] and not MEMORY_LIMIT_RE.fullmatch(values["duckdb_memory_limit"]):
+        raise SettingsError(
+            f"CRYPTOFLOW_DUCKDB_MEMORY_LIMIT={values['duckdb_memory_limit']!r}: expected a number and a unit "
+            "(KB, MB, GB, TB, KiB, MiB, GiB, TiB), e.g. 3GB"
+        )
     return Settings(**values)

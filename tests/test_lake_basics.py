@@ -5,6 +5,7 @@ import pytest
 
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.lake_schema import TABLES
+from cryptoflow_dagster.settings import SettingsError, load_settings
 
 
 def test_fresh_extension_folder_is_filled_from_packages(settings):
@@ -61,6 +62,30 @@ def test_read_only_session_refuses_writes(settings):
         assert ro.execute("SELECT count(*) FROM silver.trades").fetchone() == (0,)
         with pytest.raises(Exception, match="read-only"):
             ro.execute("INSERT INTO silver.fear_greed VALUES ('2025-01-01', 1, 'Fear', NULL)")
+
+
+def _memory_limit(con) -> str:
+    return con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+
+
+def test_memory_limit_setting_caps_every_connection(settings, monkeypatch):
+    with lake.session(settings) as con:
+        default = _memory_limit(con)
+    monkeypatch.setenv("CRYPTOFLOW_DUCKDB_MEMORY_LIMIT", "1.5GiB")
+    with lake.session() as con:  # settings from the environment, as a run or the CLI reads them
+        assert _memory_limit(con) == "1.5 GiB"
+    with lake.session(read_only=True) as ro:
+        assert _memory_limit(ro) == "1.5 GiB"
+    assert default != "1.5 GiB"  # unset: DuckDB's own default, not the cap
+
+
+@pytest.mark.parametrize("value", ["3", "3 G", "-1GB", "3gb", "80%", "3GB; SET threads = 1", "1.GB"])
+def test_memory_limit_setting_refuses_a_bad_value(cryptoflow_home, monkeypatch, value):
+    monkeypatch.setenv("CRYPTOFLOW_DUCKDB_MEMORY_LIMIT", value)
+    with pytest.raises(SettingsError, match="CRYPTOFLOW_DUCKDB_MEMORY_LIMIT.*e.g. 3GB"):
+        load_settings()
+    with pytest.raises(SettingsError, match="CRYPTOFLOW_DUCKDB_MEMORY_LIMIT"):
+        lake.connect()
 
 
 def test_missing_extension_package_names_it(monkeypatch):
