@@ -12,11 +12,13 @@ import random
 import time
 import uuid
 from collections.abc import Callable
+from typing import NamedTuple
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import WebSocketException
+from websockets.exceptions import ConnectionClosedOK, WebSocketException
 
 from streaming_sensor import feeds
+from streaming_sensor import frames as frames_mod
 from streaming_sensor.batches import MicroBatcher
 from streaming_sensor.heartbeat import StreamState, record_gap
 
@@ -55,6 +57,7 @@ class FeedConnection:
         self.gap_start = gap_start
         state.gap_since = gap_start
         self._reconnect_reason: str | None = None
+        self._pending: _Pending | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         attempt = 0
@@ -133,29 +136,87 @@ class FeedConnection:
                 await ws.send(self.feed.keepalive_text)
 
     async def _receive(self, ws: ClientConnection, session: str) -> None:
-        exchange, parse, add, state = self.feed.exchange, self.feed.parse, self.batcher.add, self.state
-        async for frame in ws:
-            now_ns = time.time_ns()
-            raw = frame if isinstance(frame, bytes) else frame.encode()
-            p = parse(raw)
-            state.last_message_at = now_ns / 1e9
-            if p.kind == feeds.CONTROL:
-                if p.reconnect:
-                    self._reconnect_reason = "exchange announced shutdown"
+        """Keep each frame and its receive time; nothing else per message while no gap is open (ADR 0010).
+
+        Verdicts, counters and rows come at flush time (``land``, in the flush thread). A frame is parsed here only
+        while a disconnect window waits for its first trade, or when it may announce a shutdown (``urgent_marker``).
+        """
+        pending = self._pending = _Pending(session)
+        frames, times = pending.frames, pending.times
+        marker, state, flush_max, request_flush = self.feed.urgent_marker, self.state, self.flush_max, self.request_flush
+        recv, time_ns, spill_at = ws.recv, time.time_ns, self.batcher.max_buffered
+        try:
+            while True:
+                try:
+                    frame = await recv(decode=False)  # bytes as they came: no UTF-8 decode (the frame lands verbatim)
+                except ConnectionClosedOK:
                     return
-                continue
-            state.messages += 1
-            if p.kind == feeds.DEAD:
-                state.malformed += 1
-                size = add(exchange, feeds.TRADE, p.market, None, None, now_ns // 1000, session, raw, p.error)
-            else:
-                size = add(exchange, p.kind, p.market, p.trade_id, p.event_ms, now_ns // 1000, session, raw, None)
-            if p.kind == feeds.TRADE:
-                lag = now_ns / 1e9 - p.event_ms / 1e3
-                if lag > state.lag_s:
-                    state.lag_s = lag
-                if self.gap_start is not None:
-                    record_gap(self.landing, exchange, self.feed.markets, self.gap_start, now_ns / 1e9, "disconnect", session)
-                    self.gap_start = state.gap_since = None
-            if size >= self.flush_max:
-                self.request_flush()
+                now_ns = time_ns()
+                frames.append(frame)
+                times.append(now_ns)
+                state.last_message_at = now_ns / 1e9
+                if self.gap_start is not None or (marker is not None and marker in frame):
+                    if self._inspect(frame, now_ns, session):
+                        return
+                if len(frames) >= flush_max:
+                    request_flush()
+                    if len(frames) >= spill_at:  # the flush thread is behind: resolve here, the batcher spills to disk
+                        self.land(pending.take())
+        finally:
+            # the connection's last frames get their verdicts now: lag_s and the counters are then current for the gap
+            # window the caller may open, and the next connection starts a fresh buffer under its own session id
+            self._pending = None
+            self.land(pending.take())
+
+    def _inspect(self, frame: bytes, now_ns: int, session: str) -> bool:
+        """The per-frame path: close an open gap window at the first trade; True if the exchange announced a shutdown."""
+        p = self.feed.parse(frame)
+        if p.kind == feeds.CONTROL and p.reconnect:
+            self._reconnect_reason = "exchange announced shutdown"
+            return True
+        if p.kind == feeds.TRADE and self.gap_start is not None:
+            record_gap(self.landing, self.feed.exchange, self.feed.markets, self.gap_start, now_ns / 1e9, "disconnect", session)
+            self.gap_start = self.state.gap_since = None
+        return False
+
+    def take_pending(self) -> _Taken | None:
+        """Called on the event loop thread (the receive loop's thread): the frames received so far, leaving it an empty
+        buffer. Cheap (a list copy), so the loop is held up for microseconds."""
+        return self._pending.take() if self._pending is not None else None
+
+    def land(self, taken: _Taken | None) -> None:
+        """Resolve taken frames into rows and buffer them; the stream's counters move with them. Any thread."""
+        if taken is None or not taken.frames:
+            return
+        out = frames_mod.resolve(self.feed, taken.session, taken.frames, taken.times)
+        state = self.state
+
+        def count() -> None:  # under the batcher's lock: a flush never sees rows without their counts
+            state.messages += out.messages
+            state.malformed += out.malformed
+            if out.lag_s > state.lag_s:
+                state.lag_s = out.lag_s
+
+        self.batcher.add_batches(self.feed.exchange, out.batches, then=count)
+
+
+class _Taken(NamedTuple):
+    session: str
+    frames: list[bytes]
+    times: list[int]
+
+
+class _Pending:
+    """One connection's frames not yet resolved. Only the event loop thread touches it."""
+
+    def __init__(self, session: str):
+        self.session = session
+        self.frames: list[bytes] = []
+        self.times: list[int] = []
+
+    def take(self) -> _Taken:
+        # copy then clear in place: the receive loop holds these very lists in local variables
+        taken = _Taken(self.session, self.frames.copy(), self.times.copy())
+        self.frames.clear()
+        self.times.clear()
+        return taken

@@ -67,6 +67,13 @@ class Feed(ABC):
     # Application-level keep-alive text frame, if the exchange wants one.
     keepalive_text: ClassVar[str | None] = None
     keepalive_interval_s: ClassVar[float] = 60.0
+    # A frame containing these bytes is parsed the moment it arrives (the receive loop parses nothing else while no gap
+    # is open): it may announce that the exchange is about to close the connection.
+    urgent_marker: ClassVar[bytes | None] = None
+    # RE2 pattern (full match, named groups market / trade_id / event_ms) of the exchange's usual trade frame, for the
+    # vectorized batch path (streaming_sensor/frames.py). It must only match frames ``parse`` calls a TRADE of those
+    # values once the market is checked; anything else goes through ``parse`` frame by frame.
+    trade_pattern: ClassVar[str | None] = None
 
     def __init__(self, base_url: str, markets: tuple[str, ...]):
         self.base_url = base_url.rstrip("/")
@@ -170,6 +177,19 @@ class BinanceFeed(Feed):
     # Liquid USDT pairs trade many times a second; and the server pings every 20 s, so 60 s of nothing is a dead link.
     silence_timeout_s = 60.0
     max_age_s = 23.5 * 3600.0  # Binance drops every connection at 24 h
+
+    urgent_marker = b"serverShutdown"
+    # The combined-stream trade frame exactly as Binance (and the simulator) send it: fixed key order, no whitespace, no
+    # escapes, ASCII only. What a match proves, clause by clause, is what ``parse`` checks: a JSON object with "stream"
+    # and an object "data" with no "result"/"id" key, e == "trade", s a string, t and T integers in [0, 2**63) (at most
+    # 18 digits, no sign, no leading zero, no fraction or exponent), p and q finite decimal strings (<= 30 digits before
+    # the point), m a boolean. Duplicate keys cannot occur: the keys are spelled out.
+    trade_pattern = (
+        r'^\{"stream":"[a-z0-9@_]{1,64}","data":\{"e":"trade","E":(?:0|[1-9][0-9]{0,18}),'
+        r'"s":"(?P<market>[A-Z0-9]{1,32})","t":(?P<trade_id>0|[1-9][0-9]{0,17}),'
+        r'"p":"[0-9]{1,30}(?:\.[0-9]{1,30})?","q":"[0-9]{1,30}(?:\.[0-9]{1,30})?",'
+        r'"T":(?P<event_ms>0|[1-9][0-9]{0,17}),"m":(?:true|false),"M":(?:true|false)\}\}$'
+    )
 
     def url(self) -> str:
         streams = "/".join(f"{s.lower()}@trade" for s in self.markets)

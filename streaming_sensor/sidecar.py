@@ -87,11 +87,18 @@ class Sidecar:
 
     async def _flush(self) -> None:
         flushing_from = time.time()
-        # Parquet encoding runs in a thread: the event loop keeps reading sockets while a file is written.
-        files = await asyncio.get_running_loop().run_in_executor(None, self.batcher.flush)
+        # Taken here, on the event loop thread that fills them; their verdicts (frames.resolve) and the Parquet encoding
+        # run in a thread, mostly in native code without the GIL: the event loop keeps reading sockets meanwhile.
+        taken = [(c, c.take_pending()) for c in self.connections]
+        files = await asyncio.get_running_loop().run_in_executor(None, self._land_and_flush, taken)
         self.heartbeat.files += len(files)
         self.heartbeat.flushed_through = flushing_from
         self.heartbeat.spilled = self.batcher.rows_spilled
+
+    def _land_and_flush(self, taken: list) -> list[Path]:
+        for connection, frames in taken:
+            connection.land(frames)
+        return self.batcher.flush()
 
     async def _beat(self) -> None:
         while not self.stop.is_set():

@@ -79,3 +79,58 @@ def test_downtime_gap_starts_at_the_earliest_unsafe_moment_of_the_last_heartbeat
     # an unwritten disconnect window began before the last flush; trades were arriving 2.5 s late
     assert downtime_start(path, "upbit") == 1990.0 - 2.5
     assert downtime_start(path, "binance") == 2000.0 - 0.5  # killed: what came after the last flush was lost
+
+
+def test_shutdown_notice_reconnects_at_once_and_control_frames_are_not_landed(tmp_path):
+    """Frames are only kept by the receive loop (ADR 0010): the serverShutdown notice must still be acted on as it
+    arrives, acks and pongs must still not land, and the counters must still match the landed rows."""
+    from streaming_sensor.feeds import BinanceFeed
+
+    def trade(i: int) -> str:
+        return json.dumps({"stream": "btcusdt@trade", "data": {"e": "trade", "E": 1, "s": "BTCUSDT", "t": i, "p": "1.5",
+                                                                 "q": "2", "T": 1_700_000_000_000 + i, "m": True, "M": True}},
+                          separators=(",", ":"))
+
+    connections: list[float] = []
+
+    async def handler(ws):
+        connections.append(asyncio.get_running_loop().time())
+        n = len(connections)
+        await ws.send('{"result":null,"id":1}')
+        for i in range(1, 101):
+            await ws.send(trade(n * 1000 + i))
+        await ws.send('{"stream":"btcusdt@trade","data":{"e":"trade","s":"BTCUSDT"}}')  # a dead letter
+        if n == 1:
+            await ws.send('{"stream":"btcusdt@trade","data":{"e":"serverShutdown","E":1}}')
+        await asyncio.sleep(30)  # the server does not close: only the notice can make the client reconnect
+
+    async def scenario() -> tuple[StreamState, MicroBatcher]:
+        async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+            port = server.sockets[0].getsockname()[1]
+            feed = BinanceFeed(f"ws://127.0.0.1:{port}", ("BTCUSDT",))
+            batcher = MicroBatcher(tmp_path / "landing", "0123456789abcdef", tmp_path / "spill")
+            state = StreamState()
+            conn = FeedConnection(feed, batcher, state, tmp_path / "landing", lambda: None, 5000)
+            stop = asyncio.Event()
+            task = asyncio.create_task(conn.run(stop))
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                if len(connections) == 2 and state.state == "connected":
+                    break
+            await asyncio.sleep(0.3)
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            return state, batcher
+
+    import pyarrow.parquet as pq
+
+    state, batcher = asyncio.run(scenario())
+    assert len(connections) == 2 and connections[1] - connections[0] < 2.0  # reconnected on the notice, not a timeout
+    rows = [r for f in batcher.flush() for r in pq.read_table(f).to_pylist()]
+    trades = sorted(r["trade_id"] for r in rows if r["error"] is None)
+    assert trades == [*range(1001, 1101), *range(2001, 2101)]
+    dead = [r for r in rows if r["error"] is not None]
+    assert len(dead) == 2 and all("missing, non-integer or out-of-range field: t" in r["error"] for r in dead)
+    assert not any(b'"result"' in r["raw"] or b"serverShutdown" in r["raw"] for r in rows)  # control frames stay out
+    assert state.messages == len(rows) == 202 and state.malformed == 2
+    assert len({r["session_id"] for r in rows}) == 2  # each connection's rows carry its own session id
