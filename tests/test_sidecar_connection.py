@@ -102,7 +102,7 @@ def test_shutdown_notice_reconnects_at_once_and_control_frames_are_not_landed(tm
         await ws.send('{"stream":"btcusdt@trade","data":{"e":"trade","s":"BTCUSDT"}}')  # a dead letter
         if n == 1:
             await ws.send('{"stream":"btcusdt@trade","data":{"e":"serverShutdown","E":1}}')
-        await asyncio.sleep(30)  # the server does not close: only the notice can make the client reconnect
+        await ws.wait_closed()  # the server never closes: only the notice can make the client reconnect
 
     async def scenario() -> tuple[StreamState, MicroBatcher]:
         async with serve(handler, "127.0.0.1", 0, compression=None) as server:
@@ -134,3 +134,41 @@ def test_shutdown_notice_reconnects_at_once_and_control_frames_are_not_landed(tm
     assert not any(b'"result"' in r["raw"] or b"serverShutdown" in r["raw"] for r in rows)  # control frames stay out
     assert state.messages == len(rows) == 202 and state.malformed == 2
     assert len({r["session_id"] for r in rows}) == 2  # each connection's rows carry its own session id
+
+
+def test_frames_held_by_a_stalled_flusher_are_spilled_to_disk_and_all_land(tmp_path):
+    """No flush ever runs here (request_flush does nothing): the receive loop must bound what it holds by resolving its
+    frames itself once ``max_buffered`` are waiting, and the batcher spills them; nothing is lost."""
+    from streaming_sensor.feeds import BinanceFeed
+
+    async def handler(ws):
+        for i in range(1, 3001):
+            await ws.send(json.dumps({"stream": "btcusdt@trade", "data": {"e": "trade", "E": 1, "s": "BTCUSDT", "t": i,
+                                      "p": "1.5", "q": "2", "T": 1_700_000_000_000, "m": False, "M": True}},
+                                     separators=(",", ":")))
+        await ws.wait_closed()
+
+    async def scenario() -> tuple[StreamState, MicroBatcher, int]:
+        async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+            port = server.sockets[0].getsockname()[1]
+            feed = BinanceFeed(f"ws://127.0.0.1:{port}", ("BTCUSDT",))
+            batcher = MicroBatcher(tmp_path / "landing", "0123456789abcdef", tmp_path / "spill", max_buffered=500)
+            state = StreamState()
+            conn = FeedConnection(feed, batcher, state, tmp_path / "landing", lambda: None, 100)
+            stop = asyncio.Event()
+            task = asyncio.create_task(conn.run(stop))
+            for _ in range(200):
+                await asyncio.sleep(0.05)
+                if batcher.rows_spilled >= 2500:
+                    break
+            held = len(conn._pending.frames) + batcher.buffered()  # what sits in memory while still connected
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            return state, batcher, held
+
+    import pyarrow.parquet as pq
+
+    state, batcher, held = asyncio.run(scenario())
+    assert batcher.rows_spilled >= 2500 and held < 1000  # memory stayed bounded
+    ids = sorted(t for f in batcher.flush() for t in pq.read_table(f, columns=["trade_id"]).column(0).to_pylist())
+    assert ids == list(range(1, 3001)) and state.messages == 3000
