@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pyarrow as pa
 
 from cryptoflow_dagster.alerting.model import Alert
 from cryptoflow_dagster.alerting.rules import MarketRules, RuleSet
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 _NEW, _RANGES, _HIST, _BARS = "_alert_new_trades", "_alert_ranges", "_alert_hist", "_alert_gold_bars"
@@ -77,6 +79,8 @@ def _evaluate(con: duckdb.DuckDBPyConnection, per_market: dict, spans: dict, leg
 
 def _with_params(con: duckdb.DuckDBPyConnection, rule: str, members: list[MarketRules], keys: tuple[str, ...]) -> None:
     """Register ``_alert_params(exchange, market, <keys>)``: each member market's thresholds for ``rule``."""
+    import pyarrow as pa  # on first use, not at import: loading the code location does not need it
+
     con.register(_PARAMS, pa.table({
         "exchange": [m.exchange for m in members], "market": [m.market for m in members],
         **{k: pa.array([m.get(rule)[k] for m in members], pa.float64()) for k in keys},
@@ -127,6 +131,8 @@ def _legs(asset: str) -> list[tuple[str, str]]:
 
 
 def _history_ranges(spans, per_market, legs, batch_end) -> pa.Table:
+    import pyarrow as pa  # on first use, not at import: loading the code location does not need it
+
     wanted: dict[tuple[str, str], tuple[datetime, datetime]] = {}
     for key, (lo, hi) in spans.items():
         wanted[key] = (lo - timedelta(seconds=_lookback_s(per_market[key])), hi)

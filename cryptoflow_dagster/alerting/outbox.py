@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import duckdb
-import polars as pl
 
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.alerting.messages import redact
 from cryptoflow_dagster.alerting.model import FAILED, PENDING, SENDING, SENT, Alert
+
+if TYPE_CHECKING:
+    import polars as pl
 
 COLUMNS = (
     "alert_id, rule, exchange, market, event_time, triggered_at, value, threshold, message, dedupe_key, status, "
@@ -26,6 +29,8 @@ COLUMNS = (
 
 
 def _frame(alerts: list[Alert]) -> pl.DataFrame:
+    import polars as pl  # on first use, not at import: loading the code location does not need it
+
     return pl.DataFrame(
         {
             "alert_id": [a.alert_id for a in alerts],

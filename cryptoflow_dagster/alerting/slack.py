@@ -7,13 +7,12 @@ job (delivery.py), so that every attempt is counted in ``gold.alerts`` and none 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
+from typing import TYPE_CHECKING, Any
 
 from cryptoflow_dagster.alerting.messages import redact
 
+if TYPE_CHECKING:
+    from slack_sdk.errors import SlackApiError
 
 SLACK_DEFAULT_API_URL = "https://slack.com/api/"
 # Slack answers these with HTTP 200 and ok=false, yet they are Slack's trouble, not ours: worth another try.
@@ -36,9 +35,13 @@ class SlackPoster:
                  timeout_s: float = 10.0) -> None:
         self.channel = channel
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        from slack_sdk import WebClient  # on first use, not at import: loading the code location does not need it
+
         self._client = WebClient(token=token or None, base_url=self.base_url, timeout=int(timeout_s), retry_handlers=[])
 
     def post(self, text: str, blocks: list[dict[str, Any]], metadata: dict[str, Any] | None = None) -> PostOutcome:
+        from slack_sdk.errors import SlackApiError  # loaded with WebClient in __init__
+
         try:
             resp = self._client.chat_postMessage(channel=self.channel, text=text, blocks=blocks, metadata=metadata,
                                                  unfurl_links=False)

@@ -12,15 +12,17 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import duckdb
-import polars as pl
 
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.clients.binance import BinanceClient
 from cryptoflow_dagster.clients.upbit import Page, UpbitClient
 from cryptoflow_dagster.settings import Settings, validate_market
+
+if TYPE_CHECKING:
+    import polars as pl
 
 INTERVALS = ("1m", "1d")
 T = TypeVar("T")
@@ -122,6 +124,8 @@ def replace_day(con: duckdb.DuckDBPyConnection, day: date, pairs: list[tuple[str
     The day is the partition: a rebuild leaves either all of the run's markets for it or none, never a mix, and the
     other markets' rows of that day stay as they are. Returns the rows written.
     """
+    import polars as pl  # on first use, not at import: loading the code location does not need it
+
     markets = " OR ".join(["(exchange = ? AND market = ?)"] * len(pairs))
     params = [day, *(value for pair in pairs for value in pair)]
     rows = pl.concat(frames, how="vertical") if frames else pl.DataFrame()

@@ -8,11 +8,12 @@ import threading
 import time
 from dataclasses import dataclass
 from collections.abc import Callable, Mapping
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from cryptoflow_dagster.clients.ratelimit import backoff_delay, parse_retry_after
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ class RestClient:
         self.max_attempts = max_attempts
         self.max_429 = max_429
         self._sleep = sleep
+        import httpx  # on first use, not at import: loading the code location does not need it
+
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s, headers={"Accept": "application/json"})
         self._lock = threading.Lock()
         self.stats = {"requests": 0, "429": 0, "retries": 0}
@@ -108,6 +111,8 @@ class RestClient:
         after: Callable[[Any, httpx.Response | None], None],
         on_429: Callable[[float], None],
     ) -> Reply:
+        import httpx  # loaded by __init__ already
+
         for attempt in range(1, self.max_attempts + 1):
             ticket = before()
             self._count("requests")

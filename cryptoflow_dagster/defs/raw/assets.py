@@ -8,7 +8,6 @@ import dagster as dg
 from pydantic import Field
 
 from cryptoflow_dagster import lake as lakehouse
-from cryptoflow_dagster.batch import bronze
 from cryptoflow_dagster.batch.collect import INTERVALS, MarketDay, collect_days, fetch_candles, replace_day, select_markets
 from cryptoflow_dagster.clients.resources import BinanceResource, FearGreedResource, UpbitResource
 from cryptoflow_dagster.defs.checks.batch import BRONZE_CANDLES, results_for, specs_for
@@ -44,6 +43,8 @@ def candles_raw(
     upbit: UpbitResource,
     binance: BinanceResource,
 ) -> dg.MaterializeResult:
+    from cryptoflow_dagster.batch import bronze  # Polars: imported when the asset runs, not when the code location loads
+
     settings = lake.settings()
     pairs = select_markets(settings, config.markets)
     days = partition_days(context)
@@ -93,6 +94,8 @@ def candles_raw(
     description="The alternative.me Fear & Greed index per UTC day, each entry as received; one transaction per day.",
 )
 def fear_greed_raw(context: dg.AssetExecutionContext, lake: LakeResource, fear_greed: FearGreedResource) -> dg.MaterializeResult:
+    from cryptoflow_dagster.batch import bronze  # Polars: imported when the asset runs, not when the code location loads
+
     days = partition_days(context)
     with fear_greed.client() as client:
         page = client.days(days[0], days[-1])

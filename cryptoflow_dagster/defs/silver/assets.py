@@ -2,20 +2,25 @@
 
 
 from datetime import date
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import duckdb
-import polars as pl
 
 from cryptoflow_dagster import lake as lakehouse
-from cryptoflow_dagster.batch import silver
-from cryptoflow_dagster.batch.bronze import expected_minutes
 from cryptoflow_dagster.defs.checks.batch import CANDLES_1D, CANDLES_1M, FEAR_GREED, results_for, specs_for
 from cryptoflow_dagster.defs.raw.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cryptoflow_dagster.resources import LakeResource
 
+# The Polars batch code (batch.silver, batch.bronze, polars) is imported when an asset runs, not when the code
+# location loads.
+if TYPE_CHECKING:
+    import polars as pl
 
-def rebuild_day(con: duckdb.DuckDBPyConnection, table: str, day: date, result: silver.SilverResult) -> None:
+    from cryptoflow_dagster.batch import silver
+
+
+def rebuild_day(con: duckdb.DuckDBPyConnection, table: str, day: date, result: "silver.SilverResult") -> None:
     """Replace the day's silver rows and the dead letters this table rejected that day, together or not at all."""
 
     def work(c: duckdb.DuckDBPyConnection) -> None:
@@ -27,7 +32,7 @@ def rebuild_day(con: duckdb.DuckDBPyConnection, table: str, day: date, result: s
     lakehouse.write(con, work)
 
 
-def _bronze_candles(con: duckdb.DuckDBPyConnection, day: date, interval: str) -> pl.DataFrame:
+def _bronze_candles(con: duckdb.DuckDBPyConnection, day: date, interval: str) -> "pl.DataFrame":
     return con.execute(
         "SELECT exchange, market, interval, candle_start, raw_json, ingest_time FROM bronze.candles_raw "
         "WHERE day = ? AND interval = ?",
@@ -36,6 +41,9 @@ def _bronze_candles(con: duckdb.DuckDBPyConnection, day: date, interval: str) ->
 
 
 def _build_candles(context: dg.AssetExecutionContext, lake: LakeResource, interval: str) -> dg.MaterializeResult:
+    from cryptoflow_dagster.batch import silver  # see the TYPE_CHECKING import above
+    from cryptoflow_dagster.batch.bronze import expected_minutes
+
     table = f"silver.candles_{interval}"
     key = CANDLES_1M if interval == "1m" else CANDLES_1D
     days = partition_days(context)
@@ -100,6 +108,10 @@ def candles_1d(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mate
     **_COMMON,
 )
 def fear_greed(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    import polars as pl  # see the TYPE_CHECKING import above
+
+    from cryptoflow_dagster.batch import silver
+
     days = partition_days(context)
     with lake.connect() as con:
         bronze_rows = con.execute(

@@ -17,7 +17,6 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.clients.binance import BinanceClient
@@ -77,6 +76,8 @@ def record_gaps(con: duckdb.DuckDBPyConnection, gaps: list[Gap], now: datetime) 
     """Add gaps ``ops.gaps`` does not know yet (by gap_id). Returns how many were new."""
     if not gaps:
         return 0
+    import pyarrow as pa  # on first use, not at import: loading the code location does not need it
+
     frame = pa.table(
         {
             "gap_id": [g.gap_id for g in gaps], "exchange": [g.exchange for g in gaps], "market": [g.market for g in gaps],
@@ -144,6 +145,8 @@ def apply_repairs(
     """
     if not fetched:
         return {}
+    import pyarrow as pa  # on first use, not at import: loading the code location does not need it
+
     rest = pa.table(
         {
             "gap_id": [g.gap_id for g, raws in fetched for _ in raws],

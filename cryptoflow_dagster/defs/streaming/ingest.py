@@ -12,17 +12,17 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.defs.streaming import intraday_gold
 from cryptoflow_dagster.defs.streaming.trade_sql import READABLE, with_trade_fields
 from streaming_sensor import layout
-from streaming_sensor.batches import SCHEMA as LANDING_SCHEMA
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ def not_ingested(
 
 
 def _already_ingested(con: duckdb.DuckDBPyConnection, names: list[str], since: datetime | None = None) -> set[str]:
+    import pyarrow as pa  # on first use, not at import: loading the code location does not need it
+
     con.register("_names", pa.table({"file": names}))
     try:
         return {r[0] for r in con.execute(
@@ -69,6 +71,11 @@ def _already_ingested(con: duckdb.DuckDBPyConnection, names: list[str], since: d
 
 
 def read_landing(files: list[layout.LandingFile]) -> pa.Table:
+    import pyarrow as pa  # on first use, not at import: loading the code location does not need it
+    import pyarrow.parquet as pq
+
+    from streaming_sensor.batches import SCHEMA as LANDING_SCHEMA  # the sidecar's module: pyarrow, orjson
+
     tables = []
     for f in files:
         t = pq.read_table(f.path)
@@ -131,6 +138,9 @@ def ingest_pending(
 
 
 def _ingest_chunk(con, chunk: list[layout.LandingFile], run_id: str | None, now: datetime, result: IngestResult) -> None:
+    import pyarrow as pa  # on first use, not at import: loading the code location does not need it
+    import pyarrow.compute as pc
+
     landing = read_landing(chunk)
     con.register("_landing", landing)
     staged = con.execute(_STAGED).to_arrow_table()
