@@ -11,6 +11,7 @@ extensions, the catalog, retries and transactions are handled in one place:
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import logging
 import os
@@ -242,10 +243,11 @@ def write(
     at once. Bounded: after ``attempts`` lost races the last error is raised.
     """
     for attempt in range(1, attempts + 1):
-        con.execute("BEGIN TRANSACTION")
         try:
-            result = work(con)
-            con.execute("COMMIT")
+            with _writer_turn(con):
+                con.execute("BEGIN TRANSACTION")
+                result = work(con)
+                con.execute("COMMIT")
             return result
         except Exception as exc:
             try:
@@ -258,6 +260,35 @@ def write(
             log.info("lake commit lost a race (attempt %d/%d), retrying in %.2fs: %s", attempt, attempts, delay, exc)
             time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+@contextmanager
+def _writer_turn(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Writers to a SQLite catalog take turns across processes, transaction and all (``flock`` on a file beside the
+    catalog; the OS drops it if its holder dies).
+
+    DuckLake's commit fails ("database is locked") whenever another process committed since the transaction began, so
+    racing, a long transaction (a streaming chunk: seconds of work) lost to every short commit of 4 backfill runs until
+    lake.write's attempts ran out (tests/test_concurrency_backfill.py; serializing only the COMMITs did not help).
+    Taking turns, no lake.write commit loses to another; the work a lost race threw away is now a wait instead.
+    Readers never take it (WAL). dbt's commits do not come here: gold retries its build (defs/gold/assets.py).
+    """
+    path = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = ?", [CATALOG]).fetchone()[0] or ""
+    held = _TURNS.__dict__.setdefault("paths", set())
+    if not path.startswith("sqlite:") or path in held:  # Postgres: MVCC; held: a write inside this thread's own turn
+        yield
+        return
+    fd = os.open(path[len("sqlite:"):] + ".writer-lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        held.add(path)
+        yield
+    finally:
+        held.discard(path)
+        os.close(fd)  # closing releases the lock
+
+
+_TURNS = threading.local()
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:

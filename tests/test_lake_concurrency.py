@@ -1,5 +1,6 @@
-"""The lake under concurrency, with real processes: writers racing on one DuckLake table lose and double nothing, and a
-commit that fails leaves nothing behind (and is retried into exactly one copy)."""
+"""The lake under concurrency, with real processes: writers on one DuckLake table take turns and lose and double
+nothing, and a commit that fails (another SQLite writer, such as dbt, holds the catalog) leaves nothing behind (and is
+retried into exactly one copy)."""
 
 from __future__ import annotations
 
@@ -98,8 +99,9 @@ def test_three_writer_processes_lose_and_duplicate_nothing(settings, tmp_path):
     assert total == distinct == WRITERS * BATCHES * ROWS
     assert per_writer == {f"KRW-W{w}": BATCHES * ROWS for w in range(1, WRITERS + 1)}
     assert batches == WRITERS * BATCHES
-    # The writers really raced: at least one commit lost and was retried (5-20 of the 30 commits on a 2-core machine).
-    assert sum(r["races"] for r in reports) >= 1, reports
+    # Released together, the writers took turns (lake.write's writer lock on a SQLite catalog, docs/decisions/0008): no
+    # commit lost a race. Racing, 5-20 of the 30 commits lost one on a 2-core machine.
+    assert sum(r["races"] for r in reports) == 0, reports
 
 
 class CatalogLocker:
