@@ -39,7 +39,14 @@ def instance_config(settings: Settings) -> dict[str, Any]:
             "module": "dagster._core.run_coordinator",
             "class": "QueuedRunCoordinator",
             # Dagster's default looks at the queue every 5 s: 2.5 s on average added to every streaming run (BENCHMARKS.md).
-            "config": {"dequeue_interval_seconds": DEQUEUE_INTERVAL_S},
+            "config": {
+                "dequeue_interval_seconds": DEQUEUE_INTERVAL_S,
+                # Launch queued runs side by side: each launch (the code server starting a run process) took ~22 s
+                # under load, so one at a time a backfill's 4th run started a minute after its 1st (and a streaming run
+                # queued behind them waited as long). docs/decisions/0008-backfill-concurrency.md
+                "dequeue_use_threads": True,
+                "dequeue_num_workers": MAX_CONCURRENT_RUNS,
+            },
         },
         "concurrency": {
             "runs": {

@@ -193,7 +193,7 @@ def assert_stream_matches_ground_truth(sim, settings: Settings, exchange: str, m
 
 @pytest.mark.slow
 # Minutes on a quiet 2-core machine; a heavily shared one (load 30+) stretches every process start-up several fold.
-@pytest.mark.soak  # 20-27 min on 2 shared cores: `make soak`, not `make test`
+@pytest.mark.soak  # 7 min on 2 shared cores at load 26-30 (13 before ADR 0008 session 3): `make soak`, not make test
 @pytest.mark.timeout(2400)
 def test_backfill_four_runs_at_a_time_while_streaming_equals_a_serial_run(tmp_path, settings, monkeypatch):
     home = tmp_path / "platform"
@@ -233,6 +233,9 @@ def test_backfill_four_runs_at_a_time_while_streaming_equals_a_serial_run(tmp_pa
         # 20 days at 5 per run: 4 runs, all successful, all 4 running at one time.
         assert len(backfill_runs) == DAYS // DAYS_PER_RUN
         assert {r.dagster_run.status for r in backfill_runs} == {dg.DagsterRunStatus.SUCCESS}
+        # ...each running its steps in its own process (the CLI's run config), not a process per step (ADR 0008).
+        assert not any(instance.all_logs(r.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_WORKER_STARTING)
+                       for r in backfill_runs)
         windows = [(r.start_time, r.end_time) for r in backfill_runs]
         assert max_overlap(windows) >= RUNS_AT_ONCE, windows
         first_start, last_end = min(w[0] for w in windows), max(w[1] for w in windows)
@@ -270,7 +273,9 @@ def test_backfill_four_runs_at_a_time_while_streaming_equals_a_serial_run(tmp_pa
         assert concurrent == serial, f"{table}: {len(concurrent)} rows concurrently, {len(serial)} serially"
     assert len(table_rows(settings, "silver.candles_1m")) > DAYS * 1000  # real minutes, both markets
     assert len(table_rows(settings, "gold.volatility_daily")) == DAYS * len(MARKETS)
-    print(f"\nconcurrency backfill: {len(backfill_runs)} runs, peak {max_overlap(windows)} at once, backfill wall "
+    together = min(w[1] for w in windows) - max(w[0] for w in windows)  # how long all of them ran at once
+    print(f"\nconcurrency backfill: {len(backfill_runs)} runs, peak {max_overlap(windows)} at once "
+          f"(all {len(windows)} for {together:.0f} s), backfill wall "
           f"{last_end - first_start:.0f} s, {retries} lost-race retries, {step_retries} gold builds retried, "
           f"{files} landed files ingested, streamed trades {streamed}, load {os.getloadavg()[0]:.1f}")
 
