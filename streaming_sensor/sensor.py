@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dagster as dg
 
+from cryptoflow_dagster.defs.streaming.ingest import not_ingested
 from cryptoflow_dagster.instance import SILVER_WRITER_TAG
+from cryptoflow_dagster.resources import LakeResource
 from cryptoflow_dagster.settings import load_settings
 from streaming_sensor import layout
 
@@ -41,7 +43,7 @@ def silver_writer_in_flight(instance: dg.DagsterInstance, jobs: tuple[str, ...] 
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Requests a streaming run when new trade micro-batches landed and no streaming run is in flight.",
 )
-def landing_files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+def landing_files_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult | dg.SkipReason:
     files = layout.list_files(load_settings().landing_dir, after=context.cursor, channels=("trade",))
     if not files:
         return dg.SkipReason("no new landing files")
@@ -50,5 +52,12 @@ def landing_files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
         # if the streaming run ends first), the next tick requests a run for them.
         return dg.SkipReason(f"{len(files)} new files: the streaming or gap-repair run in flight takes them")
     newest = files[-1].name
+    # A long-lived run took files as they landed, past this cursor: when it has ended and nothing new came since, a new
+    # run would only wait out its idle time holding the silver-writer slot. Asked only with no run in flight (rare).
+    with lake.connect() as con:
+        pending = not_ingested(con, files, since=files[0].written_at)
+    if not pending:
+        return dg.SensorResult(skip_reason=dg.SkipReason(f"{len(files)} new files, all ingested by the last run"),
+                               cursor=newest)
     return dg.SensorResult(run_requests=[dg.RunRequest(run_key=newest, tags={"cryptoflow/landing_cursor": newest})],
                            cursor=newest)

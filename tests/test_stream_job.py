@@ -134,30 +134,37 @@ def test_a_day_rebuild_restores_silver_and_gold_from_bronze(settings):
 
 def test_sensor_requests_one_run_for_every_pending_file_and_waits_for_the_run_in_flight(settings):
     instance = dg.DagsterInstance.ephemeral()
-    ctx = dg.build_sensor_context(instance=instance, cursor=None, definitions=defs)
+    ctx = dg.build_sensor_context(instance=instance, cursor=None, definitions=defs, resources=build_resources())
     assert isinstance(landing_files_sensor(ctx), dg.SkipReason)
 
     b = fill_landing(settings)
     newest = max(p.name for p in settings.landing_dir.rglob("*.parquet"))
-    result = landing_files_sensor(dg.build_sensor_context(instance=instance, cursor=None, definitions=defs))
+    result = landing_files_sensor(dg.build_sensor_context(instance=instance, cursor=None, definitions=defs, resources=build_resources()))
     assert [r.run_key for r in result.run_requests] == [newest] and result.cursor == newest
 
-    result = landing_files_sensor(dg.build_sensor_context(instance=instance, cursor=newest, definitions=defs))
+    result = landing_files_sensor(dg.build_sensor_context(instance=instance, cursor=newest, definitions=defs, resources=build_resources()))
     assert isinstance(result, dg.SkipReason)  # nothing after the cursor
 
     land(b, "upbit", "KRW-BTC", 99, T0, upbit("KRW-BTC", 99, T0, 1.0, 1.0))
     b.flush()
     in_flight = instance.create_run_for_job(streaming_ingest_job)  # NOT_STARTED: counts as in flight
-    result = landing_files_sensor(dg.build_sensor_context(instance=instance, cursor=newest, definitions=defs))
+    result = landing_files_sensor(dg.build_sensor_context(instance=instance, cursor=newest, definitions=defs, resources=build_resources()))
     assert isinstance(result, dg.SkipReason) and "in flight" in result.skip_message
     instance.report_run_canceled(in_flight)
     repairing = instance.create_run_for_job(gap_repair_job)  # gap repair writes silver too: wait for it as well
-    assert isinstance(landing_files_sensor(dg.build_sensor_context(instance=instance, cursor=newest, definitions=defs)),
+    assert isinstance(landing_files_sensor(dg.build_sensor_context(instance=instance, cursor=newest, definitions=defs, resources=build_resources())),
                       dg.SkipReason)
     instance.report_run_canceled(repairing)
-    result = landing_files_sensor(dg.build_sensor_context(instance=instance, cursor=newest, definitions=defs))
+    result = landing_files_sensor(dg.build_sensor_context(instance=instance, cursor=newest, definitions=defs, resources=build_resources()))
     assert len(result.run_requests) == 1 and result.cursor > newest
     assert STREAMING_JOB == streaming_ingest_job.name
+
+    # A run that ended after taking every file past the cursor (as a long-lived run does): no run for nothing, and the
+    # cursor moves on
+    run_job(instance)
+    result = landing_files_sensor(dg.build_sensor_context(instance=instance, cursor=newest, definitions=defs, resources=build_resources()))
+    assert result.run_requests == [] and "all ingested" in result.skip_reason.skip_message
+    assert result.cursor > newest
 
 
 KILLER = """
