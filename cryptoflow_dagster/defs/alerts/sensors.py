@@ -49,11 +49,16 @@ def market_alert_sensor(context: dg.SensorEvaluationContext, lake: LakeResource,
     # would wait that long. So one tick keeps watching for alert_watch_s (about one daemon loop): files are evaluated
     # within _WATCH_POLL_S of landing. The lake is opened only when there is a file, so other sensors of this code
     # server are not held behind the lake's SQLite session lock while this one waits.
+    # The tick must also be over before the daemon's next loop (5 s after this tick was submitted), or that loop skips
+    # the sensor and files wait a whole loop more: it stops looking when one more batch (as long as the slowest so far)
+    # would end past the deadline.
     deadline = time.monotonic() + settings.alert_watch_s
     seen = fired = sent = 0
+    slowest_batch_s = 0.0
     while True:
         files = new_files.poll()[:_ALERT_FILES_PER_TICK]
         if files:
+            batch_started = time.monotonic()
             with lake.connect() as con:
                 alerts = record_landing_alerts(con, root, files, settings)
                 # Delivered at once: the delivery sensor only retries what this tick could not send.
@@ -64,7 +69,8 @@ def market_alert_sensor(context: dg.SensorEvaluationContext, lake: LakeResource,
             if alerts:
                 context.log.info("market alerts: %d files, %d alerts, sent %d", len(files), len(alerts),
                                  len(report.sent) if report else 0)
-        if len(files) == _ALERT_FILES_PER_TICK or time.monotonic() + _WATCH_POLL_S > deadline:
+            slowest_batch_s = max(slowest_batch_s, time.monotonic() - batch_started)
+        if len(files) == _ALERT_FILES_PER_TICK or time.monotonic() + _WATCH_POLL_S + slowest_batch_s > deadline:
             break  # a backlog is worked off over the next ticks, each a fresh evaluation with its own cursor commit
         time.sleep(_WATCH_POLL_S)
     context.update_cursor(new_files.cursor())
