@@ -203,6 +203,7 @@ REVIEWED_SQL_INTERPOLATIONS = {
     "cryptoflow_dagster/defs/streaming/intraday_gold.py": {"RANGES", "_OHLCV", "_STATS", "_KIMCHI"},
     "cryptoflow_dagster/defs/streaming/rebuild.py": {"typed"},
     "cryptoflow_dagster/defs/streaming/ingest.py": {"mine", "_STAGED"},
+    "cryptoflow_dagster/defs/streaming/gaps.py": {"READABLE"},  # a constant SQL predicate (trade_sql.py)
     "cryptoflow_dagster/defs/streaming/tickers.py": {"_MINE"},
     "cryptoflow_dagster/defs/silver/assets.py": {"table"},
     "cryptoflow_dagster/alerting/market.py": {"_HIST", "_PARAMS", "window", "_NEW", "bucket", "_BARS", "window - 1",
