@@ -9,8 +9,16 @@ from websockets.asyncio.server import serve
 
 from streaming_sensor.batches import MicroBatcher
 from streaming_sensor.connection import FeedConnection, backoff_delay
-from streaming_sensor.feeds import UpbitFeed
+from streaming_sensor.feeds import BinanceFeed, UpbitFeed
 from streaming_sensor.heartbeat import StreamState, read_gap_candidates
+
+
+def binance_connection(tmp_path, port: int, flush_max: int, **batcher_options) -> tuple[FeedConnection, MicroBatcher, StreamState]:
+    """A BTCUSDT connection to a loopback server whose flush requests do nothing: the test decides when rows land."""
+    feed = BinanceFeed(f"ws://127.0.0.1:{port}", ("BTCUSDT",))
+    batcher = MicroBatcher(tmp_path / "landing", "0123456789abcdef", tmp_path / "spill", **batcher_options)
+    state = StreamState()
+    return FeedConnection(feed, batcher, state, tmp_path / "landing", lambda: None, flush_max), batcher, state
 
 
 def test_backoff_is_exponential_capped_and_jittered():
@@ -84,8 +92,6 @@ def test_downtime_gap_starts_at_the_earliest_unsafe_moment_of_the_last_heartbeat
 def test_shutdown_notice_reconnects_at_once_and_control_frames_are_not_landed(tmp_path):
     """Frames are only kept by the receive loop (ADR 0010): the serverShutdown notice must still be acted on as it
     arrives, acks and pongs must still not land, and the counters must still match the landed rows."""
-    from streaming_sensor.feeds import BinanceFeed
-
     def trade(i: int) -> str:
         return json.dumps({"stream": "btcusdt@trade", "data": {"e": "trade", "E": 1, "s": "BTCUSDT", "t": i, "p": "1.5",
                                                                  "q": "2", "T": 1_700_000_000_000 + i, "m": True, "M": True}},
@@ -106,11 +112,7 @@ def test_shutdown_notice_reconnects_at_once_and_control_frames_are_not_landed(tm
 
     async def scenario() -> tuple[StreamState, MicroBatcher]:
         async with serve(handler, "127.0.0.1", 0, compression=None) as server:
-            port = server.sockets[0].getsockname()[1]
-            feed = BinanceFeed(f"ws://127.0.0.1:{port}", ("BTCUSDT",))
-            batcher = MicroBatcher(tmp_path / "landing", "0123456789abcdef", tmp_path / "spill")
-            state = StreamState()
-            conn = FeedConnection(feed, batcher, state, tmp_path / "landing", lambda: None, 5000)
+            conn, batcher, state = binance_connection(tmp_path, server.sockets[0].getsockname()[1], 5000)
             stop = asyncio.Event()
             task = asyncio.create_task(conn.run(stop))
             for _ in range(100):
@@ -139,8 +141,6 @@ def test_shutdown_notice_reconnects_at_once_and_control_frames_are_not_landed(tm
 def test_frames_held_by_a_stalled_flusher_are_spilled_to_disk_and_all_land(tmp_path):
     """No flush ever runs here (request_flush does nothing): the receive loop must bound what it holds by resolving its
     frames itself once ``max_buffered`` are waiting, and the batcher spills them; nothing is lost."""
-    from streaming_sensor.feeds import BinanceFeed
-
     async def handler(ws):
         for i in range(1, 3001):
             await ws.send(json.dumps({"stream": "btcusdt@trade", "data": {"e": "trade", "E": 1, "s": "BTCUSDT", "t": i,
@@ -150,11 +150,7 @@ def test_frames_held_by_a_stalled_flusher_are_spilled_to_disk_and_all_land(tmp_p
 
     async def scenario() -> tuple[StreamState, MicroBatcher, int]:
         async with serve(handler, "127.0.0.1", 0, compression=None) as server:
-            port = server.sockets[0].getsockname()[1]
-            feed = BinanceFeed(f"ws://127.0.0.1:{port}", ("BTCUSDT",))
-            batcher = MicroBatcher(tmp_path / "landing", "0123456789abcdef", tmp_path / "spill", max_buffered=500)
-            state = StreamState()
-            conn = FeedConnection(feed, batcher, state, tmp_path / "landing", lambda: None, 100)
+            conn, batcher, state = binance_connection(tmp_path, server.sockets[0].getsockname()[1], 100, max_buffered=500)
             stop = asyncio.Event()
             task = asyncio.create_task(conn.run(stop))
             for _ in range(200):
