@@ -21,34 +21,58 @@ MARKET_RULES = ("price_move", "volume_spike", "volatility", "kimchi_premium")
 END_MARGIN_MS = 2_000
 
 
-def check_trades(con: duckdb.DuckDBPyConnection, sim, markets: list[tuple[str, str]], report) -> list[str]:
-    """silver.trades equals the simulator's trades per market over the streamed window: lost 0, duplicated 0, extra 0.
+def compare_trades(con: duckdb.DuckDBPyConnection, sim, markets: list[tuple[str, str]]) -> dict[str, dict]:
+    """silver.trades against the simulator's trades, per market: counts of lost, extra, duplicated and mismatched rows.
 
-    The window is the exchange's, not the market's: from the first to the last trade silver holds for any market of
-    the exchange (one connection carries them all), so a market whose stream was silent or lost for a while cannot
-    shrink its own window around what it has. A quiet market (Upbit has empty minutes) simply has few trades to match.
+    The window is the exchange's, not the market's: from the first to the last trade silver holds for any of
+    ``markets`` of the exchange (one connection carries them all; give one sidecar shard's markets at a time), so a market whose stream was silent or lost for a while cannot
+    shrink its own window around what it has. A quiet market (Upbit has empty minutes) simply has few trades, or none,
+    to match. The window's first millisecond is left out too: a trade in it may have been emitted just before the
+    connection subscribed. Silver rows outside the window must still be trades the exchange made, with its values.
     """
-    failures = []
-    spans = {e: con.execute("SELECT epoch_ms(min(ts)), epoch_ms(max(ts)) FROM silver.trades WHERE exchange = ?",
-                            [e]).fetchone() for e in {e for e, _ in markets}}
+    spans = {e: con.execute("SELECT epoch_ms(min(ts)), epoch_ms(max(ts)) FROM silver.trades "
+                            "WHERE exchange = ? AND list_contains(?::VARCHAR[], market)",
+                            [e, [m for x, m in markets if x == e]]).fetchone() for e in {e for e, _ in markets}}
+    entries = {}
     for exchange, market in markets:
         start, end = spans[exchange]
-        entry = {"silver": 0, "duplicated": 0, "truth": 0, "lost": None, "extra": None, "window_s": None}
-        if start is not None:
-            end -= END_MARGIN_MS
-            rows = con.execute("SELECT trade_id FROM silver.trades WHERE exchange = ? AND market = ? "
-                               "AND epoch_ms(ts) BETWEEN ? AND ?", [exchange, market, start, end]).fetchall()
-            ids = [r[0] for r in rows]
-            key = "sequential_id" if exchange == "upbit" else "trade_id"
-            truth = {t[key] for t in sim.ground_truth(market, start, end + 1, exchange=exchange)}
-            entry.update(silver=len(ids), duplicated=len(ids) - len(set(ids)), truth=len(truth),
-                         lost=len(truth - set(ids)), extra=len(set(ids) - truth), window_s=round((end - start) / 1000, 1))
-        entry["duplicated"] += con.execute(  # anywhere in silver, not only in the window
-            "SELECT count(*) - count(DISTINCT trade_id) FROM silver.trades WHERE exchange = ? AND market = ? "
-            "AND NOT epoch_ms(ts) BETWEEN ? AND ?", [exchange, market, start or 0, end or 0]).fetchone()[0]
-        report.markets[f"{exchange}:{market}"] = entry
-        if start is None or entry["lost"] or entry["duplicated"] or entry["extra"]:
-            failures.append(f"{exchange}:{market} differs from ground truth: {entry}")
+        entry = {"silver": 0, "duplicated": 0, "truth": 0, "lost": None, "extra": None, "mismatched": None,
+                 "window_s": None, "lost_ids": []}
+        entries[f"{exchange}:{market}"] = entry
+        rows = con.execute("SELECT trade_id, epoch_ms(ts), price, volume, side FROM silver.trades "
+                           "WHERE exchange = ? AND market = ?", [exchange, market]).fetchall()
+        ids = [r[0] for r in rows]
+        entry.update(silver=len(ids), duplicated=len(ids) - len(set(ids)))
+        if start is None:
+            continue
+        key = "sequential_id" if exchange == "upbit" else "trade_id"
+        lo = min((r[1] for r in rows), default=start)
+        hi = max((r[1] for r in rows), default=end)
+        truth = {t[key]: (t["ts"], t["price"], t["volume"], t["side"])
+                 for t in sim.ground_truth(market, min(lo, start), max(hi, end) + 1, exchange=exchange)}
+        end -= END_MARGIN_MS
+        window = {i for i, (ts, *_) in truth.items() if start < ts <= end}
+        got = {r[0]: tuple(r[1:]) for r in rows}
+        lost = sorted(window - set(got))
+        mismatched = [i for i, values in got.items() if i in truth and not _same_trade(values, truth[i])]
+        entry.update(truth=len(window), lost=len(lost), lost_ids=lost[:5], extra=len(set(got) - set(truth)),
+                     mismatched=len(mismatched), window_s=round((end - start) / 1000, 1))
+    return entries
+
+
+def _same_trade(silver: tuple, truth: tuple) -> bool:
+    """(ts ms, price, volume, side): time and side exact, price and volume to 1e-12 relative (float text round trip)."""
+    return (silver[0] == truth[0] and silver[3] == truth[3]
+            and all(abs(a - b) <= 1e-12 * max(abs(a), abs(b)) for a, b in zip(silver[1:3], truth[1:3])))
+
+
+def check_trades(con: duckdb.DuckDBPyConnection, sim, markets: list[tuple[str, str]], report) -> list[str]:
+    """compare_trades into the report; a failure per market that lost, doubled, invented or altered a trade."""
+    failures = []
+    for name, entry in compare_trades(con, sim, markets).items():
+        report.markets[name] = entry
+        if entry["lost"] is None or entry["lost"] or entry["duplicated"] or entry["extra"] or entry["mismatched"]:
+            failures.append(f"{name} differs from ground truth: {entry}")
     return failures
 
 

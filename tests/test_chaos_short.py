@@ -22,7 +22,10 @@ def test_short_chaos_run_loses_nothing_doubles_nothing_and_delivers_every_alert_
     assert report.sidecar_kills >= 1 and report.killed_run_exit == -signal.SIGKILL
     assert report.gaps > 0
     assert set(report.markets) == {f"{e}:{m}" for e, m in MARKETS}
-    assert all(m["lost"] == 0 and m["duplicated"] == 0 and m["truth"] > 0 for m in report.markets.values())
+    assert all(m["lost"] == 0 and m["duplicated"] == 0 and m["mismatched"] == 0 for m in report.markets.values())
+    # every exchange's window held trades to compare (one Upbit market may sit in an empty minute, not all of them)
+    for exchange in {e for e, _ in MARKETS}:
+        assert sum(m["truth"] for name, m in report.markets.items() if name.startswith(exchange + ":")) >= 10
     # malformed frames went out on both exchanges and each one is a dead letter, or lost with a killed sidecar
     assert set(report.dead_letters) == {"upbit", "binance"}
     for counts in report.dead_letters.values():

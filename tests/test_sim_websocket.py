@@ -15,6 +15,7 @@ import websockets
 
 from exchange_sim.upbit_shapes import TICKER_KEYS, TRADE_KEYS
 
+UPBIT = ["KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-USDT"]  # the simulator's default markets
 UPBIT_BEST_QUOTE_KEYS = {"best_ask_price", "best_ask_size", "best_bid_price", "best_bid_size"}  # newer than the 2023 capture
 
 
@@ -64,10 +65,16 @@ def test_upbit_simple_and_list_formats_and_ticker(sim_session):
     listed = json.loads(run(_subscribe(sim_session.upbit_ws_url, [{"ticket": "t"}, {"type": "trade", "codes": ["KRW-XRP"]},
                                                                   {"format": "JSON_LIST"}], 1))[0])
     assert isinstance(listed, list) and listed[0]["type"] == "trade"
+    # A REALTIME ticker follows a trade, and an Upbit market can be quiet for a minute or two (empty minutes), so
+    # subscribe every market: the snapshots come first, then the first REALTIME ticker of whichever market trades.
     tick = [json.loads(f) for f in run(_subscribe(sim_session.upbit_ws_url, [{"ticket": "t"},
-                                                                              {"type": "ticker", "codes": ["KRW-SOL"]}], 2))]
+                                                                              {"type": "ticker", "codes": UPBIT}], 6))]
     assert set(tick[0]) == {full for full, _ in TICKER_KEYS}
-    assert tick[0]["stream_type"] == "SNAPSHOT" and tick[1]["stream_type"] == "REALTIME"
+    assert [t["stream_type"] for t in tick] == ["SNAPSHOT"] * 5 + ["REALTIME"]
+    assert sorted(t["code"] for t in tick[:5]) == sorted(UPBIT)
+    latest = tick[5]
+    truth = sim_session.ground_truth(latest["code"], latest["trade_timestamp"], latest["trade_timestamp"] + 1)
+    assert latest["trade_price"] in [t["price"] for t in truth]  # the ticker carries the trade that triggered it
     assert len(tick[0]["trade_date"]) == 8 and len(tick[0]["trade_time"]) == 6  # yyyyMMdd / HHmmss on tickers
     assert tick[0]["low_price"] <= tick[0]["trade_price"] <= tick[0]["high_price"]
     assert tick[0]["acc_trade_volume"] <= tick[0]["acc_trade_volume_24h"]
