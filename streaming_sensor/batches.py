@@ -40,6 +40,11 @@ _SMALL_COLUMNS = [c for c in _COLUMNS if c != "raw"]
 _LEN = struct.Struct("<I")
 
 
+def _record_batch(columns: list[list]) -> pa.RecordBatch:
+    """Column lists in SCHEMA order as one Arrow batch of the landing schema."""
+    return pa.RecordBatch.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, SCHEMA)], schema=SCHEMA)
+
+
 @dataclass
 class _Buffer:
     """Rows of one stream in arrival order: Arrow batches resolved off the event loop (``add_batch``), and rows added
@@ -54,8 +59,7 @@ class _Buffer:
 
     def seal(self) -> None:
         if self.columns[0]:
-            self.append(pa.RecordBatch.from_arrays([pa.array(c, type=f.type) for c, f in zip(self.columns, SCHEMA)],
-                                                   schema=SCHEMA))
+            self.append(_record_batch(self.columns))
             self.columns = [[] for _ in _COLUMNS]
 
     def append(self, batch: pa.RecordBatch) -> None:
@@ -184,9 +188,8 @@ class MicroBatcher:
             written: list[Path] = []
             for key, rows, path in self._take_spill():
                 if rows:
-                    columns = [list(c) for c in zip(*rows)]
-                    written.append(self._write(key, pa.Table.from_arrays(
-                        [pa.array(col, type=f.type) for col, f in zip(columns, SCHEMA)], schema=SCHEMA), now))
+                    written.append(self._write(key, pa.Table.from_batches(
+                        [_record_batch([list(c) for c in zip(*rows)])], schema=SCHEMA), now))
                 path.unlink()  # only once its rows are safely in a landing file
             for key, buf in list(taken.items()):
                 try:
