@@ -1,6 +1,7 @@
 """Sidecar ingest: the real sidecar process (``python -m streaming_sensor``) on the simulator's firehose into durable
-Parquet landing files, beside a bare websockets receive loop (the floor) and a naive stdlib-json, write-per-message
-client on the same stream (see ``ingest_clients``). Rounds interleave the three so a change in machine load hits all.
+Parquet landing files, beside a bare websockets receive loop (the floor), the bare loop writing every frame durably
+(the durable floor) and a naive stdlib-json, write-per-message client on the same stream (see ``ingest_clients``).
+Rounds interleave the clients so a change in machine load hits all.
 
 Sidecar figures are taken from outside: its heartbeat (message counter, rewritten every second) and /proc (CPU, RSS),
 over the steady window from its first counted message to its last heartbeat, so imports and connect are left out
@@ -79,13 +80,15 @@ def run(quick: bool, runs: int) -> Result:
     seconds = 8.0 if quick else 20.0
     result = Result("sidecar_ingest", f"{runs} rounds x {seconds:.0f} s per client, Binance combined stream of "
                                       f"{len(SYMBOLS)} symbols, simulator firehose")
-    rows: dict[str, list[dict]] = {"bare": [], "naive": [], "sidecar": [], "sidecar_one_core": []}
+    rows: dict[str, list[dict]] = {"bare": [], "durable": [], "naive": [], "sidecar": [], "sidecar_one_core": []}
     with running_sim(firehose=True, binance_symbols=list(SYMBOLS), history_days=2) as sim, \
             tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         env = {**os.environ, **sim.env(), "CRYPTOFLOW_BINANCE_SYMBOLS": ",".join(SYMBOLS)}
         url = BinanceFeed(sim.binance_ws_url, SYMBOLS).url()  # the sidecar's own subscription URL
         for i in range(runs):
             rows["bare"].append(run_json_child("benchmarks.ingest_clients", "bare", url, str(seconds), env=env))
+            rows["durable"].append(run_json_child("benchmarks.ingest_clients", "durable", url, str(seconds),
+                                                  str(Path(tmp) / f"durable-{i}"), env=env))
             naive_dir = Path(tmp) / f"naive-{i}"
             rows["naive"].append(run_json_child("benchmarks.ingest_clients", "naive", url, str(seconds), str(naive_dir),
                                                 env=env))
@@ -99,6 +102,15 @@ def run(quick: bool, runs: int) -> Result:
     result.add("bare websockets loop messages/s (floor)", "msg/s", rate["bare"])
     result.add("naive json + write per message messages/s", "msg/s", rate["naive"])
     result.add("sidecar / bare loop (same round)", "ratio", ratio, (">=", 0.80), "bare loop")
+    result.add("floor: durable loop messages/s", "msg/s", rate["durable"], None, None,
+               "the bare loop + (frame, receive time) kept and written as atomic Parquet files from a thread, no verdicts")
+    result.add("floor: durable loop / bare loop (same round)", "ratio",
+               [d / b for d, b in zip(rate["durable"], rate["bare"])], None, "bare loop",
+               "what writing every frame durably costs before any parsing")
+    result.add("sidecar / durable loop (same round)", "ratio",
+               [s / d for s, d in zip(rate["sidecar"], rate["durable"])], None, "durable loop",
+               "what the sidecar's verdicts, heartbeat and routing cost")
+    result.add("durable loop CPU s per million messages", "cpu-s/M", cpu_per_m["durable"])
     result.add("sidecar CPU s per million messages", "cpu-s/M", cpu_per_m["sidecar"], None, "bare, naive")
     result.add("bare loop CPU s per million messages", "cpu-s/M", cpu_per_m["bare"])
     result.add("naive CPU s per million messages", "cpu-s/M", cpu_per_m["naive"])
