@@ -278,9 +278,16 @@ def _writer_turn(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     if not path.startswith("sqlite:") or path in held:  # Postgres: MVCC; held: a write inside this thread's own turn
         yield
         return
-    fd = os.open(path[len("sqlite:"):] + ".writer-lock", os.O_RDWR | os.O_CREAT, 0o644)
+    lock_path = path[len("sqlite:"):] + ".writer-lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _wait_for_turn(fd, lock_path)
+        # who holds the turn, for the warning of a writer kept waiting (a hung holder stops every writer of the host)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {time.time():.0f}\n".encode(), 0)
         held.add(path)
         yield
     finally:
@@ -289,6 +296,37 @@ def _writer_turn(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
 
 
 _TURNS = threading.local()
+
+# A writer kept waiting for its turn this long logs who holds it, and again at this interval while it waits: the wait
+# has no timeout (giving up would lose the writer's work), so a holder that hangs must at least be visible.
+TURN_WARN_S = 60.0
+
+
+def _wait_for_turn(fd: int, lock_path: str) -> None:
+    """Block for the turn (the kernel's queue, no polling), warning every TURN_WARN_S seconds while waiting."""
+    started = time.monotonic()
+    done = threading.Event()
+
+    def warn() -> None:
+        while not done.wait(TURN_WARN_S):
+            try:
+                holder = Path(lock_path).read_text().split()
+            except OSError:
+                holder = []
+            pid, since = (holder + ["?", "?"])[:2]
+            held_s = f"{time.time() - float(since):.0f} s" if since.isdigit() else "an unknown time"
+            log.warning("lake writer turn: waiting %.0f s for process %s, which has held it for %s (%s)",
+                        time.monotonic() - started, pid, held_s, lock_path)
+
+    watcher = threading.Thread(target=warn, name="lake-turn-wait", daemon=True)
+    watcher.start()
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    finally:
+        done.set()
+    waited = time.monotonic() - started
+    if waited >= TURN_WARN_S:
+        log.warning("lake writer turn: got it after %.0f s", waited)
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:

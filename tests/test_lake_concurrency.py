@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -173,3 +174,55 @@ def test_a_commit_that_lost_the_race_is_retried_into_exactly_one_copy(settings, 
     assert len(calls) == 2
     with lake.session(settings, read_only=True) as con:
         assert con.execute("SELECT count(*), sum(value) FROM silver.fear_greed").fetchone() == (2, 30)
+
+
+# A lake writer that hangs inside its transaction (holding the writer turn) until told to go on.
+HANGING_WRITER = r"""
+import sys
+from cryptoflow_dagster import lake
+
+def work(c):
+    c.execute("CREATE TABLE IF NOT EXISTS lake.ops.hang_probe (n INTEGER)")
+    print("holding", flush=True)
+    sys.stdin.readline()  # hangs here, turn held, until the test writes a line
+    return 0
+
+with lake.session() as con:
+    lake.write(con, work)
+print("committed", flush=True)
+"""
+
+
+def test_a_writer_kept_waiting_by_a_hung_one_says_which_process_holds_the_turn(settings, monkeypatch, caplog):
+    with lake.session(settings) as con:
+        lake.ensure_schema(con)
+    hung = subprocess.Popen([sys.executable, "-c", HANGING_WRITER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert hung.stdout.readline().strip() == "holding"
+        monkeypatch.setattr(lake, "TURN_WARN_S", 0.3)
+        caplog.set_level("WARNING", logger="cryptoflow_dagster.lake")
+        done = []
+
+        def our_write() -> None:
+            with lake.session(settings) as ours:
+                done.append(lake.write(ours, lambda c: lake.insert(c, "silver.fear_greed", FEAR_GREED)))
+
+        writer = threading.Thread(target=our_write)
+        writer.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(str(hung.pid) in r.getMessage() for r in caplog.records):
+            time.sleep(0.1)
+        waiting = [r.getMessage() for r in caplog.records if "waiting" in r.getMessage()]
+        assert waiting and f"for process {hung.pid}," in waiting[0], waiting  # the holder named, while we wait
+        assert done == [] and writer.is_alive()  # no timeout: the write waits rather than giving up its work
+        hung.stdin.write("go\n")
+        hung.stdin.flush()
+        assert hung.stdout.readline().strip() == "committed"
+        writer.join(60)
+        assert done == [2]  # ours went through once the turn was free
+        assert any("got it after" in r.getMessage() for r in caplog.records)
+    finally:
+        if hung.poll() is None:
+            hung.kill()
+        hung.wait(10)
