@@ -25,9 +25,14 @@ from pathlib import Path
 from websockets.asyncio.client import connect
 
 
+def _connect(url: str):
+    """The sidecar's client options: every client here connects the same way."""
+    return connect(url, open_timeout=10, max_size=2**22, compression=None)
+
+
 async def _receive(url: str, seconds: float, per_message) -> dict:
     n = 0
-    async with connect(url, open_timeout=10, max_size=2**22, compression=None) as ws:
+    async with _connect(url) as ws:
         first = await ws.recv()
         wall0, cpu0 = time.perf_counter(), time.process_time()
         per_message(first)
@@ -89,7 +94,7 @@ def durable(url: str, seconds: float, out_dir: Path) -> dict:
             table, tmp, compression="snappy", use_dictionary=["receive_time_us"], write_statistics=["receive_time_us"]))
 
     async def receive() -> dict:
-        async with connect(url, open_timeout=10, max_size=2**22, compression=None) as ws:
+        async with _connect(url) as ws:
             recv, time_ns = ws.recv, time.time_ns
             frames, times = [await recv(decode=False)], [time_ns()]
             wall0, cpu0 = time.perf_counter(), time.process_time()
