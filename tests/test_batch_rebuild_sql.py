@@ -5,10 +5,12 @@ copy), and gold bars and 24-hour stats on epoch arithmetic (against date_trunc /
 from __future__ import annotations
 
 import json
+import random
 from datetime import date, datetime, timedelta, timezone
 
 import duckdb
 import polars as pl
+import pytest
 
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.defs.streaming.rebuild import rebuild_gold_day, rebuild_silver_day
@@ -65,8 +67,9 @@ DAY = date(2026, 3, 2)
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=timezone.utc)
 
 
-def _bronze_row(trade_id: int, at: datetime, price: str, ingest_s: int, market: str = "BTCUSDT", side: str = "true"):
-    data = {"e": "trade", "s": market, "t": trade_id, "p": price, "q": "0.5", "T": 0, "m": json.loads(side)}
+def _bronze_row(trade_id: int, at: datetime, price: str, ingest_s: int, market: str = "BTCUSDT", side: str = "true",
+                qty: str = "0.5"):
+    data = {"e": "trade", "s": market, "t": trade_id, "p": price, "q": qty, "T": 0, "m": json.loads(side)}
     return {
         "exchange": "binance", "market": market, "trade_id": trade_id, "event_time": at,
         "raw_json": json.dumps({"stream": market.lower() + "@trade", "data": data}, separators=(",", ":")),
@@ -126,3 +129,59 @@ def test_rebuild_keeps_the_earliest_readable_copy_and_bars_match_date_trunc(sett
         # ETHUSDT's trade of the day before is exactly 24 h before its last one: outside the (as_of - 24 h, as_of] window
         assert stats == [("BTCUSDT", T0 + timedelta(hours=23, minutes=59, seconds=59), 101.0, 96.0, 6),
                          ("ETHUSDT", T0 + timedelta(hours=23), 50.0, 51.0, 2)]
+
+
+# The 24-hour stats as defined (docs: the trades in (as_of - 24 h, as_of], first and last by (ts, trade_id)), read from
+# the trades themselves: what the bars-based SQL must give.
+_STATS_FROM_TRADES = """
+    WITH w AS (SELECT exchange, market, max(ts) AS as_of FROM silver.trades GROUP BY ALL)
+    SELECT t.exchange, t.market, w.as_of, arg_min(price, (ts, trade_id)), max(price), min(price),
+        arg_max(price, (ts, trade_id)), (arg_max(price, (ts, trade_id)) / arg_min(price, (ts, trade_id)) - 1) * 100,
+        sum(volume), sum(quote_volume), sum(quote_volume) / sum(volume), count(*)
+    FROM silver.trades t JOIN w ON t.exchange = w.exchange AND t.market = w.market
+    WHERE t.ts > w.as_of - INTERVAL 24 HOUR
+    GROUP BY ALL ORDER BY ALL
+"""
+
+
+def test_24h_stats_from_bars_equal_the_stats_over_the_trades(settings):
+    """Stats come from the 1-minute bars plus the trades of the minute the window starts in: the window's edge cuts that
+    minute's bar, so a trade at exactly as_of - 24 h is out, one a millisecond later is in, and ties in the edge minute
+    are decided by trade id."""
+    rng = random.Random(11)
+    t1 = T0 + timedelta(hours=17, minutes=3, seconds=20, milliseconds=250)  # BTCUSDT's last trade, mid-minute
+    cut = t1 - timedelta(days=1)
+    rows = [  # the edge minute of BTCUSDT's window, trade by trade
+        _bronze_row(1, cut - timedelta(seconds=5), "10", 1),  # same minute as the window's start, before it: out
+        _bronze_row(2, cut, "11", 1),  # exactly 24 h before as_of: out
+        _bronze_row(4, cut + timedelta(milliseconds=1), "12", 1),  # the first trade in: open_24h
+        _bronze_row(3, cut + timedelta(milliseconds=1), "99", 1),  # same ms, lower id: open_24h after all
+        _bronze_row(5, cut + timedelta(seconds=20), "250", 1, qty="3"),  # the edge minute's high
+        _bronze_row(6, cut.replace(second=0, microsecond=0) + timedelta(minutes=1), "13", 1),  # first whole bar
+    ]
+    trade_ids = {"BTCUSDT": 100, "ETHUSDT": 1, "XRPUSDT": 1, "SOLUSDT": 1}
+    for market, trades in (("BTCUSDT", 4000), ("ETHUSDT", 3000), ("XRPUSDT", 400), ("SOLUSDT", 1)):
+        end = t1 if market == "BTCUSDT" else T0 + timedelta(hours=rng.randint(0, 23), milliseconds=rng.randint(0, 10**7))
+        for _ in range(trades):
+            at = end - timedelta(milliseconds=rng.randint(0, 36 * 3600 * 1000))  # 36 hours back: over two days
+            if market == "BTCUSDT" and at <= cut + timedelta(minutes=1):
+                continue  # the edge minute is the hand-made one above
+            rows.append(_bronze_row(trade_ids[market], at, f"{rng.uniform(90, 110):.4f}", 1, market=market,
+                                    side=rng.choice(["true", "false"]), qty=f"{rng.uniform(0.001, 2):.6f}"))
+            trade_ids[market] += 1
+        rows.append(_bronze_row(trade_ids[market], end, "100", 1, market=market))  # the market's as_of
+        trade_ids[market] += 1
+    now = datetime(2026, 3, 4, tzinfo=timezone.utc)
+    with lake.session(settings) as con:
+        lake.ensure_schema(con)
+        lake.write(con, lambda c: lake.insert(c, "bronze.trades_raw", pl.DataFrame(rows)))
+        for day in (DAY - timedelta(days=1), DAY):  # a backfill's order: the day before's bars exist for the second
+            rebuild_silver_day(con, day, now)
+            rebuild_gold_day(con, day, now)
+        got = con.execute("SELECT * EXCLUDE (updated_at) FROM gold.market_stats_24h ORDER BY ALL").fetchall()
+        want = con.execute(_STATS_FROM_TRADES).fetchall()
+    assert [r[0:8] + r[11:] for r in got] == [r[0:8] + r[11:] for r in want]  # times, prices, counts: exactly
+    for g, w in zip(got, want):
+        assert g[8:11] == pytest.approx(w[8:11], rel=1e-12)  # sums over bars add in another order
+    btc = next(r for r in got if r[1] == "BTCUSDT")
+    assert btc[2] == t1 and btc[3] == 99.0 and btc[4] == 250.0  # open: trade 3 (same ms as 4); high: the edge minute's
