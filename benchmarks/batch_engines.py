@@ -3,7 +3,10 @@
 ``python -m benchmarks.batch_engines setup WORK N``  N trades from the simulator's model (4 Binance symbols, 2 UTC days)
                                                      into the lake's bronze.trades_raw, raw_json exactly as the simulator's
                                                      WebSocket sends it; the same rows exported to WORK/bronze.parquet
-``python -m benchmarks.batch_engines duckdb WORK``   the platform's code: rebuild_silver_day + rebuild_gold_day per day
+``python -m benchmarks.batch_engines duckdb WORK``   the platform's code: rebuild_silver_day + rebuild_gold_day per day,
+                                                     replacing the days an earlier run wrote (a rebuild)
+``python -m benchmarks.batch_engines duckdb_first WORK``  the same on empty silver and gold tables (a first backfill;
+                                                     the tables are emptied before the clock starts)
 ``python -m benchmarks.batch_engines bare WORK``     the floor: the same SQL in bare DuckDB on WORK/bronze.parquet, silver
                                                      and gold written as Parquet files (no lake catalog, no transactions,
                                                      no replacement of a day's old rows, no kimchi premium)
@@ -98,7 +101,13 @@ def setup(work: Path, n: int) -> dict:
     return {"trades": total, "per_minute": per_minute}
 
 
-def run_duckdb(work: Path) -> dict:
+# What a first backfill finds: nothing in silver and intraday gold for its days. A rebuild instead replaces rows, and
+# DuckLake (the 1.5.5 extension) deletes a day's rows one position at a time (DuckLakeDelete::FlushDelete, a std::set of
+# row positions: ~1 s per 5 M rows), even when whole files go.
+_TABLES = ("silver.trades", "gold.ohlcv_1m_from_trades", "gold.market_stats_24h", "gold.kimchi_premium_1m")
+
+
+def run_duckdb(work: Path, first_build: bool = False) -> dict:
     from cryptoflow_dagster import lake
     from cryptoflow_dagster.defs.streaming.rebuild import rebuild_gold_day, rebuild_silver_day
     from cryptoflow_dagster.defs.streaming.trade_sql import with_trade_fields
@@ -109,6 +118,8 @@ def run_duckdb(work: Path) -> dict:
         # CRYPTOFLOW_DUCKDB_MEMORY_LIMIT (e.g. 3GB; lake.connect applies it) is how a deployment keeps a 50 M-trade
         # rebuild inside a memory budget; what DuckDB spills beyond it goes to WORK/spill, not .tmp in the checkout.
         con.execute("SET temp_directory = ?", [str(work / "spill")])
+        if first_build:
+            lake.write(con, lambda c: [c.execute(f"DELETE FROM {table}") for table in _TABLES])
         # the catalog attach is a per-run constant, reported apart as Spark's start is
         t0, cpu0 = time.perf_counter(), _tree_cpu_s()
         days = [r[0] for r in con.execute("SELECT DISTINCT day FROM bronze.trades_raw ORDER BY day").fetchall()]
@@ -132,10 +143,11 @@ def run_duckdb(work: Path) -> dict:
         scan_s = time.perf_counter() - a
         out = work / "out"
         out.mkdir(exist_ok=True)
+        name = "duckdb_first" if first_build else "duckdb"
         con.execute(f"COPY (SELECT exchange, market, ts, open, high, low, close, volume, quote_volume, trade_count "
-                    f"FROM gold.ohlcv_1m_from_trades) TO '{out / 'duckdb_ohlcv.parquet'}' (FORMAT parquet)")
+                    f"FROM gold.ohlcv_1m_from_trades) TO '{out / f'{name}_ohlcv.parquet'}' (FORMAT parquet)")
         con.execute(f"COPY (SELECT exchange, market, as_of, open_24h, high_24h, low_24h, last_price, volume_24h, "
-                    f"trade_count_24h FROM gold.market_stats_24h) TO '{out / 'duckdb_stats.parquet'}' (FORMAT parquet)")
+                    f"trade_count_24h FROM gold.market_stats_24h) TO '{out / f'{name}_stats.parquet'}' (FORMAT parquet)")
     return {"job_s": job_s, "job_cpu_s": job_cpu_s, "json_extract_floor_s": floor_s, "scan_floor_s": scan_s,
             "session_open_s": t0 - t_open,
             "silver_s": t_silver, "gold_s": t_gold, "silver_cpu_s": cpu_silver, "gold_cpu_s": cpu_gold,
@@ -285,7 +297,8 @@ def main(argv: list[str]) -> int:
     if what == "setup":
         figures = setup(work, int(argv[2]))
     else:
-        figures = {"duckdb": run_duckdb, "bare": run_bare, "pandas": run_pandas, "spark": run_spark}[what](work)
+        figures = {"duckdb": run_duckdb, "duckdb_first": lambda w: run_duckdb(w, first_build=True), "bare": run_bare,
+                   "pandas": run_pandas, "spark": run_spark}[what](work)
     print(json.dumps(figures))
     return 0
 

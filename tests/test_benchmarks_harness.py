@@ -38,15 +38,17 @@ def test_tiny_backfill_writes_json_and_the_markdown_tables(tmp_path, monkeypatch
 
 
 def test_tiny_batch_checks_the_pandas_baseline_against_the_platform(tmp_path, monkeypatch):
-    # PySpark is left out (its session start alone is 15+ s); pandas' and bare DuckDB's outputs (bars, stats, silver rows)
-    # are compared with the platform's inside run
+    # PySpark is left out (its session start alone is 15+ s); the first build's, pandas' and bare DuckDB's outputs (bars,
+    # stats, silver rows) are compared with the platform's rebuild inside run
     monkeypatch.setenv("CRYPTOFLOW_BENCH_BATCH_TRADES", "3000")
-    monkeypatch.setenv("CRYPTOFLOW_BENCH_BATCH_ENGINES", "duckdb,bare,pandas")
+    monkeypatch.setenv("CRYPTOFLOW_BENCH_BATCH_ENGINES", "duckdb,duckdb_first,bare,pandas")
     monkeypatch.setenv("CRYPTOFLOW_BENCH_BATCH_WORK", str(tmp_path / "work"))
     assert run.main(["--only", "batch", "--runs", "1", "--out", str(tmp_path / "results"), "--no-markdown"]) == 0
 
     data = json.loads((tmp_path / "results" / "batch_0.003m.json").read_text())
-    assert data["details"]["outputs_equal"] == {"bare": True, "pandas": True}
+    assert data["details"]["outputs_equal"] == {"duckdb_first": True, "bare": True, "pandas": True}
     duckdb_round = data["details"]["rounds"]["duckdb"][0]
     assert duckdb_round["silver_rows"] == data["details"]["setup"]["trades"] > 0 and duckdb_round["job_cpu_s"] > 0
+    # the first build starts from empty silver and gold, and still writes every trade
+    assert data["details"]["rounds"]["duckdb_first"][0]["silver_rows"] == duckdb_round["silver_rows"]
     assert (tmp_path / "work" / "setup-3000.json").exists()  # kept for the next run of that size
