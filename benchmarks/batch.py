@@ -18,7 +18,6 @@ from cryptoflow_dagster.settings import load_settings
 # "duckdb" rebuilds days an earlier round wrote; "duckdb_first" is the same code on empty tables (a first backfill);
 # "bare" is the floor: the same SQL in DuckDB without the lake (benchmarks.batch_engines)
 ENGINES = ("duckdb", "duckdb_first", "bare", "pandas", "spark")
-BASELINES = ENGINES[2:]
 
 
 def _frame(path: Path, time_col: str) -> pl.DataFrame:

@@ -49,7 +49,7 @@ _OHLCV = f"""
 # over the trades (volume_24h within ~1e-15 relative); first and last follow (ts, trade_id) as the bars do.
 #
 # Step 1: each market's latest bar (where its latest trade is) since the day before its range ends.
-_LAST_BARS = f"""
+_LAST_BARS_SQL = f"""
     SELECT b.exchange, b.market, max(b.ts) AS minute
     FROM gold.ohlcv_1m_from_trades b
     JOIN (SELECT DISTINCT exchange, market, CAST(hi AS DATE) - 1 AS since_day FROM {RANGES}) r
@@ -57,15 +57,15 @@ _LAST_BARS = f"""
     WHERE b.day >= r.since_day
     GROUP BY ALL
 """
-LAST_BARS = "_last_bars"
+_LAST_BARS = "_last_bars"  # step 1's rows, registered for step 2
 
-# Step 2, over step 1's rows (registered as _last_bars). The $-bounds hold for every market at once (from step 1's
+# Step 2, over step 1's rows. The $-bounds hold for every market at once (from step 1's
 # earliest and latest minute): constant filters let the lake skip the files of other days, which a per-market join
 # condition cannot.
 _STATS = f"""
     WITH latest AS (
         SELECT t.exchange, t.market, max(t.ts) AS as_of
-        FROM silver.trades t JOIN {LAST_BARS} l ON t.exchange = l.exchange AND t.market = l.market AND t.ts >= l.minute
+        FROM silver.trades t JOIN {_LAST_BARS} l ON t.exchange = l.exchange AND t.market = l.market AND t.ts >= l.minute
         WHERE t.day >= $last_day AND t.ts >= $last_minute
         GROUP BY ALL
     ), window_24h AS (
@@ -141,7 +141,7 @@ def refresh(con: duckdb.DuckDBPyConnection, now: datetime) -> dict[str, int]:
 
 def _insert_stats(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
     """gold.market_stats_24h for _ranges' markets, from their bars (refreshed just before) and the edge minutes' trades."""
-    last = con.execute(_LAST_BARS).to_arrow_table()
+    last = con.execute(_LAST_BARS_SQL).to_arrow_table()
     if last.num_rows == 0:
         return 0
     minutes = last.column("minute").to_pylist()
@@ -149,11 +149,11 @@ def _insert_stats(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
     # as_of lies in [minute, minute + 1 min) of its market's last bar, so the edge minute's trades in the window lie
     # in (first - 24 h, latest + 1 min - 24 h) for every market
     edge_after, edge_before = first - _DAY, latest + _MINUTE - _DAY
-    con.register(LAST_BARS, last)
+    con.register(_LAST_BARS, last)
     try:
         return con.execute(f"INSERT INTO gold.market_stats_24h {_STATS}", {
             "last_minute": first, "last_day": first.date(), "edge_after": edge_after, "edge_before": edge_before,
             "edge_first_day": edge_after.date(), "edge_last_day": (edge_before - _US).date(), "now": now,
         }).fetchone()[0]
     finally:
-        con.unregister(LAST_BARS)
+        con.unregister(_LAST_BARS)
