@@ -27,8 +27,9 @@ def compare_trades(con: duckdb.DuckDBPyConnection, sim, markets: list[tuple[str,
     The window is the exchange's, not the market's: from the first to the last trade silver holds for any of
     ``markets`` of the exchange (one connection carries them all; give one sidecar shard's markets at a time), so a
     market whose stream was silent or lost for a while cannot shrink its own window around what it has. A quiet market
-    (Upbit has empty minutes) simply has few trades, or none, to match. The window's first millisecond is left out too: a trade in it may have been emitted just before the
-    connection subscribed. Silver rows outside the window must still be trades the exchange made, with its values.
+    (Upbit has empty minutes) simply has few trades, or none, to match. The window's first millisecond is left out
+    too: a trade in it may have been emitted just before the connection subscribed. Silver rows outside the window
+    must still be trades the exchange made, with its values.
     """
     spans = {e: con.execute("SELECT epoch_ms(min(ts)), epoch_ms(max(ts)) FROM silver.trades "
                             "WHERE exchange = ? AND list_contains(?::VARCHAR[], market)",
