@@ -154,10 +154,10 @@ class Settings:
     )
     alert_watch_s: float = _s(
         "CRYPTOFLOW_ALERT_WATCH_S",
-        "4",
+        "30",
         "Market alert sensor: seconds one tick keeps watching the landing folder for new trade files (0: one look per "
-        "tick). Dagster's sensor daemon starts a tick at most every 5 s, so a tick that watches ~4 s sees a file within "
-        "a fraction of a second of landing instead of up to 5 s later.",
+        "tick; at most 45). Dagster's sensor daemon starts a tick at most every 5 s and 2-5 s after the last one "
+        "ended, so a watching tick sees a file within 0.2 s of landing, and only the hand-over between ticks is blind.",
     )
     heartbeat_stale_s: float = _s(
         "CRYPTOFLOW_HEARTBEAT_STALE_S", "30", "A sidecar heartbeat older than this raises a sidecar-down alert."
@@ -261,8 +261,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         validate_binance_symbol(symbol)
     if values["backfill_days_per_run"] < 1:
         raise SettingsError(f"CRYPTOFLOW_BACKFILL_DAYS_PER_RUN={values['backfill_days_per_run']}: expected at least 1")
-    if not 0 <= values["alert_watch_s"] <= 30:  # a sensor tick must end well inside Dagster's 60 s evaluation timeout
-        raise SettingsError(f"CRYPTOFLOW_ALERT_WATCH_S={values['alert_watch_s']}: expected 0 to 30 seconds")
+    if not 0 <= values["alert_watch_s"] <= 45:  # a sensor tick must end well inside Dagster's 60 s evaluation timeout
+        raise SettingsError(f"CRYPTOFLOW_ALERT_WATCH_S={values['alert_watch_s']}: expected 0 to 45 seconds")
     if values["sidecar_shard"] and not SHARD_RE.fullmatch(values["sidecar_shard"]):  # it becomes part of a file name
         raise SettingsError(f"CRYPTOFLOW_SIDECAR_SHARD={values['sidecar_shard']!r}: expected 1-32 of a-z, 0-9, -")
     if values["duckdb_memory_limit"] and not MEMORY_LIMIT_RE.fullmatch(values["duckdb_memory_limit"]):

@@ -50,7 +50,8 @@ def test_sim_price_shock_one_alert_and_sidecar_down_then_back(settings, monkeypa
     instance = dg.DagsterInstance.ephemeral()
     with running_sim(trade_rate=6, upbit_markets=["KRW-BTC"], binance_symbols=["BTCUSDT"]) as sim:
         env = {**sim.env(), "CRYPTOFLOW_UPBIT_MARKETS": "KRW-BTC", "CRYPTOFLOW_BINANCE_SYMBOLS": "BTCUSDT",
-               "CRYPTOFLOW_HEARTBEAT_STALE_S": "3"}
+               "CRYPTOFLOW_HEARTBEAT_STALE_S": "3",
+               "CRYPTOFLOW_ALERT_WATCH_S": "4"}  # the test is the daemon: short ticks, called in its own loop
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)  # no token: the sink still gets everything

@@ -39,6 +39,8 @@ def test_demo_starts_the_simulator_and_the_ui_on_loopback(tmp_path):
     web = services.webserver_argv(plan.settings.ui_host, plan.settings.ui_port)
     assert sim[sim.index("--host") + 1] == LOOPBACK
     assert web[web.index("-h") + 1] == LOOPBACK
+    code = services.code_server_argv(free_port())
+    assert code[code.index("-h") + 1] == LOOPBACK  # the code server runs code on request: never beyond this host
     assert plan.env["CRYPTOFLOW_SIM_HOST"] == LOOPBACK and plan.ui_url.startswith(f"http://{LOOPBACK}:")
     # told otherwise, it follows
     told = demo.plan(argparse.Namespace(ui_host="10.0.0.5", ui_port=None, sim_port=None, history_start=None),

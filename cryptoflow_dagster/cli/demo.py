@@ -133,7 +133,11 @@ def run(args: argparse.Namespace) -> int:
             sidecar = children.start(
                 "sidecar", services.cryptoflow_argv("stream"), env=demo.env, log_path=demo.logs_dir / "sidecar.log"
             )
-        web = services.start_dagster(children, demo.env, settings.ui_host, settings.ui_port, demo.logs_dir)
+        try:
+            web = services.start_dagster(children, demo.env, settings.ui_host, settings.ui_port, demo.logs_dir,
+                                         code_server_timeout_s=args.ready_timeout)
+        except services.CodeServerError as exc:
+            raise CliError(str(exc)) from None
         _wait_for_ui(demo.ui_url, web, args.ready_timeout)
         sidecar_state = "running" if sidecar else "off (--no-sidecar)" if args.no_sidecar else "not installed"
         _print_banner(demo, dagster_yaml, sidecar_state)
