@@ -1,10 +1,10 @@
 """Freshness at a steady 1,000 messages/s: event -> received -> landed -> silver -> gold 24h stats -> alert delivered.
 
-The whole platform as ``cryptoflow demo`` runs it: Dagster webserver + daemon (landing sensor, streaming runs through
-the run queue, alert delivery sensor), the sidecar process, the simulator (REST, Slack sink), and a paced Binance
-stream (``paced_stream``: 1,000 msg/s over 4 symbols, a +-4 % step every 10 s so price alerts fire). After a warm-up,
-the figures are ``cryptoflow slo`` (``cryptoflow_dagster.slo.report``) over the measured window: percentiles over every
-trade, and the p95 of each of five equal slices of the window (median, min, max of those).
+The whole platform as ``cryptoflow demo`` runs it: Dagster code server, webserver and daemon (landing sensor, streaming
+runs through the run queue, market alert and delivery sensors), the sidecar process, the simulator (REST, Slack sink),
+and a paced Binance stream (``paced_stream``: 1,000 msg/s over 4 symbols, a +-4 % step every 10 s so price alerts
+fire). After a warm-up, the figures are ``cryptoflow slo`` (``cryptoflow_dagster.slo.report``) over the measured window:
+percentiles over every trade, and the p95 of each of five equal slices of the window (median, min, max of those).
 Alert rules: the packaged defaults with a 30 s cooldown and a 3 % / 60 s price move, so a few minutes hold many alerts.
 """
 
@@ -83,7 +83,8 @@ def run(quick: bool, runs: int) -> Result:
     warmup_s = 45.0
     slices = max(5, runs)
     result = Result("freshness", f"{RATE:,.0f} msg/s (4 Binance symbols) for {minutes:g} min after {warmup_s:.0f} s "
-                                 f"warm-up; Dagster webserver + daemon, sidecar, simulator; p95 per {slices} slices")
+                                 f"warm-up; Dagster code server + webserver + daemon, sidecar, simulator; "
+                                 f"p95 per {slices} slices")
     with tempfile.TemporaryDirectory(prefix="bench-fresh-") as tmp:
         home = Path(tmp)
         since, until, rate, received, settings = _drive(home, minutes, warmup_s)
