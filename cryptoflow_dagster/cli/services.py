@@ -64,7 +64,7 @@ def code_server_argv(port: int) -> list[str]:
 
 
 def code_server_workspace(dagster_home: Path, port: int) -> Path:
-    """A workspace file (in the instance's folder) that points the webserver and the daemon at the standing code server."""
+    """A workspace file in the instance folder pointing the webserver and the daemon at the standing code server."""
     path = dagster_home / "code-server-workspace.yaml"
     entry = {"host": CODE_SERVER_HOST, "port": port, "location_name": code_location()["location_name"]}
     path.write_text(yaml.safe_dump({"load_from": [{"grpc_server": entry}]}, sort_keys=False))
@@ -101,7 +101,8 @@ def port_is_free(host: str, port: int) -> bool:
 
 
 def start_dagster(
-    children: Children, env: Mapping[str, str], host: str, port: int, logs_dir: Path, *, code_server_timeout_s: float = 300
+    children: Children, env: Mapping[str, str], host: str, port: int, logs_dir: Path, *,
+    code_server_timeout_s: float = 300,
 ) -> Child:
     """Start a code server, the Dagster webserver and the daemon on the instance in ``env['DAGSTER_HOME']``; return the
     webserver child.
@@ -136,7 +137,8 @@ def wait_for_code_server(child: Child, port: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if child.process.poll() is not None:
-            raise CodeServerError(f"the Dagster code server exited with code {child.process.returncode}: see {child.log_path}")
+            raise CodeServerError(
+                f"the Dagster code server exited with code {child.process.returncode}: see {child.log_path}")
         try:
             client.ping("")
             return

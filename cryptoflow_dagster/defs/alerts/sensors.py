@@ -84,8 +84,8 @@ def market_alert_sensor(context: dg.SensorEvaluationContext, lake: LakeResource,
 
 # Dagster's gRPC code server keeps a thread by this name for as long as it serves, and ends it when told to stop
 # (SIGTERM, ShutdownServer); the server then waits for calls in flight, a watching tick included. Dagster offers no
-# public signal for this, so the name is the signal; were it renamed, a tick would only watch out its deadline as
-# before (tests/test_cli_demo.py times the demo's stop, which fails then).
+# public signal for this, so the name is the signal; were it renamed, a stop would wait out the tick's deadline
+# (tests/test_cli_demo.py then fails: the demo's stop has to kill the code server and the daemon).
 _SERVER_THREAD = "grpc-server-cleanup"
 
 
