@@ -11,13 +11,16 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import date
 from pathlib import Path
 
+import dagster as dg
 import httpx
 
 from cryptoflow_dagster.cli.demo import DEMO_SLACK_TOKEN, READY_LINE, plan
 from cryptoflow_dagster.cli.services import free_port, port_is_free
+from cryptoflow_dagster.defs.streaming.jobs import streaming_ingest_job
 from cryptoflow_dagster.webserver import location_statuses
 
 CRYPTOFLOW = str(Path(sys.executable).parent / "cryptoflow")
@@ -81,6 +84,29 @@ def _group(pgid: int) -> list[str]:
     return found
 
 
+def _streaming_run_in_its_loop(instance: dg.DagsterInstance, timeout_s: float) -> str:
+    """The id of a streaming run whose op has started (the sidecar lands files, the landing sensor starts the run)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for record in instance.get_run_records(dg.RunsFilter(job_name=streaming_ingest_job.name)):
+            run_id = record.dagster_run.run_id
+            # resources initialized: the op's body (its loop) runs next; a signal before that still fails the run
+            if instance.all_logs(run_id, of_type=dg.DagsterEventType.RESOURCE_INIT_SUCCESS):
+                return run_id
+        time.sleep(1)
+    raise AssertionError(f"no streaming run reached its op within {timeout_s:.0f}s")
+
+
+def _run_story(instance: dg.DagsterInstance, run_id: str) -> str:
+    """A run's events, with a failed step's error, for the assertion message."""
+    lines = []
+    for e in instance.all_logs(run_id):
+        failure = e.dagster_event_type == dg.DagsterEventType.STEP_FAILURE
+        lines.append(f"{e.dagster_event_type} {e.message[:300]}"
+                     + (f"\n{e.dagster_event.step_failure_data.error.to_string()[-3000:]}" if failure else ""))
+    return "\n".join(lines)
+
+
 def _gone(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -128,8 +154,16 @@ def test_demo_starts_everything_and_ctrl_c_stops_all_of_it(cryptoflow_home):
             assert where in banner
         assert (cryptoflow_home / "dagster_home" / "dagster.yaml").exists()
 
+        # Stop while a streaming run is in its loop: the run ends in order (SUCCESS), not as a failure that would page
+        # someone through the run-failure alert on every stop of the platform.
+        instance = dg.DagsterInstance.from_config(str(cryptoflow_home / "dagster_home"))
+        stream_run = _streaming_run_in_its_loop(instance, timeout_s=180)
+        time.sleep(2)
         demo.send_signal(signal.SIGINT)
         assert demo.wait(timeout=120) == 0, "\n".join(seen)
+        final = instance.get_run_by_id(stream_run).status
+        assert final == dg.DagsterRunStatus.SUCCESS, _run_story(instance, stream_run)
+        assert any("stopped by a signal" in (e.user_message or "") for e in instance.all_logs(stream_run))
         _wait_for(lines, seen, "demo stopped", timeout_s=10)
         # ...each on its own within the stop timeout: none had to be killed (the market alert sensor's watching tick
         # ends when the code server is told to stop, rather than holding it and the daemon for its remaining ~30 s)

@@ -212,3 +212,19 @@ def test_gap_repair_schedule_waits_for_a_streaming_run_in_flight(settings):
         assert isinstance(gap_repair_schedule(dg.build_schedule_context(instance=instance)), dg.SkipReason)
         instance.report_run_canceled(streaming)
         assert isinstance(gap_repair_schedule(dg.build_schedule_context(instance=instance)), dg.RunRequest)
+
+
+def test_a_stop_signal_is_told_apart_from_a_failure_however_it_surfaces():
+    """The streaming op ends in order on a stop signal, also when it arrived mid-query and DuckDB wrapped it."""
+    from cryptoflow_dagster.defs.streaming.jobs import _stop_signal
+
+    try:
+        try:
+            raise dg.DagsterExecutionInterruptedError()
+        except BaseException as interrupt:
+            raise RuntimeError("Query interrupted") from interrupt
+    except RuntimeError as wrapped:
+        assert _stop_signal(wrapped)
+    assert _stop_signal(KeyboardInterrupt())
+    assert not _stop_signal(RuntimeError("Query interrupted"))  # without the signal behind it: a real failure
+    assert not _stop_signal(ValueError("bad row"))

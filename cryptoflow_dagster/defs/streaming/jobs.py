@@ -7,6 +7,7 @@ process against 3.5 s with a step subprocess), so there is nothing to fan out.
 from datetime import datetime, timezone
 
 import dagster as dg
+import duckdb
 
 from cryptoflow_dagster.clients.resources import BinanceResource, UpbitResource
 from cryptoflow_dagster.defs.streaming.gaps import detect_and_repair
@@ -69,17 +70,41 @@ def ingest_landing_files(context: dg.OpExecutionContext, config: StreamingRunCon
             context.log.info("a gap-repair run waits for the silver-writer slot: ending this streaming run")
         return bool(queued)
 
-    with lake.connect() as con, upbit.client() as up, binance.client() as bn:
-        def repair() -> None:
-            gaps = detect_and_repair(con, settings.landing_dir, up, bn, context.run_id)
-            if gaps.detected or gaps.repaired or gaps.failed:
-                context.log.info(f"gaps: {gaps.detected} new, {gaps.repaired} repaired ({gaps.rows} trades back), "
-                                 f"{gaps.failed} failed")
+    try:
+        with lake.connect() as con, upbit.client() as up, binance.client() as bn:
+            def repair() -> None:
+                gaps = detect_and_repair(con, settings.landing_dir, up, bn, context.run_id)
+                if gaps.detected or gaps.repaired or gaps.failed:
+                    context.log.info(f"gaps: {gaps.detected} new, {gaps.repaired} repaired ({gaps.rows} trades back), "
+                                     f"{gaps.failed} failed")
 
-        total = run_ingest_loop(con, settings.landing_dir, context.run_id, limits, repair=repair, report=report,
-                                should_stop=gap_repair_waits)
+            total = run_ingest_loop(con, settings.landing_dir, context.run_id, limits, repair=repair, report=report,
+                                    should_stop=gap_repair_waits)
+    except BaseException as exc:
+        # SIGTERM/SIGINT reach the run when the platform stops (its process group is signalled) or a deployment
+        # replaces it. Every chunk is one lake transaction, so stopping is safe at any point: a chunk in flight rolls
+        # back and the next run ingests its files. That is an orderly end, not a failure (which would page someone
+        # through the run-failure alert); a termination asked for in the UI still ends the run as canceled.
+        if not _stop_signal(exc):
+            raise
+        run = context.instance.get_run_by_id(context.run_id)
+        if run is not None and run.status in (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED):
+            raise
+        context.log.warning("streaming run stopped by a signal (the platform is stopping): committed chunks stay, a "
+                            "chunk in flight was rolled back and the next streaming run ingests its files")
+        return
     context.log.info(f"streaming run done: {total.files} files, {total.silver_rows} new silver rows, "
                      f"{total.dead_letters} dead letters")
+
+
+def _stop_signal(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is a stop signal: as Dagster raises it, or as DuckDB reports it when it arrived mid-query
+    (a RuntimeError "Query interrupted" caused by Dagster's interrupt)."""
+    while exc is not None:
+        if isinstance(exc, (KeyboardInterrupt, dg.DagsterExecutionInterruptedError, duckdb.InterruptException)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 @dg.job(name=STREAMING_JOB, executor_def=dg.in_process_executor, tags=SILVER_WRITER_TAGS,

@@ -75,31 +75,35 @@ def run_ingest_loop(
     total, unreported = IngestResult(), IngestResult()
     start = last_new = last_repair = last_report = clock()
     new_files = layout.NewFiles(root, channels=layout.CHANNELS)
-    while True:
-        # The first look lists every file (a backlog is taken in one go); later ones only names near the newest.
-        files = new_files.poll()
-        if files:
-            part = ingest_pending(con, root, run_id, files=[f for f in files if f.channel == "trade"])
-            part.ticker_rows, dead = ingest_tickers(con, files, run_id)
-            part.dead_letters += dead
-            new_files.take(files)
-            merge(total, part)
-            merge(unreported, part)
-            if part.files or part.ticker_rows:
-                last_new = clock()
-        now = clock()
-        if repair is not None and limits.max_s > 0 and now - last_repair >= limits.repair_every_s:
-            _guarded(repair, "gap repair")
-            last_repair = clock()
-        due = now - last_report >= limits.report_every_s
-        if report is not None and (unreported.files or unreported.ticker_rows) and due:
+    try:
+        while True:
+            # The first look lists every file (a backlog is taken in one go); later ones only names near the newest.
+            files = new_files.poll()
+            if files:
+                part = ingest_pending(con, root, run_id, files=[f for f in files if f.channel == "trade"])
+                part.ticker_rows, dead = ingest_tickers(con, files, run_id)
+                part.dead_letters += dead
+                new_files.take(files)
+                merge(total, part)
+                merge(unreported, part)
+                if part.files or part.ticker_rows:
+                    last_new = clock()
+            now = clock()
+            if repair is not None and limits.max_s > 0 and now - last_repair >= limits.repair_every_s:
+                _guarded(repair, "gap repair")
+                last_repair = clock()
+            due = now - last_report >= limits.report_every_s
+            if report is not None and (unreported.files or unreported.ticker_rows) and due:
+                report(unreported)
+                unreported, last_report = IngestResult(), now
+            stop = should_stop is not None and should_stop()
+            if now - start >= limits.max_s or now - last_new >= limits.idle_s or stop:
+                break
+            sleep(limits.poll_s)
+    finally:
+        # also when the run is interrupted: what the loop counted so far is reported (a chunk in flight rolls back)
+        if report is not None and (unreported.files or unreported.ticker_rows):
             report(unreported)
-            unreported, last_report = IngestResult(), now
-        if now - start >= limits.max_s or now - last_new >= limits.idle_s or (should_stop is not None and should_stop()):
-            break
-        sleep(limits.poll_s)
-    if report is not None and (unreported.files or unreported.ticker_rows):
-        report(unreported)
     return total
 
 
