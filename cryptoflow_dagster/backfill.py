@@ -29,11 +29,8 @@ BATCH_ASSETS = (
     ("silver", "fear_greed"),
 )
 CANDLES_OP = "bronze__candles_raw"
-# Each backfill run executes its five steps one after another in the run's own process (the asset job's default
-# executor, multi_or_in_process, switched by run config) instead of a process per step: every step process imports
-# Dagster and the definitions again, which under load took longer than the step itself (4 concurrent 5-day runs:
-# 3 waves of step processes, about 5 of each run's 7 minutes; docs/decisions/0008-backfill-concurrency.md).
-IN_PROCESS = {"config": {"in_process": {}}}
+# Each backfill run executes its five steps one after another in the run's own process: the code location's default
+# executor is in-process (definitions.py), for backfills from the UI as from here (ADR 0008).
 DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 SUCCESS = {"COMPLETED", "COMPLETED_SUCCESS"}
 
@@ -106,11 +103,10 @@ def backfill_params(start: date, end: date, markets: list[str] | None) -> dict[s
         "assetSelection": [{"path": list(key)} for key in BATCH_ASSETS],
         "title": f"cryptoflow backfill {start}..{end}" + (f" ({','.join(markets)})" if markets else ""),
         "tags": [{"key": "cryptoflow/launched_by", "value": "cryptoflow backfill"}],
-        "runConfigData": {"execution": IN_PROCESS},
     }
     if markets:
         # Asset jobs accept config for ops a run does not contain, so every run of the backfill can carry it.
-        params["runConfigData"]["ops"] = {CANDLES_OP: {"config": {"markets": markets}}}
+        params["runConfigData"] = {"ops": {CANDLES_OP: {"config": {"markets": markets}}}}
     return params
 
 

@@ -19,5 +19,9 @@ defs = dg.Definitions.merge(
     streaming.defs,
     alerts.defs,
     ops.defs,
-    dg.Definitions(resources=build_resources()),
+    # Every job without an executor of its own (the asset jobs behind UI materializations and backfills, daily_batch,
+    # the ops jobs) runs its steps in the run's process: a process per step imported Dagster and the definitions
+    # again, which took longer than the steps themselves (docs/decisions/0008-backfill-concurrency.md). dbt still runs
+    # in a process of its own (dagster-dbt starts the dbt CLI).
+    dg.Definitions(resources=build_resources(), executor=dg.in_process_executor),
 )

@@ -15,6 +15,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import dagster as dg
 import httpx
 import pytest
 from playwright.sync_api import sync_playwright
@@ -168,6 +169,13 @@ def test_backfills_from_the_ui_and_from_the_cli_complete(dagster_ui):
 
     backfills = _wait_for_backfills(url, 2)
     assert sorted(b["status"] for b in backfills) == ["COMPLETED_SUCCESS"] * 2, (backfills, _runs_log(dagster_ui))
+    # The UI's backfill, like the CLI's, runs each run's steps in the run's process (the code location's default
+    # executor), not a process per step (ADR 0008).
+    instance = dg.DagsterInstance.from_config(str(dagster_ui["settings"].dagster_home))
+    runs = [r.dagster_run for r in instance.get_run_records() if r.dagster_run.tags.get("dagster/backfill")]
+    assert {r.tags["dagster/backfill"] for r in runs} == {b["id"] for b in backfills}
+    assert not [r.run_id for r in runs
+                if instance.all_logs(r.run_id, of_type=dg.DagsterEventType.STEP_WORKER_STARTING)]
     per_day = _markets_per_day(dagster_ui["settings"], "bronze.candles_raw")
     assert all(set(per_day[day]) == {"KRW-BTC", "BTCUSDT"} for day in UI_DAYS)
 
