@@ -131,6 +131,52 @@ def test_rebuild_keeps_the_earliest_readable_copy_and_bars_match_date_trunc(sett
                          ("ETHUSDT", T0 + timedelta(hours=23), 50.0, 51.0, 2)]
 
 
+# The dedupe as defined (docs: one row per (exchange, market, trade_id), the earliest ingested copy, then the earliest
+# received, among those silver can read), as one window over every row: what the rebuild gave before it windowed only
+# the keys bronze holds more than once.
+_SILVER_BY_ONE_WINDOW = f"""
+    SELECT exchange, market, trade_id, event_time, price, volume, side, receive_time
+    FROM (SELECT *, COALESCE(event_time IS NOT NULL AND price > 0 AND volume >= 0 AND side IS NOT NULL
+                             AND isfinite(price) AND isfinite(volume), false) AS readable
+          FROM ({with_trade_fields("SELECT * FROM bronze.trades_raw WHERE day = $day")})
+          QUALIFY row_number() OVER (PARTITION BY exchange, market, trade_id
+                                     ORDER BY readable DESC, ingest_time, receive_time) = 1)
+    WHERE readable ORDER BY ALL
+"""
+
+
+_INGEST_RECEIVE = [(i, r) for i in range(3) for r in range(4)]
+
+
+def test_rebuild_dedupes_like_one_window_over_every_row(settings):
+    """Keys sent once, twice and five times, copies unreadable or ingested in any order, across markets and exchanges
+    whose trade ids overlap: the rebuild keeps exactly the rows one window over the whole day keeps."""
+    rng = random.Random(5)
+    rows = []
+    for market in ("BTCUSDT", "ETHUSDT"):
+        for trade_id in range(1500):
+            at = T0 + timedelta(milliseconds=rng.randint(0, 86_400_000 - 1))
+            # copies tie on ingest_time or on receive_time, never on both (then which copy is kept is not defined)
+            for ingest_s, receive_ms in rng.sample(_INGEST_RECEIVE, rng.choice([1, 1, 1, 2, 5])):
+                price = rng.choice([f"{rng.uniform(90, 110):.4f}"] * 4 + ["bad", "-1"])
+                row = _bronze_row(trade_id, at, price, ingest_s, market=market)
+                row["receive_time"] = at + timedelta(milliseconds=receive_ms)
+                rows.append(row)
+    rows += [{**r, "exchange": "upbit"} for r in rows[:300]]  # the same ids at another exchange: other trades
+    rng.shuffle(rows)
+    now = datetime(2026, 3, 4, tzinfo=timezone.utc)
+    with lake.session(settings) as con:
+        lake.ensure_schema(con)
+        lake.write(con, lambda c: lake.insert(c, "bronze.trades_raw", pl.DataFrame(rows)))
+        kept = rebuild_silver_day(con, DAY, now)
+        got = con.execute("SELECT exchange, market, trade_id, ts, price, volume, side, receive_time FROM silver.trades "
+                          "ORDER BY ALL").fetchall()
+        want = con.execute(_SILVER_BY_ONE_WINDOW, {"day": DAY}).fetchall()
+    assert got == want and kept == len(want)
+    assert len({(r[0], r[1], r[2]) for r in got}) == len(got)  # one row per key
+    assert 2200 < len(got) < 2700  # ~3,300 keys, ~3 in 4 with a readable copy
+
+
 # The 24-hour stats as defined (docs: the trades in (as_of - 24 h, as_of], first and last by (ts, trade_id)), read from
 # the trades themselves: what the bars-based SQL must give.
 _STATS_FROM_TRADES = """
