@@ -330,7 +330,8 @@ def _wait_for_turn(fd: int, lock_path: str) -> None:
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the contract's schemas and Python-written tables if they do not exist (idempotent, safe to race)."""
+    """Create the contract's schemas and Python-written tables if they do not exist, and set the lake's data file
+    options (idempotent, safe to race)."""
 
     def create(c: duckdb.DuckDBPyConnection) -> None:
         for schema in SCHEMAS:
@@ -346,6 +347,24 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     }
     if set(TABLES) - existing:
         write(con, create)
+    _ensure_data_file_options(con)
+
+
+# How the lake writes its Parquet files, for every table (dbt's included), set once in the catalog. Parquet format v2
+# (DELTA encodings, v2 data pages): the batch rebuild's inserts took ~20 % less CPU (10 M silver rows: 2.3 s against
+# 2.9 s) and scans ~30 % less, on DuckDB 1.5.5; Spark >= 3.3, pyarrow and Polars read it (ADR 0013). Files written
+# before the option was set stay as they are: both versions read alike.
+# option: (the value set_option takes, the value ducklake_options shows)
+DATA_FILE_OPTIONS = {"parquet_version": ("2", "V2")}
+
+
+def _ensure_data_file_options(con: duckdb.DuckDBPyConnection) -> None:
+    current = dict(con.execute(
+        f"SELECT option_name, value FROM ducklake_options({_literal(CATALOG)}) WHERE scope = 'GLOBAL'"
+    ).fetchall())
+    missing = {k: value for k, (value, shown) in DATA_FILE_OPTIONS.items() if current.get(k) != shown}
+    if missing:
+        write(con, lambda c: [c.execute(f"CALL {CATALOG}.set_option(?, ?)", [k, v]) for k, v in missing.items()])
 
 
 def replace_rows(

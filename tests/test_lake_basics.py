@@ -30,6 +30,27 @@ def test_schema_has_every_contract_table(settings):
     assert set(TABLES) <= tables
 
 
+def test_the_lake_writes_parquet_v2_files_new_catalog_or_old(settings):
+    """ensure_schema sets the lake's Parquet format (v2: DELTA encodings) on a new catalog and on one made before the
+    option existed; the data files written after it use v2 encodings, and files written before read as they did."""
+    with lake.session(settings) as con:
+        lake.ensure_schema(con)
+        lake.write(con, lambda c: c.execute("CALL lake.set_option('parquet_version', '1')"))  # a catalog from before
+        rows = "SELECT DATE '{}' + i::INT, i, '{}', now() FROM range(5000) t(i)"
+        con.execute("INSERT INTO silver.fear_greed " + rows.format("2020-01-01", "Fear"))
+        lake.ensure_schema(con)
+        assert con.execute("SELECT value FROM ducklake_options('lake') WHERE option_name = 'parquet_version'"
+                           ).fetchone() == ("V2",)
+        con.execute("INSERT INTO silver.fear_greed " + rows.format("2040-01-01", "Greed"))
+        files = [r[0] for r in con.execute(
+            "SELECT data_file FROM ducklake_list_files('lake', 'fear_greed', schema => 'silver') ORDER BY data_file"
+        ).fetchall()]
+        day_encodings = "SELECT encodings FROM parquet_metadata(?) WHERE path_in_schema = 'day'"
+        encodings = [{r[0] for r in con.execute(day_encodings, [f]).fetchall()} for f in files]
+        assert sorted(encodings, key=str) == [{"DELTA_BINARY_PACKED"}, {"PLAIN"}]  # the old file kept, the new in v2
+        assert con.execute("SELECT count(*), sum(value) FROM silver.fear_greed").fetchone() == (10000, 2 * 12497500)
+
+
 def test_replace_rows_is_idempotent(settings):
     frame = pl.DataFrame({"day": ["2025-01-01", "2025-01-02"], "value": [10, 20], "classification": ["Fear", "Fear"]})
     frame = frame.with_columns(pl.col("day").str.to_date())
