@@ -118,6 +118,7 @@ def run_duckdb(work: Path, first_build: bool = False) -> dict:
         # CRYPTOFLOW_DUCKDB_MEMORY_LIMIT (e.g. 3GB; lake.connect applies it) is how a deployment keeps a 50 M-trade
         # rebuild inside a memory budget; what DuckDB spills beyond it goes to WORK/spill, not .tmp in the checkout.
         con.execute("SET temp_directory = ?", [str(work / "spill")])
+        lake.ensure_schema(con)  # as the assets' lake resource does on connect (it sets the lake's data file options)
         if first_build:
             lake.write(con, lambda c: [c.execute(f"DELETE FROM {table}") for table in _TABLES])
         # the catalog attach is a per-run constant, reported apart as Spark's start is
@@ -155,41 +156,36 @@ def run_duckdb(work: Path, first_build: bool = False) -> dict:
 
 
 def run_bare(work: Path) -> dict:
-    """The engine's own cost of this job: the platform's silver SQL (trade_sql) and the gold aggregates in an in-memory
-    DuckDB, from and to plain Parquet files; the difference from run_duckdb is what the lake costs."""
+    """The engine's own cost of this job: the platform's silver SQL (rebuild.silver_trades_sql) and the gold aggregates
+    (with the platform's ordering key) in an in-memory DuckDB, from and to plain Parquet files (v2, as the lake writes);
+    the difference from run_duckdb is what the lake costs."""
     import duckdb
 
-    from cryptoflow_dagster.defs.streaming.trade_sql import READABLE, with_trade_fields
+    from cryptoflow_dagster.defs.streaming.intraday_gold import TRADE_ORDER
+    from cryptoflow_dagster.defs.streaming.rebuild import silver_trades_sql
 
     out = work / "out"
     out.mkdir(exist_ok=True)
     t0, cpu0 = time.perf_counter(), _tree_cpu_s()
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    typed = with_trade_fields("SELECT exchange, market, trade_id, event_time, ingest_time, receive_time, raw_json "
-                              f"FROM read_parquet('{work / 'bronze.parquet'}')")
-    con.execute(f"""
-        COPY (
-            SELECT exchange, market, trade_id, event_time AS ts, price, volume, price * volume AS quote_volume, side
-            FROM (SELECT *, COALESCE(event_time IS NOT NULL AND {READABLE}, false) AS readable FROM ({typed})
-                  QUALIFY row_number() OVER (PARTITION BY exchange, market, trade_id
-                                             ORDER BY readable DESC, ingest_time, receive_time) = 1)
-            WHERE readable
-        ) TO '{out / 'bare_silver.parquet'}' (FORMAT parquet)""")
+    bronze = f"read_parquet('{work / 'bronze.parquet'}')"
+    con.execute(f"COPY ({silver_trades_sql(bronze)}) TO '{out / 'bare_silver.parquet'}' "
+                "(FORMAT parquet, PARQUET_VERSION v2)", {"now": datetime.now(timezone.utc)})
     t_silver = time.perf_counter()
-    silver = f"read_parquet('{out / 'bare_silver.parquet'}')"
+    silver = f"read_parquet('{out / 'bare_silver.parquet'}') t"
     con.execute(f"""
-        COPY (SELECT exchange, market, time_bucket(INTERVAL 1 MINUTE, ts) AS ts, arg_min(price, (ts, trade_id)) AS open,
-                  max(price) AS high, min(price) AS low, arg_max(price, (ts, trade_id)) AS close,
+        COPY (SELECT exchange, market, time_bucket(INTERVAL 1 MINUTE, ts) AS ts, arg_min(price, {TRADE_ORDER}) AS open,
+                  max(price) AS high, min(price) AS low, arg_max(price, {TRADE_ORDER}) AS close,
                   sum(volume) AS volume, sum(quote_volume) AS quote_volume, count(*) AS trade_count
               FROM {silver} GROUP BY ALL) TO '{out / 'bare_ohlcv.parquet'}' (FORMAT parquet)""")
     con.execute(f"""
         COPY (WITH latest AS (SELECT exchange, market, max(ts) AS as_of FROM {silver} GROUP BY ALL)
-              SELECT s.exchange, s.market, any_value(l.as_of) AS as_of, arg_min(price, (ts, trade_id)) AS open_24h,
-                  max(price) AS high_24h, min(price) AS low_24h, arg_max(price, (ts, trade_id)) AS last_price,
+              SELECT t.exchange, t.market, any_value(l.as_of) AS as_of, arg_min(price, {TRADE_ORDER}) AS open_24h,
+                  max(price) AS high_24h, min(price) AS low_24h, arg_max(price, {TRADE_ORDER}) AS last_price,
                   sum(volume) AS volume_24h, count(*) AS trade_count_24h
-              FROM {silver} s JOIN latest l ON s.exchange = l.exchange AND s.market = l.market
-              WHERE s.ts > l.as_of - INTERVAL 24 HOUR GROUP BY ALL) TO '{out / 'bare_stats.parquet'}' (FORMAT parquet)""")
+              FROM {silver} JOIN latest l ON t.exchange = l.exchange AND t.market = l.market
+              WHERE t.ts > l.as_of - INTERVAL 24 HOUR GROUP BY ALL) TO '{out / 'bare_stats.parquet'}' (FORMAT parquet)""")
     silver_rows = con.execute(f"SELECT count(*) FROM {silver}").fetchone()[0]
     job_s, job_cpu_s = time.perf_counter() - t0, _tree_cpu_s() - cpu0
     con.close()
