@@ -360,7 +360,7 @@ DATA_FILE_OPTIONS = {"parquet_version": ("2", "V2")}
 
 def _ensure_data_file_options(con: duckdb.DuckDBPyConnection) -> None:
     current = dict(con.execute(
-        f"SELECT option_name, value FROM ducklake_options({_literal(CATALOG)}) WHERE scope = 'GLOBAL'"
+        "SELECT option_name, value FROM ducklake_options(?) WHERE scope = 'GLOBAL'", [CATALOG]
     ).fetchall())
     missing = {k: value for k, (value, shown) in DATA_FILE_OPTIONS.items() if current.get(k) != shown}
     if missing:
