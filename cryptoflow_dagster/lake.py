@@ -351,7 +351,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 
 # How the lake writes its Parquet files, for every table (dbt's included), set once in the catalog. Parquet format v2
-# (DELTA encodings, v2 data pages): the batch rebuild's inserts took ~20 % less CPU (10 M silver rows: 2.3 s against
+# (DELTA encodings, v2 data pages): the batch rebuild's inserts took ~20 % less time (10 M silver rows: 2.3 s against
 # 2.9 s) and scans ~30 % less, on DuckDB 1.5.5; Spark >= 3.3, pyarrow and Polars read it (ADR 0013). Files written
 # before the option was set stay as they are: both versions read alike.
 # option: (the value set_option takes, the value ducklake_options shows)
