@@ -75,7 +75,7 @@ def run(quick: bool, runs: int) -> Result:
             setup = run_json_child("benchmarks.batch_engines", "setup", str(work), str(n), timeout=7200)
             made.write_text(json.dumps(setup))
         # The platform's rounds rebuild days written before, but setup writes bronze only: one untimed build first, or
-        # the first round would be a first build in disguise (sessions 5-6 counted it as a rebuild).
+        # the first round would be a first build in disguise (sessions 4-6 counted it as a rebuild).
         built = work / f"built-{n}"
         if not built.exists():
             run_json_child("benchmarks.batch_engines", "duckdb", str(work), timeout=7200)

@@ -64,7 +64,7 @@ def _typed(bronze: str, keys: str) -> str:
 
 def silver_trades_sql(bronze: str) -> str:
     """silver.trades' rows, in its column order, from ``bronze`` (a relation with bronze.trades_raw's columns, read
-    three times); ``$now`` is their ingest_time. The benchmarks' bare-DuckDB floor runs this same SQL on Parquet."""
+    three times); ``$now`` is their ingest_time. The benchmarks' bare-DuckDB engine runs this same SQL on Parquet."""
     return f"""
         WITH repeated AS MATERIALIZED (SELECT {_KEY_HASH} AS h FROM {bronze} GROUP BY h HAVING count(*) > 1)
         SELECT exchange, market, trade_id, event_time AS ts, price, volume, price * volume AS quote_volume, side,
