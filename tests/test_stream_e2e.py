@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 
 import dagster as dg
 import pytest
@@ -53,16 +54,33 @@ def sidecar(*args: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def stream_until(proc: subprocess.Popen, settings, messages: int, timeout_s: float = 60.0) -> None:
-    """Let the sidecar run until its own heartbeat counted ``messages`` (time-based waits break on a loaded machine)."""
+def stream_until(proc: subprocess.Popen, settings, messages: int, timeout_s: float = 60.0,
+                 traded: tuple = (None, ())) -> None:
+    """Let the sidecar run until its own heartbeat counted ``messages`` (time-based waits break on a loaded machine).
+
+    ``traded=(sim, markets)`` also waits until the simulator made a trade in every one of ``markets`` while its
+    exchange's stream was connected, at least a second before now. Without it, a sidecar shard holding one Upbit market
+    can stop inside one of Upbit's empty minutes (3 % of them) with no trade of that exchange to compare.
+    """
+    sim, markets = traded
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         beat = read_heartbeat(settings.heartbeat_path)
-        if beat and beat.get("pid") == proc.pid and beat["counters"]["messages"] >= messages:
+        if (beat and beat.get("pid") == proc.pid and beat["counters"]["messages"] >= messages
+                and all(_traded_while_connected(sim, beat, exchange, market) for exchange, market in markets)):
             return
         assert proc.poll() is None, proc.stderr.read()
         time.sleep(0.2)
-    raise AssertionError(f"the sidecar did not receive {messages} messages in {timeout_s} s")
+    raise AssertionError(f"the sidecar did not receive {messages} messages, or {markets} had no trade, in {timeout_s} s")
+
+
+def _traded_while_connected(sim, beat: dict, exchange: str, market: str) -> bool:
+    since = (beat["streams"].get(exchange) or {}).get("connected_since")
+    if since is None:
+        return False
+    # a second after the connection opened: the subscription is in place by then
+    start_ms = int(datetime.fromisoformat(since).timestamp() * 1000) + 1000
+    return bool(sim.ground_truth(market, start_ms, int(time.time() * 1000) - 1000, exchange=exchange))
 
 
 def ingest(instance) -> None:
