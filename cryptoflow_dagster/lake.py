@@ -12,6 +12,7 @@ extensions, the catalog, retries and transactions are handled in one place:
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import importlib
 import logging
 import os
@@ -20,8 +21,11 @@ import re
 import threading
 import sqlite3
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -107,6 +111,10 @@ def install_extensions(con: duckdb.DuckDBPyConnection, settings: Settings) -> No
         con.execute(f"LOAD {name}")
 
 
+# What _configure_object_store reads: a change opens a new database, with the new credentials.
+_OBJECT_STORE_ENV = ("CRYPTOFLOW_S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
+
+
 def _configure_object_store(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
     """Credentials for an S3-compatible data path come from the standard AWS_* variables, never from settings files."""
     if not settings.data_path.startswith("s3://"):
@@ -124,32 +132,100 @@ def _configure_object_store(con: duckdb.DuckDBPyConnection, settings: Settings) 
 
 
 def connect(settings: Settings | None = None, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the lake attached as ``lake`` and selected as the default catalog."""
+    """A DuckDB connection with the lake attached as ``lake`` and selected as the default catalog.
+
+    Connections are cursors of one in-memory DuckDB database per process and lake (:func:`_cursor`): opening a
+    database costs ~0.25 s of CPU (DuckDB checks the signature of the two 35 MB extension binaries on every LOAD) and
+    ~50 MB of memory, which the sensors of a code server paid on every tick (ADR 0014). A cursor costs ~1 ms and has
+    its own transactions and session settings; DuckLake starts every transaction from the catalog's latest snapshot,
+    so a cursor sees what other processes committed as a new database would.
+    """
     settings = settings or load_settings()
-    if settings.catalog_uri.startswith("ducklake:sqlite:"):
-        settings.lake_dir.mkdir(parents=True, exist_ok=True)
     if not settings.data_path.startswith(("s3://", "gs://", "http")):
         Path(settings.data_path).mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(":memory:")
+    con = _cursor(settings, read_only)
     try:
-        # DuckDB draws a progress bar on stdout for any query slower than 2 s, even without a terminal: it would land in
-        # `cryptoflow query --format json` output, in a subprocess's protocol lines and in Dagster's captured logs.
+        # Session settings, per cursor. DuckDB draws a progress bar on stdout for any query slower than 2 s, even
+        # without a terminal: it would land in `cryptoflow query --format json` output, in a subprocess's protocol
+        # lines and in Dagster's captured logs.
         con.execute("SET enable_progress_bar = false")
-        if settings.duckdb_memory_limit:  # unset: DuckDB's own default (80 % of RAM)
-            con.execute("SET memory_limit = ?", [settings.duckdb_memory_limit])
-        install_extensions(con, settings)
         con.execute("SET TimeZone = 'UTC'")  # TIMESTAMPTZ values print and truncate in UTC, as the contract says
-        _configure_object_store(con, settings)
-        options = f"DATA_PATH {_literal(settings.data_path)}" + (", READ_ONLY" if read_only else "")
-        catalog_file = _sqlite_catalog_file(settings)
-        if catalog_file is not None and (catalog_file.exists() or not read_only):
-            _use_wal(catalog_file)
-        _attach(con, f"ATTACH {_literal(settings.catalog_uri)} AS {CATALOG} ({options})")
         con.execute(f"USE {CATALOG}")
     except Exception:
         con.close()
         raise
     return con
+
+
+@dataclass
+class _Database:
+    base: duckdb.DuckDBPyConnection
+    catalog_id: tuple[int, int] | None  # (device, inode) of a SQLite catalog file when it was attached
+    cursors: weakref.WeakSet = field(default_factory=weakref.WeakSet)
+
+
+# One database per (lake, mode, memory limit, object store credentials) and process, most recently used last. A
+# process normally has one; the test suite makes one per test's home, so those no cursor holds are closed beyond the
+# newest few (closing a database closes its cursors).
+_DATABASES: OrderedDict[tuple, _Database] = OrderedDict()
+_DATABASES_LOCK = threading.Lock()
+_IDLE_DATABASES_KEPT = 2
+
+
+def _cursor(settings: Settings, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """A new cursor of this lake's database (opened if needed); idle databases beyond the newest few are closed."""
+    catalog_file = _sqlite_catalog_file(settings)
+    store = hashlib.sha256(repr([os.environ.get(k) for k in _OBJECT_STORE_ENV]).encode()).hexdigest()
+    key = (settings.catalog_uri, settings.data_path, read_only, settings.duckdb_memory_limit,
+           str(settings.extension_dir), store)
+    with _DATABASES_LOCK:
+        database = _DATABASES.get(key)
+        if database is not None and database.catalog_id != _file_id(catalog_file):
+            # The catalog file was removed or replaced (a reset lake): the attached one is gone. The new file is another
+            # inode, which no SQLite library of this process holds: _use_wal may open it.
+            del _DATABASES[key]
+            _WAL_CHECKED.discard(catalog_file)
+            if not database.cursors:
+                database.base.close()
+            database = None
+        if database is None:
+            database = _DATABASES[key] = _open_database(settings, read_only, catalog_file)
+        _DATABASES.move_to_end(key)
+        con = database.base.cursor()
+        database.cursors.add(con)
+        idle = [k for k, d in _DATABASES.items() if not d.cursors]
+        for k in idle[: max(0, len(idle) - _IDLE_DATABASES_KEPT)]:
+            _DATABASES.pop(k).base.close()
+        return con
+
+
+def _open_database(settings: Settings, read_only: bool, catalog_file: Path | None) -> _Database:
+    if settings.catalog_uri.startswith("ducklake:sqlite:"):
+        settings.lake_dir.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(":memory:")
+    try:
+        if settings.duckdb_memory_limit:  # unset: DuckDB's own default (80 % of RAM)
+            con.execute("SET memory_limit = ?", [settings.duckdb_memory_limit])
+        install_extensions(con, settings)
+        _configure_object_store(con, settings)
+        options = f"DATA_PATH {_literal(settings.data_path)}" + (", READ_ONLY" if read_only else "")
+        if catalog_file is not None and (catalog_file.exists() or not read_only):
+            _use_wal(catalog_file)
+        _attach(con, f"ATTACH {_literal(settings.catalog_uri)} AS {CATALOG} ({options})")
+    except Exception:
+        con.close()
+        raise
+    return _Database(con, _file_id(catalog_file))
+
+
+def _file_id(path: Path | None) -> tuple[int, int] | None:
+    if path is None:
+        return None
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _sqlite_catalog_file(settings: Settings) -> Path | None:

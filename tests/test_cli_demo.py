@@ -107,6 +107,17 @@ def _run_story(instance: dg.DagsterInstance, run_id: str) -> str:
     return "\n".join(lines)
 
 
+def _stop_story(instance: dg.DagsterInstance, run_id: str, home: Path, lines: queue.Queue, seen: list[str]) -> str:
+    """What a failed stop left to read: the run's events, its process's stderr and the demo's last lines."""
+    while not lines.empty():
+        line = lines.get()
+        if line is not None:
+            seen.append(line)
+    stderr = [f"--- {f.name}\n{f.read_text(errors='replace')[-3000:]}"
+              for f in sorted((home / "dagster_home" / "storage" / run_id).rglob("*.err"))]
+    return "\n".join([_run_story(instance, run_id), *stderr, "--- demo output", *seen[-30:]])
+
+
 def _gone(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -162,7 +173,7 @@ def test_demo_starts_everything_and_ctrl_c_stops_all_of_it(cryptoflow_home):
         demo.send_signal(signal.SIGINT)
         assert demo.wait(timeout=120) == 0, "\n".join(seen)
         final = instance.get_run_by_id(stream_run).status
-        assert final == dg.DagsterRunStatus.SUCCESS, _run_story(instance, stream_run)
+        assert final == dg.DagsterRunStatus.SUCCESS, _stop_story(instance, stream_run, cryptoflow_home, lines, seen)
         assert any("stopped by a signal" in (e.user_message or "") for e in instance.all_logs(stream_run))
         _wait_for(lines, seen, "demo stopped", timeout_s=10)
         # ...each on its own within the stop timeout: none had to be killed (the market alert sensor's watching tick

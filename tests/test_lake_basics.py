@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+
 import polars as pl
 import pytest
 
@@ -121,3 +126,65 @@ def test_missing_extension_package_names_it(monkeypatch):
     monkeypatch.setattr(lake.importlib, "import_module", fake)
     with pytest.raises(lake.LakeError, match="duckdb-extension-ducklake==1.5.5"):
         lake.packaged_extension("ducklake")
+
+
+def _write_in_another_process(home, sql: str) -> None:
+    code = ("from cryptoflow_dagster import lake\n"
+            "with lake.session() as con:\n"
+            f"    lake.write(con, lambda c: c.execute({sql!r}))\n")
+    env = {**os.environ, "CRYPTOFLOW_HOME": str(home)}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+
+
+def test_connections_share_one_database_and_see_other_processes_commits(settings):
+    """Connections of one process are cursors of one database (the extensions' signature checks are paid once), yet
+    each sees what another process committed since, a table it created included, and keeps its own session."""
+    with lake.session(settings) as con:
+        lake.ensure_schema(con)
+        con.execute("SET TimeZone = 'Asia/Seoul'")  # a session setting of this connection only
+        before = con.execute("SELECT count(*) FROM silver.fear_greed").fetchone()
+        _write_in_another_process(settings.home, "INSERT INTO silver.fear_greed VALUES ('2025-01-01', 7, 'Fear', NULL)")
+        _write_in_another_process(settings.home, "CREATE TABLE gold.made_elsewhere AS SELECT 42 AS answer")
+        # the connection opened before the commits sees them in its next transaction
+        assert con.execute("SELECT count(*) FROM silver.fear_greed").fetchone() == (before[0] + 1,)
+        with lake.session(settings) as other:
+            assert other.execute("SELECT answer FROM gold.made_elsewhere").fetchall() == [(42,)]
+            assert other.execute("SELECT current_setting('TimeZone')").fetchone() == ("UTC",)
+            # one database, two cursors: a table in its in-memory catalog is seen by both
+            con.execute("CREATE TABLE memory.main.shared_marker AS SELECT 1 AS one")
+            assert other.execute("SELECT one FROM memory.main.shared_marker").fetchall() == [(1,)]
+        assert con.execute("SELECT value FROM silver.fear_greed").fetchall() == [(7,)]  # closing one left the other
+
+
+def test_a_replaced_lake_is_attached_afresh(settings):
+    """A lake whose catalog file was removed and made again (a reset) is not read through the old attachment."""
+    with lake.session(settings) as con:
+        lake.ensure_schema(con)
+        con.execute("INSERT INTO silver.fear_greed VALUES ('2025-01-01', 7, 'Fear', NULL)")
+    shutil.rmtree(settings.lake_dir)
+    with lake.session(settings) as con:
+        lake.ensure_schema(con)
+        assert con.execute("SELECT count(*) FROM silver.fear_greed").fetchone() == (0,)
+        con.execute("INSERT INTO silver.fear_greed VALUES ('2025-01-02', 8, 'Fear', NULL)")
+    _write_in_another_process(settings.home, "INSERT INTO silver.fear_greed VALUES ('2025-01-03', 9, 'Fear', NULL)")
+    with lake.session(settings, read_only=True) as con:
+        assert con.execute("SELECT value FROM silver.fear_greed ORDER BY day").fetchall() == [(8,), (9,)]
+
+
+def test_idle_databases_of_other_lakes_are_closed_but_one_in_use_is_not(tmp_path):
+    """A process opening many lakes (the test suite does) keeps only a few idle databases; a database a connection
+    still holds stays open, whatever else is opened."""
+    homes = [load_settings({"CRYPTOFLOW_HOME": str(tmp_path / f"home{i}")}) for i in range(6)]
+    held = lake.connect(homes[0])
+    lake.ensure_schema(held)
+    for settings in homes[1:] * 2:
+        con = lake.connect(settings)
+        lake.ensure_schema(con)
+        con.close()
+        del con  # no longer held: its database is idle
+    assert held.execute("SELECT count(*) FROM silver.trades").fetchone() == (0,)
+    open_lakes = [key[0] for key in lake._DATABASES if key[0] in {s.catalog_uri for s in homes}]
+    # the held lake, the last one opened and at most the few idle ones kept
+    assert homes[0].catalog_uri in open_lakes and homes[-1].catalog_uri in open_lakes
+    assert len(open_lakes) <= 2 + lake._IDLE_DATABASES_KEPT
+    held.close()
