@@ -136,7 +136,7 @@ def connect(settings: Settings | None = None, *, read_only: bool = False) -> duc
 
     Connections are cursors of one in-memory DuckDB database per process and lake (:func:`_cursor`): opening a
     database costs ~0.25 s of CPU (DuckDB checks the signature of the two 35 MB extension binaries on every LOAD) and
-    ~50 MB of memory, which the sensors of a code server paid on every tick (ADR 0014). A cursor costs ~1 ms and has
+    ~50 MB of memory, which the sensors of a code server paid on every tick (ADR 0014). A cursor costs ~6 ms and has
     its own transactions and session settings; DuckLake starts every transaction from the catalog's latest snapshot,
     so a cursor sees what other processes committed as a new database would.
     """
