@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from benchmarks.common import Result, run_json_child, run_sampled
-from cryptoflow_dagster.settings import load_settings
+from cryptoflow_core.settings import load_settings
 
 # "duckdb" rebuilds days an earlier round wrote; "duckdb_first" is the same code on empty tables (a first backfill);
 # "bare" is the floor: the same SQL in DuckDB without the lake (benchmarks.batch_engines)

@@ -52,7 +52,7 @@ def _tree_cpu_s() -> float:
 
 
 def _settings(work: Path):
-    from cryptoflow_dagster.settings import load_settings
+    from cryptoflow_core.settings import load_settings
 
     return load_settings({**os.environ, "CRYPTOFLOW_HOME": str(work / "home")})
 

@@ -36,13 +36,13 @@ from cryptoflow_dagster.cli.children import Children
 from cryptoflow_dagster.cli.demo import child_env
 from cryptoflow_dagster.defs.streaming.jobs import single_pass
 from cryptoflow_dagster.instance import prepare_instance
-from cryptoflow_dagster.settings import load_settings
+from cryptoflow_core.settings import load_settings
 from cryptoflow_dagster.webserver import wait_until_loaded
 from exchange_sim.testing import running_sim
 from streaming_sensor.batches import MicroBatcher
 from streaming_sensor.feeds import BinanceFeed
-from streaming_sensor import layout
-from streaming_sensor.sensor import STREAMING_JOB
+from cryptoflow_core import landing_files
+from cryptoflow_dagster.defs.streaming.sensors import STREAMING_JOB
 
 LOAD_SNIPPET = """
 import json, time
@@ -144,7 +144,7 @@ def land_trades(landing: Path, n: int = 1000) -> str:
         p = feed.parse(frame)
         batcher.add("binance", p.kind, p.market, p.trade_id, p.event_ms, now_ms * 1000, "bench", frame, p.error)
     (path,) = batcher.flush()
-    return layout.parse(path, landing).relative
+    return landing_files.parse(path, landing).relative
 
 
 def _committed(settings, relative: str) -> bool:

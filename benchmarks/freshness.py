@@ -25,7 +25,7 @@ from cryptoflow_dagster.cli import services
 from cryptoflow_dagster.cli.children import Children
 from cryptoflow_dagster.cli.demo import child_env
 from cryptoflow_dagster.instance import prepare_instance
-from cryptoflow_dagster.settings import load_settings
+from cryptoflow_core.settings import load_settings
 from cryptoflow_dagster.slo import report
 from cryptoflow_dagster.webserver import wait_until_loaded
 from exchange_sim.testing import free_port, running_sim

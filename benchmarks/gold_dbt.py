@@ -22,7 +22,7 @@ import polars as pl
 
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.dbt_project import prepare_lake, run_dbt
-from cryptoflow_dagster.settings import load_settings
+from cryptoflow_core.settings import load_settings
 
 
 def daily_candles(markets: int, days: int, rng: np.random.Generator) -> pl.DataFrame:

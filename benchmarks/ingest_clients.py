@@ -80,7 +80,7 @@ def durable(url: str, seconds: float, out_dir: Path) -> dict:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from streaming_sensor.layout import write_atomically
+    from cryptoflow_core.landing_files import write_atomically
 
     pool = ThreadPoolExecutor(1)  # the sidecar's flush thread
     written = 0

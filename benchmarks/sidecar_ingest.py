@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from benchmarks.common import Result, proc_cpu_s, proc_rss_mib, python_child, run_json_child
 from exchange_sim.testing import running_sim
 from streaming_sensor.feeds import BinanceFeed
-from streaming_sensor.layout import list_files
+from cryptoflow_core.landing_files import list_files
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "XRPUSDT", "SOLUSDT")
 

@@ -139,7 +139,7 @@ class FaultClock(threading.Thread):
             self.report.failures.append(f"the fault clock failed: {self.error!r}")
         # A sidecar restarted moments ago may still be importing, before its SIGTERM handler exists (it would die of
         # the signal, with nothing to lose): wait for its first heartbeat, written once the handler is in place.
-        from streaming_sensor.heartbeat import read_heartbeat
+        from cryptoflow_core.heartbeat import read_heartbeat
 
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and self.sidecar.poll() is None:
@@ -175,7 +175,7 @@ def run(duration_s: float = 600.0, *, kill_every_s: float = 60.0, disconnect_eve
     from cryptoflow_dagster.defs.streaming.jobs import single_pass, streaming_ingest_job
     from cryptoflow_dagster.defs.streaming.repair import gap_repair_job
     from cryptoflow_dagster.resources import LakeResource, build_resources
-    from cryptoflow_dagster.settings import load_settings
+    from cryptoflow_core.settings import load_settings
     from exchange_sim.testing import running_sim
 
     home = home or Path(tempfile.mkdtemp(prefix="cryptoflow-chaos-"))

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 import httpx
 
 from cryptoflow_dagster.batch.collect import exchange_of
-from cryptoflow_dagster.settings import SettingsError, load_settings, validate_market
+from cryptoflow_core.settings import SettingsError, load_settings, validate_market
 
 # The batch half of the graph: bronze collection and the silver tables built from it.
 BATCH_ASSETS = (

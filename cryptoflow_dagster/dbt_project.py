@@ -28,7 +28,7 @@ from pathlib import Path
 from dagster_dbt import DbtCliResource, DbtProject
 
 from cryptoflow_dagster import lake
-from cryptoflow_dagster.settings import Settings, load_settings
+from cryptoflow_core.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from cryptoflow_dagster.settings import setting_docs
+from cryptoflow_core.settings import setting_docs
 
 ENV_EXAMPLE = Path(__file__).resolve().parents[1] / ".env.example"
 

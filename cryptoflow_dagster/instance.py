@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from cryptoflow_dagster.settings import Settings
+from cryptoflow_core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import duckdb
 
 from cryptoflow_dagster.lake_schema import SCHEMAS, TABLES
-from cryptoflow_dagster.settings import Settings, load_settings
+from cryptoflow_core.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 

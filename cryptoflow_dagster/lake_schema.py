@@ -1,4 +1,4 @@
-"""DDL of the lake tables that Python writes (the data contract in shared/docs/architecture.md).
+"""DDL of the lake tables that Python writes (the data contract in docs/architecture.md).
 
 Gold tables built by dbt are created by dbt; the rest are created here, idempotently, by ``lake.ensure_schema``.
 Contract columns come first and keep their names; the extra columns after them are ours to add to.

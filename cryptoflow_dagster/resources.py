@@ -12,7 +12,7 @@ import duckdb
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.clients.resources import BinanceResource, FearGreedResource, UpbitResource
 from cryptoflow_dagster.dbt_project import dbt_resource
-from cryptoflow_dagster.settings import Settings, load_settings
+from cryptoflow_core.settings import Settings, load_settings
 
 
 class LakeResource(dg.ConfigurableResource):

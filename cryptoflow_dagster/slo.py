@@ -2,7 +2,7 @@
 
 For every trade ingested in the window (bronze.trades_raw, joined to its landing file in ops.ingested_files):
 - received:  ``receive_time - event_time`` (the sidecar stamped the frame);
-- landed:    the landing file's write time (in its name, see streaming_sensor/layout.py) ``- event_time``;
+- landed:    the landing file's write time (in its name, see cryptoflow_core/landing_files.py) ``- event_time``;
 - silver:    the commit of the lake transaction that ingested the file ``- event_time``: the first DuckLake snapshot at
              or after the run's ingest time that inserted into ops.ingested_files (the file's row is written in that
              same transaction, so the snapshot time is when readers could first see the trade);
@@ -29,7 +29,7 @@ from typing import Any
 import duckdb
 
 from cryptoflow_dagster import lake
-from cryptoflow_dagster.settings import load_settings
+from cryptoflow_core.settings import load_settings
 
 OBJECTIVES_P95_S = {"silver": 10.0, "gold_stats_24h": 15.0, "price_shock_delivered": 8.0}
 

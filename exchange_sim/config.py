@@ -1,4 +1,4 @@
-"""Simulator options: defaults from ``cryptoflow_dagster.settings``, overridden by CLI flags (``python -m exchange_sim``)."""
+"""Simulator options: defaults from ``cryptoflow_core.settings``, overridden by CLI flags (``python -m exchange_sim``)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from cryptoflow_dagster.settings import load_settings, validate_binance_symbol, validate_upbit_market
+from cryptoflow_core.settings import load_settings, validate_binance_symbol, validate_upbit_market
 from exchange_sim.faults import Faults
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# Real recorded market data shipped with the simulator (PROVENANCE.md there says where each file comes from).
+RECORDED_DATA = Path(__file__).resolve().parent / "recorded"
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class SimConfig:
     history_per_minute: float = 20.0
     upbit_markets: tuple[str, ...] = ("KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-USDT")
     binance_symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "XRPUSDT", "SOLUSDT")
-    real_csv: dict[str, Path] | None = None  # market -> CSV; None: the recorded files in shared/data/upbit
+    real_csv: dict[str, Path] | None = None  # market -> CSV; None: the recorded files in exchange_sim/recorded/upbit
     fear_greed_csv: Path | None = None
     upbit_rate_per_s: int = 10  # per group, per client address
     upbit_ban_after: int = 10  # 429s in a row (each within 2 s of the last) before 418
@@ -66,7 +67,7 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
     p.add_argument("--upbit-markets", default=",".join(settings.upbit_markets))
     p.add_argument("--binance-symbols", default=",".join(settings.binance_symbols))
     p.add_argument("--real-csv", action="append", default=[], metavar="MARKET=PATH",
-                   help="real 1-minute candles shaping a market's path (repeatable); default: shared/data/upbit/*_1m_*.csv")
+                   help="real 1-minute candles shaping a market's path (repeatable); default: exchange_sim/recorded/upbit/*_1m_*.csv")
     p.add_argument("--no-real-data", action="store_true", help="pure seeded model, no recorded candles")
     p.add_argument("--fear-greed-csv", type=Path, default=None)
     p.add_argument("--upbit-rate", type=int, default=10, help="Upbit requests/s per group")

@@ -15,10 +15,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from exchange_sim.config import SHARED_DATA
+from exchange_sim.config import RECORDED_DATA
 from exchange_sim.state import Sim, now_ms
 
-DEFAULT_CSV = SHARED_DATA / "fear_greed" / "fear_greed_2018-02-01_2026-03-12.csv"
+DEFAULT_CSV = RECORDED_DATA / "fear_greed" / "fear_greed_2018-02-01_2026-03-12.csv"
 DATE_FORMATS = {"us": "%m-%d-%Y", "cn": "%Y-%m-%d", "kr": "%Y-%m-%d", "world": "%d-%m-%Y"}
 
 

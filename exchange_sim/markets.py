@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cryptoflow_dagster.settings import validate_binance_symbol, validate_upbit_market
+from cryptoflow_core.settings import validate_binance_symbol, validate_upbit_market
 
 # Price level on 2025-09-01 (KRW) and daily log-volatility per base asset; close to the real levels so charts look sane.
 _ASSETS: dict[str, tuple[str, str, float, float, float]] = {

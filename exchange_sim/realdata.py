@@ -1,6 +1,6 @@
 """Real 1-minute candles that shape the simulated price path (CSV layout ``timestamp,open,high,low,close,volume``).
 
-The recorded files (shared/data/upbit/<MARKET>_1m_*.csv, naive UTC timestamps) come from ccxt downloads; any CSV in
+The recorded files (exchange_sim/recorded/upbit/<MARKET>_1m_*.csv, naive UTC timestamps) come from ccxt downloads; any CSV in
 that layout can be passed instead. Inside the span a file covers, a minute without a row is a real minute without
 trades and stays empty in the simulator.
 """
@@ -16,7 +16,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-SHARED_UPBIT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "upbit"
+RECORDED_UPBIT_DIR = Path(__file__).resolve().parent / "recorded" / "upbit"
 _NAME_RE = re.compile(r"^((?:KRW|BTC|USDT)-[A-Z0-9]+)_1m_.*\.csv$")
 
 
@@ -69,7 +69,7 @@ def load_csv(path: Path) -> RealMinutes:
     return RealMinutes(minute[keep], *(np.ascontiguousarray(values[keep, i]) for i in range(5)))
 
 
-def discover(directory: Path = SHARED_UPBIT_DIR) -> dict[str, Path]:
+def discover(directory: Path = RECORDED_UPBIT_DIR) -> dict[str, Path]:
     """Map market code -> CSV for files named like ``KRW-BTC_1m_<span>.csv``."""
     found: dict[str, Path] = {}
     if directory.is_dir():

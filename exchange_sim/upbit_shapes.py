@@ -1,7 +1,7 @@
 """Upbit's payload shapes: REST candles, ticks and tickers, and WebSocket trade/ticker messages (DEFAULT and SIMPLE).
 
-Field names and order follow shared/docs/exchange-apis.md and the recorded samples; tests compare key sets and types
-against shared/data/upbit/native_samples.json.
+Field names and order follow docs/exchange-apis.md and the recorded samples; tests compare key sets and types
+against exchange_sim/recorded/upbit/native_samples.json.
 """
 
 from __future__ import annotations

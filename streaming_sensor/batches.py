@@ -18,23 +18,12 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from streaming_sensor import layout
+from cryptoflow_core import landing_files
 
 log = logging.getLogger(__name__)
 
-# The landing file schema: the frame verbatim plus what routing, exactly-once and latency measurement need.
-SCHEMA = pa.schema(
-    [
-        ("exchange", pa.string()),
-        ("market", pa.string()),
-        ("trade_id", pa.int64()),
-        ("event_time_ms", pa.int64()),
-        ("receive_time_us", pa.int64()),
-        ("session_id", pa.string()),
-        ("raw", pa.binary()),
-        ("error", pa.string()),  # set: the frame is a dead letter, and this is why
-    ]
-)
+SCHEMA = landing_files.schema()
+
 _COLUMNS = SCHEMA.names
 _SMALL_COLUMNS = [c for c in _COLUMNS if c != "raw"]
 _LEN = struct.Struct("<I")
@@ -215,10 +204,10 @@ class MicroBatcher:
         exchange, channel = key
         self._seq += 1
         when = now or datetime.now(timezone.utc)
-        final = layout.landing_path(self.root, exchange, channel, when, self.writer_id, self._seq)
+        final = landing_files.landing_path(self.root, exchange, channel, when, self.writer_id, self._seq)
         # Snappy, and neither a dictionary nor statistics for the raw column: the file is read once, whole, and every
         # frame is unique, so the writer's dictionary attempt on it was pure cost (half the encoding time, measured).
-        layout.write_atomically(final, lambda tmp: pq.write_table(table, tmp, compression="snappy",
+        landing_files.write_atomically(final, lambda tmp: pq.write_table(table, tmp, compression="snappy",
                                                                   use_dictionary=_SMALL_COLUMNS,
                                                                   write_statistics=_SMALL_COLUMNS))
         self.files_written += 1

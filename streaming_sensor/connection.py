@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosedOK, WebSocketException
 from streaming_sensor import feeds
 from streaming_sensor import frames as frames_mod
 from streaming_sensor.batches import MicroBatcher
-from streaming_sensor.heartbeat import StreamState, record_gap
+from cryptoflow_core.heartbeat import StreamState, record_gap
 
 log = logging.getLogger(__name__)
 

@@ -94,7 +94,7 @@ class Feed(ABC):
 class UpbitFeed(Feed):
     """Upbit ``/websocket/v1``: trade and ticker, DEFAULT format, binary frames of UTF-8 JSON.
 
-    A real trade frame (captured 2023-11-19, shared/data/upbit/native_samples.json)::
+    A real trade frame (captured 2023-11-19, exchange_sim/recorded/upbit/native_samples.json)::
 
         {"type":"trade","code":"KRW-BTC","timestamp":1700365437515,"trade_date":"2023-11-19","trade_time":"03:43:57",
          "trade_timestamp":1700365437486,"trade_price":49083000.0,"trade_volume":0.02430412,"ask_bid":"ASK",
@@ -166,7 +166,7 @@ class UpbitFeed(Feed):
 class BinanceFeed(Feed):
     """Binance spot combined streams ``/stream?streams=<symbol>@trade/...``.
 
-    A real trade (trxusdt@trade, 2025-03-04: the first row of shared/data/binance/ws_trades_TRXUSDT_spot_2025-03-04.csv,
+    A real trade (trxusdt@trade, 2025-03-04: the first row of exchange_sim/recorded/binance/ws_trades_TRXUSDT_spot_2025-03-04.csv,
     recorded flattened with times in microseconds; here re-framed as the combined stream sends it)::
 
         {"stream":"trxusdt@trade","data":{"e":"trade","E":1741046401271,"s":"TRXUSDT","t":348656870,"p":"0.2312",

@@ -16,9 +16,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streaming_sensor import feeds
-from streaming_sensor.batches import SCHEMA
+from cryptoflow_core import landing_files
 
 log = logging.getLogger(__name__)
+
+SCHEMA = landing_files.schema()
 
 
 @dataclass

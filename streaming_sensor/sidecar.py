@@ -14,11 +14,11 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-from cryptoflow_dagster.settings import Settings, load_settings
+from cryptoflow_core.settings import Settings, load_settings
 from streaming_sensor.batches import MicroBatcher
 from streaming_sensor.connection import FeedConnection
 from streaming_sensor.feeds import FEEDS, BinanceFeed, Feed, UpbitFeed
-from streaming_sensor.heartbeat import Heartbeat, StreamState, read_heartbeat
+from cryptoflow_core.heartbeat import Heartbeat, StreamState, read_heartbeat
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cryptoflow_dagster.settings import Settings, load_settings
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from cryptoflow_core.settings import Settings, load_settings
+from exchange_sim.config import RECORDED_DATA
 
 
 @pytest.fixture
@@ -27,10 +26,9 @@ def settings(cryptoflow_home: Path) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        raise RuntimeError(f"shared data not found at {SHARED_DATA}: the checkout must sit beside shared/")
-    return SHARED_DATA
+def recorded_data() -> Path:
+    """The real recorded market data shipped with the simulator (exchange_sim/recorded/PROVENANCE.md)."""
+    return RECORDED_DATA
 
 
 @pytest.fixture

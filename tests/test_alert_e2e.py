@@ -15,12 +15,12 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from cryptoflow_dagster import lake
-from cryptoflow_dagster.alerting.heartbeat import read_heartbeat
+from cryptoflow_core.heartbeat import last_beat
 from cryptoflow_dagster.defs.alerts.resources import slack_resource
 from cryptoflow_dagster.defs.alerts.sensors import alert_delivery_sensor, market_alert_sensor, sidecar_heartbeat_sensor
 from cryptoflow_dagster.defs.streaming.jobs import single_pass, streaming_ingest_job
 from cryptoflow_dagster.resources import LakeResource, build_resources
-from cryptoflow_dagster.settings import load_settings
+from cryptoflow_core.settings import load_settings
 from exchange_sim.testing import running_sim
 
 
@@ -76,7 +76,7 @@ def test_sim_price_shock_one_alert_and_sidecar_down_then_back(settings, monkeypa
             def deliver() -> None:
                 alert_delivery_sensor(dg.build_sensor_context(instance=instance, resources=resources))
 
-            wait_for(lambda: read_heartbeat(settings.heartbeat_path)[0] is not None)
+            wait_for(lambda: last_beat(settings.heartbeat_path)[0] is not None)
             time.sleep(2)
             ingest(instance)  # the calm baseline, in silver
             market_tick()
@@ -106,7 +106,7 @@ def test_sim_price_shock_one_alert_and_sidecar_down_then_back(settings, monkeypa
             assert len(alert_rows(settings, "sidecar_down")) == 1
             procs.append(sidecar())
             started = datetime.now(timezone.utc)
-            wait_for(lambda: (read_heartbeat(settings.heartbeat_path)[0] or started) > started)
+            wait_for(lambda: (last_beat(settings.heartbeat_path)[0] or started) > started)
             heartbeat_tick()
             assert len(alert_rows(settings, "sidecar_recovered")) == 1
             deliver()

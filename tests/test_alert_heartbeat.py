@@ -4,19 +4,20 @@ import json
 import os
 from datetime import datetime, timedelta, timezone
 
-from cryptoflow_dagster.alerting.heartbeat import read_heartbeat, sidecar_transition
+from cryptoflow_core.heartbeat import last_beat
+from cryptoflow_dagster.alerting.heartbeat import sidecar_transition
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
 
 
 def test_reads_updated_at_and_falls_back_to_mtime(tmp_path):
     path = tmp_path / "_heartbeat.json"
-    assert read_heartbeat(path) == (None, {})
+    assert last_beat(path) == (None, {})
     path.write_text(json.dumps({"updated_at": "2026-01-05T11:59:58+00:00", "pid": 42, "streams": {"a": {}}}))
-    assert read_heartbeat(path) == (datetime(2026, 1, 5, 11, 59, 58, tzinfo=timezone.utc), {"pid": "42"})
+    assert last_beat(path) == (datetime(2026, 1, 5, 11, 59, 58, tzinfo=timezone.utc), {"pid": "42"})
     path.write_text("{not json")  # a shape we do not know still tells its age
     os.utime(path, (NOW.timestamp() - 100, NOW.timestamp() - 100))
-    assert read_heartbeat(path)[0] == NOW - timedelta(seconds=100)
+    assert last_beat(path)[0] == NOW - timedelta(seconds=100)
 
 
 def test_one_alert_going_down_one_coming_back_none_while_unchanged():
@@ -37,7 +38,7 @@ def test_sharded_sidecars_are_watched_one_by_one(settings):
     import dagster as dg
 
     from cryptoflow_dagster import lake
-    from cryptoflow_dagster.alerting.heartbeat import heartbeat_files
+    from cryptoflow_core.heartbeat import heartbeat_files
     from cryptoflow_dagster.defs.alerts.sensors import sidecar_heartbeat_sensor
     from cryptoflow_dagster.resources import LakeResource
 

@@ -12,7 +12,7 @@ import pytest
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.alerting import outbox
 from cryptoflow_dagster.alerting.market import evaluate_market_rules
-from cryptoflow_dagster.alerting.rules import RuleError, load_rules, parse_rules
+from cryptoflow_dagster.alerting.rules import RuleError, load_rules, parse_rules, rules_path
 
 T0 = datetime(2025, 3, 4, 0, 0, tzinfo=timezone.utc)
 
@@ -35,9 +35,9 @@ def trades(exchange: str, market: str, rows: list[tuple[int, datetime, float, fl
     )
 
 
-def real_trx_trades(shared_data: Path) -> pl.DataFrame:
-    """Real Binance TRXUSDT trades (48 minutes, shared/data) as silver rows: a calm baseline."""
-    raw = pl.read_csv(shared_data / "binance" / "ws_trades_TRXUSDT_spot_2025-03-04.csv")
+def real_trx_trades(recorded_data: Path) -> pl.DataFrame:
+    """Real Binance TRXUSDT trades (48 minutes, exchange_sim/recorded) as silver rows: a calm baseline."""
+    raw = pl.read_csv(recorded_data / "binance" / "ws_trades_TRXUSDT_spot_2025-03-04.csv")
     ts = pl.from_epoch(pl.col("TransactionTime"), time_unit="us").dt.replace_time_zone("UTC")
     return raw.select(
         pl.lit("binance").alias("exchange"), pl.lit("TRXUSDT").alias("market"), pl.col("TradeId").alias("trade_id"),
@@ -95,11 +95,11 @@ def con(settings):
 
 @pytest.fixture
 def rules(settings):
-    return load_rules(settings.alert_rules)
+    return load_rules(rules_path(settings))
 
 
-def test_price_shock_on_real_trades_gives_exactly_one_alert_and_cooldown_holds(con, rules, shared_data):
-    base = real_trx_trades(shared_data)
+def test_price_shock_on_real_trades_gives_exactly_one_alert_and_cooldown_holds(con, rules, recorded_data):
+    base = real_trx_trades(recorded_data)
     land(con, base)
     last = base.sort("ts").tail(1)
     t, p, tid = last["ts"][0], last["price"][0], int(last["trade_id"][0])
@@ -128,8 +128,8 @@ def test_price_shock_on_real_trades_gives_exactly_one_alert_and_cooldown_holds(c
     assert len(values) == 2 and values[1] < -3.0
 
 
-def test_volume_spike_against_trailing_buckets(con, rules, shared_data):
-    base = real_trx_trades(shared_data)
+def test_volume_spike_against_trailing_buckets(con, rules, recorded_data):
+    base = real_trx_trades(recorded_data)
     land(con, base)
     last = base.sort("ts").tail(1)
     t, p, tid = last["ts"][0], last["price"][0], int(last["trade_id"][0])

@@ -1,4 +1,4 @@
-"""Bronze -> silver on real recorded exchange data (shared/data), through the same pure functions the assets call."""
+"""Bronze -> silver on real recorded exchange data (exchange_sim/recorded), through the same pure functions the assets call."""
 
 from __future__ import annotations
 
@@ -21,22 +21,22 @@ def page_from_text(text: str, path: str = "/x", **params) -> Page:
     return Page(path, params, json.loads(text), split_json_array(text))
 
 
-def upbit_day_candles_text(shared_data) -> str:
+def upbit_day_candles_text(recorded_data) -> str:
     # The docs capture, re-serialised as one JSON array exactly as the API sends it (numbers keep their spelling).
-    raw = (shared_data / "upbit" / "native_samples.json").read_text()
+    raw = (recorded_data / "upbit" / "native_samples.json").read_text()
     start = raw.index("[", raw.index('"rest_candles_days__'))
     return raw[start : raw.index("]", start) + 1]
 
 
-def binance_klines_text(shared_data) -> str:
-    rows = list(csv.reader((shared_data / "binance" / "klines_ADABTC_1m_2021-11-27_official_layout.csv").open()))
+def binance_klines_text(recorded_data) -> str:
+    rows = list(csv.reader((recorded_data / "binance" / "klines_ADABTC_1m_2021-11-27_official_layout.csv").open()))
     # The archive CSV holds the API's 12 fields in order; the API sends times and counts as numbers, the rest as strings.
     items = [[int(r[0]), *r[1:6], int(r[6]), r[7], int(r[8]), r[9], r[10], r[11]] for r in rows]
     return json.dumps(items), rows
 
 
-def test_upbit_day_candles_keep_raw_text_verbatim_and_parse_to_silver(shared_data):
-    text = upbit_day_candles_text(shared_data)
+def test_upbit_day_candles_keep_raw_text_verbatim_and_parse_to_silver(recorded_data):
+    text = upbit_day_candles_text(recorded_data)
     page = page_from_text(text, "/v1/candles/days", market="KRW-BTC", count=2)
     rows = bronze.candle_rows("upbit", "KRW-BTC", "1d", [page], run_id="r1", ingest_time=T0)
     assert rows.height == 2
@@ -53,8 +53,8 @@ def test_upbit_day_candles_keep_raw_text_verbatim_and_parse_to_silver(shared_dat
     assert day["quote_volume"] == pytest.approx(242634976840.02426)
 
 
-def test_upbit_string_valued_candle_from_ccxt_capture_parses(shared_data):
-    samples = json.loads((shared_data / "upbit" / "native_samples.json").read_text())
+def test_upbit_string_valued_candle_from_ccxt_capture_parses(recorded_data):
+    samples = json.loads((recorded_data / "upbit" / "native_samples.json").read_text())
     item = samples["rest_candles_minutes_60__ccxt_static_upbit_json"][0]
     page = page_from_text(json.dumps([item]))
     rows = bronze.candle_rows("upbit", "USDT-BTC", "60m", [page], run_id="r", ingest_time=T0)
@@ -63,8 +63,8 @@ def test_upbit_string_valued_candle_from_ccxt_capture_parses(shared_data):
     assert result.rows["quote_volume"][0] == pytest.approx(1669.08358949)
 
 
-def test_binance_official_kline_layout_parses_every_row(shared_data):
-    text, csv_rows = binance_klines_text(shared_data)
+def test_binance_official_kline_layout_parses_every_row(recorded_data):
+    text, csv_rows = binance_klines_text(recorded_data)
     rows = bronze.candle_rows("binance", "ADABTC", "1m", [page_from_text(text)], run_id="r", ingest_time=T0)
     result = silver.candles(rows, "1m", run_id="r")
     assert result.rows.height == len(csv_rows) == 10
@@ -74,10 +74,10 @@ def test_binance_official_kline_layout_parses_every_row(shared_data):
     assert first["volume"] == pytest.approx(36304.2) and first["quote_volume"] == pytest.approx(1.03547608)
 
 
-def _upbit_minute_items(shared_data, day: str) -> list[dict]:
+def _upbit_minute_items(recorded_data, day: str) -> list[dict]:
     """Upbit's KRW-BTC 1m history (ccxt layout) put back into Upbit's own field names, newest first like the API."""
     items = []
-    with (shared_data / "upbit" / "KRW-BTC_1m_2025-09-01_2025-10-04.csv").open() as f:
+    with (recorded_data / "upbit" / "KRW-BTC_1m_2025-09-01_2025-10-04.csv").open() as f:
         for r in csv.DictReader(f):
             if not r["timestamp"].startswith(day):
                 continue
@@ -90,8 +90,8 @@ def _upbit_minute_items(shared_data, day: str) -> list[dict]:
     return items[::-1]
 
 
-def test_real_day_of_minutes_keeps_gaps_absent_and_counts_them(shared_data):
-    items = _upbit_minute_items(shared_data, "2025-09-01")
+def test_real_day_of_minutes_keeps_gaps_absent_and_counts_them(recorded_data):
+    items = _upbit_minute_items(recorded_data, "2025-09-01")
     page = page_from_text(json.dumps(items))
     rows = bronze.candle_rows("upbit", "KRW-BTC", "1m", [page], run_id="r", ingest_time=T0)
     result = silver.candles(rows, "1m", run_id="r")
@@ -146,8 +146,8 @@ def test_invalid_rows_become_dead_letters_with_reasons_and_drift_is_ignored():
     assert {r.decode() for r in dead["raw"]} == {raw for raw, _ in BAD_ROWS}
 
 
-def test_fear_greed_history_from_real_csv(shared_data):
-    with (shared_data / "fear_greed" / "fear_greed_2018-02-01_2026-03-12.csv").open() as f:
+def test_fear_greed_history_from_real_csv(recorded_data):
+    with (recorded_data / "fear_greed" / "fear_greed_2018-02-01_2026-03-12.csv").open() as f:
         entries = [
             {"value": r["value"], "value_classification": r["value_classification"],
              "timestamp": str(int(datetime.fromisoformat(r["date"].replace("Z", "+00:00")).timestamp()))}

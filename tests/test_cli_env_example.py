@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cryptoflow_dagster import env_example
 from cryptoflow_dagster.dbt_project import dbt_env
-from cryptoflow_dagster.settings import load_settings, setting_docs
+from cryptoflow_core.settings import load_settings, setting_docs
 
 REPO = Path(__file__).resolve().parents[1]
 # benchmarks/ has its own knobs (CRYPTOFLOW_BENCH_*): they tune a measurement, not the platform

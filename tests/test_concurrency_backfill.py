@@ -30,11 +30,11 @@ from cryptoflow_dagster.cli import services
 from cryptoflow_dagster.cli.children import Children
 from cryptoflow_dagster.cli.demo import child_env
 from cryptoflow_dagster.instance import instance_config, prepare_instance
-from cryptoflow_dagster.settings import Settings, load_settings
+from cryptoflow_core.settings import Settings, load_settings
 from cryptoflow_dagster.webserver import wait_until_loaded
 from exchange_sim.testing import running_sim
-from streaming_sensor import layout
-from streaming_sensor.heartbeat import read_heartbeat
+from cryptoflow_core import landing_files
+from cryptoflow_core.heartbeat import read_heartbeat
 
 START = date(2025, 9, 1)  # the simulator's history replays the recorded Upbit minutes of 2025-09
 DAYS = 20
@@ -141,7 +141,7 @@ def wait_until_ingested(settings: Settings, timeout_s: float = 180) -> int:
     """Every trade file the sidecar landed is in ops.ingested_files (the streaming runs took it); returns the count."""
     deadline = time.monotonic() + timeout_s
     while True:
-        landed = {f.relative for f in layout.list_files(settings.landing_dir, channels=("trade",))}
+        landed = {f.relative for f in landing_files.list_files(settings.landing_dir, channels=("trade",))}
         with lake.session(settings, read_only=True) as con:
             ingested = {r[0] for r in con.execute("SELECT file FROM ops.ingested_files").fetchall()}
         if landed <= ingested:
@@ -290,7 +290,7 @@ def test_days_per_run_setting_sets_the_backfill_policy_and_refuses_zero():
             env["CRYPTOFLOW_BACKFILL_DAYS_PER_RUN"] = value
         done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
         assert done.stdout.strip() == expected, done.stderr[-2000:]
-    from cryptoflow_dagster.settings import SettingsError
+    from cryptoflow_core.settings import SettingsError
 
     with pytest.raises(SettingsError, match="CRYPTOFLOW_BACKFILL_DAYS_PER_RUN"):
         load_settings({"CRYPTOFLOW_BACKFILL_DAYS_PER_RUN": "0"})

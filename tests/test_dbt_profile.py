@@ -16,7 +16,7 @@ from cryptoflow_dagster.dbt_project import (
     run_dbt,
     run_target_path,
 )
-from cryptoflow_dagster.settings import load_settings
+from cryptoflow_core.settings import load_settings
 
 
 def test_profile_env_comes_from_settings(settings):

@@ -26,7 +26,7 @@ import talib
 
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.dbt_project import prepare_lake, run_dbt
-from cryptoflow_dagster.settings import Settings, load_settings
+from cryptoflow_core.settings import Settings, load_settings
 
 EXCHANGE = "reference"
 CORPUS_START = date(2020, 1, 1)
@@ -34,6 +34,9 @@ OTHER_VARS = (
     "{indicator_sma_windows: [2, 30], indicator_ema_periods: [2, 10], rsi_period: 14, atr_period: 14,"
     " cross_short_window: 5, cross_long_window: 30}"
 )
+
+# Reference values from TA-Lib's own tests and ChartSchool's worked examples (exchange_sim/recorded/PROVENANCE.md).
+REFERENCE = Path(__file__).parent / "reference"
 
 
 def _daily_frame(market: str, days: list[date], o, h, l, c, volume=None) -> pl.DataFrame:
@@ -72,8 +75,8 @@ class Corpus:
     v: np.ndarray
 
 
-def load_corpus(shared_data: Path) -> Corpus:
-    rows = _read_csv(shared_data / "reference" / "talib" / "talib_252bar_corpus.csv")
+def load_corpus(recorded_data: Path) -> Corpus:
+    rows = _read_csv(REFERENCE / "talib" / "talib_252bar_corpus.csv")
     col = lambda name: np.array([float(r[name]) for r in rows])  # noqa: E731
     assert [int(r["idx"]) for r in rows] == list(range(len(rows)))
     return Corpus(col("open"), col("high"), col("low"), col("close"), col("volume"))
@@ -125,16 +128,16 @@ class GoldRun:
 
 
 @pytest.fixture(scope="module")
-def gold(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> GoldRun:
+def gold(tmp_path_factory: pytest.TempPathFactory, recorded_data: Path) -> GoldRun:
     home = tmp_path_factory.mktemp("gold") / "cf_home"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CRYPTOFLOW_HOME", str(home))
         settings = load_settings()
         assert not settings.extension_dir.exists()  # a fresh machine: dbt must get ducklake from the packaged files
         prepare_lake(settings)
-        corpus = load_corpus(shared_data)
+        corpus = load_corpus(recorded_data)
         corpus_days = [CORPUS_START + timedelta(days=i) for i in range(len(corpus.c))]
-        cs = shared_data / "reference" / "chartschool"
+        cs = REFERENCE / "chartschool"
         rsi_rows, atr_rows, macd_rows = (_read_csv(cs / f) for f in ("cs-rsi.csv", "cs-atr.csv", "cs-macd.csv"))
         rsi_close = [float(r["Close"]) for r in rsi_rows]
         macd_close = [float(r["Close"]) for r in macd_rows]
@@ -142,7 +145,7 @@ def gold(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> GoldRun
         # sentiment: the real index misses 2018-04-14..16; our candles miss 2018-04-18
         sent_days = [date(2018, 4, 10) + timedelta(days=i) for i in range(11) if i != 8]
         sent_close = [100.0 + i for i in range(len(sent_days))]
-        fear_greed = pl.DataFrame(_read_csv(shared_data / "fear_greed" / "fear_greed_2018-02-01_2026-03-12.csv"))
+        fear_greed = pl.DataFrame(_read_csv(recorded_data / "fear_greed" / "fear_greed_2018-02-01_2026-03-12.csv"))
         fear_greed = fear_greed.select(
             pl.col("date").str.slice(0, 10).str.to_date().alias("day"),
             pl.col("value").cast(pl.Int32),
@@ -242,7 +245,7 @@ def test_cross_marks_every_sma20_sma60_crossing(gold):
     assert {"golden_cross", "dead_cross"} <= set(got)
 
 
-def test_talib_regression_values(gold, shared_data):
+def test_talib_regression_values(gold, recorded_data):
     default = _series(gold, "TALIB", "*")
     other = gold.indicators_other_vars.sort("day")
     columns = {
@@ -254,7 +257,7 @@ def test_talib_regression_values(gold, shared_data):
         ("EMA", 10): (other, "ema_10"),
     }
     checked = 0
-    for row in _read_csv(shared_data / "reference" / "talib" / "talib_reference_values.csv"):
+    for row in _read_csv(REFERENCE / "talib" / "talib_reference_values.csv"):
         period = int(row["params"].split("=")[1].split()[0]) if row["params"] else None
         key = (row["indicator"], period)
         if key not in columns:
@@ -271,8 +274,8 @@ def test_talib_regression_values(gold, shared_data):
     assert [i for i, v in enumerate(other["cross"].to_list()) if v == "golden_cross"] == golden
 
 
-def test_chartschool_rsi_with_talib_seed(gold, shared_data):
-    rows = _read_csv(shared_data / "reference" / "chartschool" / "cs-rsi.csv")
+def test_chartschool_rsi_with_talib_seed(gold, recorded_data):
+    rows = _read_csv(REFERENCE / "chartschool" / "cs-rsi.csv")
     got = _col(_series(gold, "CS-RSI", "rsi_14"), "rsi_14")
     gain = [float(r["Gain"] or 0) for r in rows]
     loss = [float(r["Loss"] or 0) for r in rows]
@@ -288,8 +291,8 @@ def test_chartschool_rsi_with_talib_seed(gold, shared_data):
         assert got[t] == pytest.approx(100 * avg_gain / (avg_gain + avg_loss), abs=2e-3), t
 
 
-def test_chartschool_atr_with_talib_seed(gold, shared_data):
-    rows = _read_csv(shared_data / "reference" / "chartschool" / "cs-atr.csv")
+def test_chartschool_atr_with_talib_seed(gold, recorded_data):
+    rows = _read_csv(REFERENCE / "chartschool" / "cs-atr.csv")
     got = _col(_series(gold, "CS-ATR", "atr_14"), "atr_14")
     true_range = [float(r["TR"]) for r in rows]
     sheet = [float(r["ATR"]) for r in rows]
@@ -300,8 +303,8 @@ def test_chartschool_atr_with_talib_seed(gold, shared_data):
         assert got[t] == pytest.approx(sheet[t] + seed_diff * (13 / 14) ** (t - 14), abs=1e-8), t
 
 
-def test_chartschool_ema_and_macd_with_talib_seed(gold, shared_data):
-    rows = _read_csv(shared_data / "reference" / "chartschool" / "cs-macd.csv")
+def test_chartschool_ema_and_macd_with_talib_seed(gold, recorded_data):
+    rows = _read_csv(REFERENCE / "chartschool" / "cs-macd.csv")
     got = _series(gold, "CS-MACD", "ema_12, ema_26, macd")
     close = np.array([float(r["Close"]) for r in rows])
     short, long = (np.array([float(r[k]) for r in rows]) for k in ("short_ema", "long_ema"))
@@ -385,7 +388,7 @@ def test_volatility_rolling_matches_numpy(gold):
     assert got["day"][0] == CORPUS_START + timedelta(days=window)
 
 
-def test_volatility_rolling_rogers_satchell_equals_talib_reference(gold, shared_data):
+def test_volatility_rolling_rogers_satchell_equals_talib_reference(gold, recorded_data):
     # TA-Lib's ROGERSSATCHELL(period=20, annualization=1) needs no previous close, so at bar 251 it covers our window
     got = gold.query(
         "SELECT rogers_satchell FROM gold.volatility_rolling WHERE market = 'TALIB' AND day = ?",
@@ -393,7 +396,7 @@ def test_volatility_rolling_rogers_satchell_equals_talib_reference(gold, shared_
     )["rogers_satchell"][0]
     reference = next(
         float(r["expected"])
-        for r in _read_csv(shared_data / "reference" / "talib" / "talib_reference_values.csv")
+        for r in _read_csv(REFERENCE / "talib" / "talib_reference_values.csv")
         if r["indicator"] == "ROGERSSATCHELL" and r["params"] == "period=20 annualization=1" and r["bar_index"] == "251"
     )
     assert got / math.sqrt(365) == pytest.approx(reference, rel=1e-12)

@@ -10,7 +10,7 @@ import pytest
 
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.lake_schema import TABLES
-from cryptoflow_dagster.settings import SettingsError, load_settings
+from cryptoflow_core.settings import SettingsError, load_settings
 
 
 def test_fresh_extension_folder_is_filled_from_packages(settings):

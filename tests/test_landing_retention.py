@@ -13,7 +13,7 @@ from cryptoflow_dagster.defs.ops import landing_retention_job
 from cryptoflow_dagster.defs.streaming.jobs import single_pass, streaming_ingest_job
 from cryptoflow_dagster.ops.retention import prune_landing
 from cryptoflow_dagster.resources import build_resources
-from streaming_sensor import layout
+from cryptoflow_core import landing_files
 from streaming_sensor.batches import MicroBatcher
 from tests.test_stream_job import T0, binance, land, query
 
@@ -56,7 +56,7 @@ def test_retention_deletes_ingested_old_files_and_keeps_the_rest(settings):
     ingest_once()
     land(b, "binance", "BTCUSDT", 3, T0 + 3, binance("BTCUSDT", 3, T0 + 3, "70000.0", "0.001"))
     b.flush()  # landed after the run: not in the lake
-    files = layout.list_files(settings.landing_dir)
+    files = landing_files.list_files(settings.landing_dir)
     assert len(files) == 4
     with lake.session(settings) as con:
         # a cut-off before every file: nothing is old enough
@@ -64,7 +64,7 @@ def test_retention_deletes_ingested_old_files_and_keeps_the_rest(settings):
         report = prune_landing(con, settings.landing_dir, datetime.now(timezone.utc) + timedelta(hours=1))
     assert (report.deleted_files, report.kept_not_ingested) == (3, 1)
     assert report.deleted_bytes > 0
-    assert [f.name for f in layout.list_files(settings.landing_dir)] == [files[-1].name]  # the un-ingested one stays
+    assert [f.name for f in landing_files.list_files(settings.landing_dir)] == [files[-1].name]  # the un-ingested one stays
     ingest_once()  # and it still makes it into the lake
     assert query(settings, "SELECT count(*) FROM silver.trades") == [(4,)]
 
@@ -77,4 +77,4 @@ def test_retention_job_keeps_everything_younger_than_the_setting(settings, monke
     monkeypatch.setenv("CRYPTOFLOW_LANDING_RETENTION_DAYS", "7")
     result = landing_retention_job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), resources=build_resources())
     assert result.success
-    assert len(layout.list_files(settings.landing_dir)) == 1  # a minute-old file is kept for a week
+    assert len(landing_files.list_files(settings.landing_dir)) == 1  # a minute-old file is kept for a week

@@ -18,7 +18,7 @@ from cryptoflow_dagster import lake
 from cryptoflow_dagster.defs.streaming.jobs import single_pass, streaming_ingest_job
 from cryptoflow_dagster.instance import ensure_dagster_yaml
 from cryptoflow_dagster.resources import build_resources
-from cryptoflow_dagster.settings import load_settings
+from cryptoflow_core.settings import load_settings
 from scaleout_servers import S3_ENV, running_postgres, running_s3
 from test_stream_job import fill_landing
 

@@ -14,9 +14,9 @@ import sys
 import dagster as dg
 
 from cryptoflow_dagster import lake
-from cryptoflow_dagster.settings import load_settings
+from cryptoflow_core.settings import load_settings
 from exchange_sim.testing import running_sim
-from streaming_sensor.heartbeat import read_heartbeat
+from cryptoflow_core.heartbeat import read_heartbeat
 from test_stream_e2e import assert_matches_ground_truth, ingest, stream_until
 
 SHARDS = {"a": (("KRW-BTC",), ("BTCUSDT",)), "b": (("KRW-ETH",), ("ETHUSDT",))}

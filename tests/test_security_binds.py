@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from cryptoflow_dagster.cli import demo, services
-from cryptoflow_dagster.settings import load_settings
+from cryptoflow_core.settings import load_settings
 from exchange_sim.config import parse_args as sim_args
 from exchange_sim.testing import free_port
 

@@ -20,8 +20,8 @@ from cryptoflow_dagster import backfill, lake
 from cryptoflow_dagster.alerting.rules import RuleError, parse_rules
 from cryptoflow_dagster.batch.collect import select_markets
 from cryptoflow_dagster.clients import BinanceClient, UpbitClient
-from cryptoflow_dagster.settings import SettingsError, load_settings, validate_market
-from streaming_sensor import layout
+from cryptoflow_core.settings import SettingsError, load_settings, validate_market
+from cryptoflow_core import landing_files
 from test_clients_rest import Scripted
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,19 +130,19 @@ def test_backfill_cli_refuses_hostile_markets_before_contacting_dagster(capsys):
                                               ("upbit/..", "trade"), ("kraken", "trade")])
 def test_landing_path_refuses_unknown_streams(tmp_path, exchange, channel):
     with pytest.raises(ValueError):
-        layout.landing_path(tmp_path, exchange, channel, WHEN, "0123456789abcdef", 1)
+        landing_files.landing_path(tmp_path, exchange, channel, WHEN, "0123456789abcdef", 1)
 
 
 @pytest.mark.parametrize("session", ["../../etc", "ABCDEF01", "0123", "0123456789abcdef/..", "0123456789abcdeg"])
 def test_landing_file_names_refuse_hostile_sessions(tmp_path, session):
     with pytest.raises(ValueError):
-        layout.landing_path(tmp_path, "upbit", "trade", WHEN, session, 1)
+        landing_files.landing_path(tmp_path, "upbit", "trade", WHEN, session, 1)
 
 
 def test_landing_parse_and_listing_ignore_files_outside_the_contract(tmp_path):
     root = tmp_path / "landing"
-    good = layout.landing_path(root, "upbit", "trade", WHEN, "0123456789abcdef", 7)
-    layout.write_atomically(good, lambda p: p.write_bytes(b"PAR1"))
+    good = landing_files.landing_path(root, "upbit", "trade", WHEN, "0123456789abcdef", 7)
+    landing_files.write_atomically(good, lambda p: p.write_bytes(b"PAR1"))
     day = good.parent
     hostile_names = [
         "x'; DROP TABLE ops.ingested_files; --.parquet",
@@ -164,15 +164,15 @@ def test_landing_parse_and_listing_ignore_files_outside_the_contract(tmp_path):
     (outside / good.name).write_bytes(b"PAR1")
     os.symlink(outside, root / "upbit" / "trade" / "date=2026-07-31-link")
 
-    assert [f.path for f in layout.list_files(root)] == [good]
+    assert [f.path for f in landing_files.list_files(root)] == [good]
     for path in [day / n for n in hostile_names] + [
         root / "upbit" / "trade" / "date=2026-13-45" / good.name,
         day / ".." / ".." / ".." / ".." / "outside" / good.name,
         outside / good.name,
         root / "upbit" / "trade" / good.name,
     ]:
-        assert layout.parse(path, root) is None, path
-    assert layout.parse(good, root).relative == f"upbit/trade/date=2026-07-30/{good.name}"
+        assert landing_files.parse(path, root) is None, path
+    assert landing_files.parse(good, root).relative == f"upbit/trade/date=2026-07-30/{good.name}"
 
 
 # --- the lake's helpers and the source: no formatted outside values in SQL -------------------------------------------

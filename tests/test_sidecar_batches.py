@@ -7,7 +7,7 @@ import threading
 import pyarrow.parquet as pq
 import pytest
 
-from streaming_sensor import layout
+from cryptoflow_core import landing_files
 from streaming_sensor.batches import MicroBatcher
 
 
@@ -26,7 +26,7 @@ def test_reader_polling_landing_never_sees_a_partial_file(tmp_path):
     def reader() -> None:
         while True:
             finished = done.is_set()
-            for f in layout.list_files(root):
+            for f in landing_files.list_files(root):
                 if f.name in seen:
                     continue
                 try:
@@ -57,7 +57,7 @@ def test_landing_rows_keep_the_frame_verbatim_and_the_trace_columns(tmp_path):
     batcher.add("upbit", "trade", "KRW-BTC", 7, 1000, 2000, "sessionA", raw, None)
     batcher.add("upbit", "trade", None, None, None, 2001, "sessionA", b"\xff\x00junk", "invalid JSON")
     (path,) = batcher.flush()
-    landed = layout.parse(path, tmp_path / "landing")
+    landed = landing_files.parse(path, tmp_path / "landing")
     assert landed is not None and (landed.exchange, landed.channel) == ("upbit", "trade")
     rows = pq.read_table(path).to_pylist()
     assert rows[0] == {"exchange": "upbit", "market": "KRW-BTC", "trade_id": 7, "event_time_ms": 1000,

@@ -10,7 +10,7 @@ from websockets.asyncio.server import serve
 from streaming_sensor.batches import MicroBatcher
 from streaming_sensor.connection import FeedConnection, backoff_delay
 from streaming_sensor.feeds import BinanceFeed, UpbitFeed
-from streaming_sensor.heartbeat import StreamState, read_gap_candidates
+from cryptoflow_core.heartbeat import StreamState, read_gap_candidates
 
 
 def binance_connection(tmp_path, port: int, flush_max: int, **batcher_options) -> tuple[FeedConnection, MicroBatcher, StreamState]:

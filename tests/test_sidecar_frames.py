@@ -143,7 +143,7 @@ def test_clean_trade_batches_take_the_vectorized_path_and_match(ids):
     assert all(BINANCE.parse(f).kind == feeds.TRADE for f in frames)
 
 
-def test_the_pattern_matches_the_exchanges_own_trade_frames(shared_data):
+def test_the_pattern_matches_the_exchanges_own_trade_frames(recorded_data):
     """Real recorded frames (and the simulator's format) are ordinary trades: they must take the fast path."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -151,7 +151,7 @@ def test_the_pattern_matches_the_exchanges_own_trade_frames(shared_data):
     from exchange_sim.binance_ws import TRADE as SIM_TRADE
     from test_sidecar_parsers import binance_frames as recorded  # tests/ is on sys.path (pytest's rootdir-relative import)
 
-    frames = [frame for _, frame in recorded(shared_data, limit=2_000)]
+    frames = [frame for _, frame in recorded(recorded_data, limit=2_000)]
     # the simulator's combined-stream frame, byte for byte as it builds it
     frames.append(b'{"stream":"btcusdt@trade","data":' + (SIM_TRADE % (T0, "BTCUSDT", 7, 1.5, 2.5, T0, "true")).encode() + b"}")
     matched = pc.extract_regex(pa.array(frames, pa.binary()), BINANCE.trade_pattern).is_valid()

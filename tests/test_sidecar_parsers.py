@@ -1,4 +1,4 @@
-"""The per-exchange parsers on real recorded frames (shared/data) and on the bad input the issue lists."""
+"""The per-exchange parsers on real recorded frames (exchange_sim/recorded) and on the bad input the issue lists."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import pytest
 from streaming_sensor.feeds import CONTROL, DEAD, TICKER, TRADE, BinanceFeed, UpbitFeed
 
 
-def upbit_frames(shared_data):
-    samples = json.loads((shared_data / "upbit" / "native_samples.json").read_text())
+def upbit_frames(recorded_data):
+    samples = json.loads((recorded_data / "upbit" / "native_samples.json").read_text())
     return samples["ws_trade_default_format__captured_2023-11-19"]
 
 
-def binance_frames(shared_data, limit=None):
+def binance_frames(recorded_data, limit=None):
     """The recorded trxusdt@trade stream, re-framed as the combined stream sends it (values copied verbatim)."""
-    path = shared_data / "binance" / "ws_trades_TRXUSDT_spot_2025-03-04.csv"
+    path = recorded_data / "binance" / "ws_trades_TRXUSDT_spot_2025-03-04.csv"
     with path.open() as fh:
         for i, row in enumerate(csv.DictReader(fh)):
             if limit is not None and i >= limit:
@@ -31,20 +31,20 @@ def binance_frames(shared_data, limit=None):
             yield row, orjson.dumps({"stream": row["Stream"], "data": data})
 
 
-def test_upbit_parses_real_trade_frames(shared_data):
+def test_upbit_parses_real_trade_frames(recorded_data):
     feed = UpbitFeed("ws://x", ("KRW-BTC",))
-    for msg in upbit_frames(shared_data):
+    for msg in upbit_frames(recorded_data):
         parsed = feed.parse(json.dumps(msg).encode())  # Upbit sends UTF-8 JSON in binary frames
         assert parsed.kind == TRADE and parsed.error is None
         assert (parsed.market, parsed.trade_id, parsed.event_ms) == ("KRW-BTC", msg["sequential_id"], msg["trade_timestamp"])
     # text frames work as well
-    assert feed.parse(json.dumps(upbit_frames(shared_data)[0])).kind == TRADE
+    assert feed.parse(json.dumps(upbit_frames(recorded_data)[0])).kind == TRADE
 
 
-def test_binance_parses_every_recorded_trade(shared_data):
+def test_binance_parses_every_recorded_trade(recorded_data):
     feed = BinanceFeed("ws://x", ("TRXUSDT",))
     ids = []
-    for row, frame in binance_frames(shared_data):
+    for row, frame in binance_frames(recorded_data):
         parsed = feed.parse(frame)
         assert parsed.kind == TRADE, parsed.error
         assert parsed.market == "TRXUSDT" and parsed.event_ms == int(row["TransactionTime"]) // 1000
@@ -81,8 +81,8 @@ def test_upbit_bad_frames_are_dead_letters_with_a_reason(frame, reason):
     assert parsed.kind == DEAD and reason in parsed.error
 
 
-def test_upbit_new_field_is_accepted(shared_data):
-    msg = dict(upbit_frames(shared_data)[1], brand_new_field={"x": 1})
+def test_upbit_new_field_is_accepted(recorded_data):
+    msg = dict(upbit_frames(recorded_data)[1], brand_new_field={"x": 1})
     assert UpbitFeed("ws://x", ("KRW-BTC",)).parse(orjson.dumps(msg)).kind == TRADE
 
 

@@ -8,8 +8,8 @@ import orjson
 import pyarrow.parquet as pq
 from websockets.asyncio.server import serve
 
-from cryptoflow_dagster.settings import load_settings
-from streaming_sensor.layout import list_files
+from cryptoflow_core.settings import load_settings
+from cryptoflow_core.landing_files import list_files
 from streaming_sensor.sidecar import Sidecar
 
 

@@ -39,10 +39,10 @@ def _kline(row: list) -> tuple:
     return int(open_time), float(o), float(h), float(lo), float(c), float(v), int(close_time)
 
 
-def test_klines_have_the_official_layout_and_are_oldest_first(binance, shared_data):
-    with open(shared_data / "binance" / "klines_ADABTC_1m_2021-11-27_official_layout.csv") as fh:
+def test_klines_have_the_official_layout_and_are_oldest_first(binance, recorded_data):
+    with open(recorded_data / "binance" / "klines_ADABTC_1m_2021-11-27_official_layout.csv") as fh:
         official = next(csv.reader(fh))
-    with open(shared_data / "binance" / "klines_BTCUSDT_1h_2021-10_2022-10.csv") as fh:
+    with open(recorded_data / "binance" / "klines_BTCUSDT_1h_2021-10_2022-10.csv") as fh:
         recorded = [_kline(r) for r in list(csv.reader(fh))[1:4]]
     rows = _get(binance, "/api/v3/klines", symbol="BTCUSDT", interval="1h", startTime=T0, limit=5)
     parsed = [_kline(r) for r in rows]

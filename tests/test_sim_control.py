@@ -174,8 +174,8 @@ def test_slack_sink_answers_like_slack_and_lists_messages(fault_sim):
     assert len(sim.slack_messages()) == 2
 
 
-def test_fear_greed_serves_the_real_history(sim_session, shared_data):
-    with open(next((shared_data / "fear_greed").glob("*.csv"))) as fh:
+def test_fear_greed_serves_the_real_history(sim_session, recorded_data):
+    with open(next((recorded_data / "fear_greed").glob("*.csv"))) as fh:
         real = {row["date"][:10]: row for row in csv.DictReader(fh)}
     body = httpx.get(sim_session.fear_greed_url + "/fng/", params={"limit": 0, "format": "json"}).json()
     assert body["name"] == "Fear and Greed Index" and body["metadata"] == {"error": None}

@@ -68,8 +68,8 @@ def test_seq_sum_is_a_left_fold():
     assert any(float(np.sum(values[s:e])) != x for s, e, x in zip(starts, ends, sums.tolist()))
 
 
-def test_real_candles_drive_real_minutes(shared_data):
-    real = load_csv(next((shared_data / "upbit").glob("KRW-ETH_1m_*.csv")))
+def test_real_candles_drive_real_minutes(recorded_data):
+    real = load_csv(next((recorded_data / "upbit").glob("KRW-ETH_1m_*.csv")))
     m = model(real={"KRW-ETH": real})
     day = START_DAY + 5
     c = ohlcv(m.day_trades(upbit_spec("KRW-ETH"), day), 60_000)

@@ -17,8 +17,8 @@ def _types(record: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def samples(shared_data):
-    return json.loads((shared_data / "upbit" / "native_samples.json").read_text())
+def samples(recorded_data):
+    return json.loads((recorded_data / "upbit" / "native_samples.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +90,10 @@ def test_to_accepts_every_documented_spelling(upbit):
     assert answers[0][0]["candle_date_time_kst"] == f"{BTC_DAY}T11:55:00"
 
 
-def test_real_candles_shape_the_price_path(upbit, shared_data):
+def test_real_candles_shape_the_price_path(upbit, recorded_data):
     """Where recorded candles exist, the sim's 1-minute OHLC is the real OHLC, minute for minute."""
     real = {}
-    with open(next((shared_data / "upbit").glob("KRW-BTC_1m_*.csv"))) as fh:
+    with open(next((recorded_data / "upbit").glob("KRW-BTC_1m_*.csv"))) as fh:
         for row in csv.DictReader(fh):
             if row["timestamp"].startswith(f"{BTC_DAY} 0"):
                 real[row["timestamp"].replace(" ", "T")] = row

@@ -30,8 +30,8 @@ async def _subscribe(url: str, request: list, n: int) -> list:
 
 
 @pytest.fixture(scope="module")
-def samples(shared_data):
-    return json.loads((shared_data / "upbit" / "native_samples.json").read_text())
+def samples(recorded_data):
+    return json.loads((recorded_data / "upbit" / "native_samples.json").read_text())
 
 
 def test_upbit_trades_snapshot_then_realtime_binary_and_real_shape(sim_session, samples):
@@ -133,8 +133,8 @@ def _binance_trade(msg: dict) -> tuple[int, float, float, int, bool]:
     return int(msg["t"]), float(msg["p"]), float(msg["q"]), int(msg["T"]), msg["m"] in (True, "1", 1, "True")
 
 
-def test_binance_raw_and_combined_streams_match_the_real_stream(sim_session, shared_data):
-    with open(shared_data / "binance" / "ws_trades_TRXUSDT_spot_2025-03-04.csv") as fh:
+def test_binance_raw_and_combined_streams_match_the_real_stream(sim_session, recorded_data):
+    with open(recorded_data / "binance" / "ws_trades_TRXUSDT_spot_2025-03-04.csv") as fh:
         rows = list(csv.DictReader(fh))[:50]
     real = [{"e": r["EventType"], "E": int(r["EventTime"]) // 1000, "s": r["Symbol"], "t": int(r["TradeId"]),
              "p": r["Price"], "q": r["Quantity"], "T": int(r["TransactionTime"]) // 1000, "m": r["IsBuyerMarketMaker"] == "1",

@@ -14,7 +14,7 @@ from cryptoflow_dagster.alerting.delivery import deliver_pending
 from cryptoflow_dagster.alerting.hooks import record_landing_alerts
 from cryptoflow_dagster.alerting.slack import SlackPoster
 from cryptoflow_dagster.defs.streaming.ingest import ingest_pending
-from streaming_sensor import layout
+from cryptoflow_core import landing_files
 from streaming_sensor.batches import MicroBatcher
 from streaming_sensor.feeds import BinanceFeed
 
@@ -38,7 +38,7 @@ def test_slo_reports_each_stage_from_the_lake(settings, slack_server, capsys):
     with lake.session(settings) as con:
         lake.ensure_schema(con)
         # as market_alert_sensor does: the rules see the landed files before the streaming run ingests them
-        assert record_landing_alerts(con, settings.landing_dir, layout.list_files(settings.landing_dir), settings)
+        assert record_landing_alerts(con, settings.landing_dir, landing_files.list_files(settings.landing_dir), settings)
         result = ingest_pending(con, settings.landing_dir, "run-1")
         assert result.silver_rows == 100
         deliver_pending(con, SlackPoster("xoxb-test", slack_server.url, "#alerts"), "http://ui.test")

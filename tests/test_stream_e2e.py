@@ -23,7 +23,7 @@ from cryptoflow_dagster.defs.streaming.jobs import single_pass, streaming_ingest
 from cryptoflow_dagster.defs.streaming.repair import gap_repair_job
 from cryptoflow_dagster.resources import build_resources
 from exchange_sim.testing import running_sim
-from streaming_sensor.heartbeat import read_heartbeat
+from cryptoflow_core.heartbeat import read_heartbeat
 
 UPBIT = ("KRW-BTC", "KRW-USDT")
 BINANCE = ("BTCUSDT",)

@@ -12,7 +12,7 @@ T0 = datetime(2025, 9, 1, 12, 0, tzinfo=timezone.utc)
 
 
 def binance_rest(trade_id: int, price: str, qty: str = "0.5") -> str:
-    """A trade as Binance's /api/v3/historicalTrades answers it (docs: shared/docs/exchange-apis.md)."""
+    """A trade as Binance's /api/v3/historicalTrades answers it (docs/exchange-apis.md)."""
     ms = int((T0 + timedelta(seconds=trade_id)).timestamp() * 1000)
     return json.dumps({"id": trade_id, "price": price, "qty": qty, "quoteQty": "1", "time": ms,
                        "isBuyerMaker": trade_id % 2 == 0, "isBestMatch": True}, separators=(",", ":"))

@@ -20,7 +20,7 @@ from cryptoflow_dagster.defs.streaming.rebuild import intraday_gold_from_trades,
 from cryptoflow_dagster.definitions import defs
 from cryptoflow_dagster.resources import build_resources
 from streaming_sensor.batches import MicroBatcher
-from streaming_sensor.sensor import STREAMING_JOB, landing_files_sensor
+from cryptoflow_dagster.defs.streaming.sensors import STREAMING_JOB, landing_files_sensor
 
 T0 = 1_785_395_040_000  # 2026-07-30 07:04:00 UTC, a minute start
 

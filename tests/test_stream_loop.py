@@ -22,7 +22,7 @@ from cryptoflow_dagster.defs.streaming.jobs import streaming_ingest_job
 from cryptoflow_dagster.defs.streaming.loop import LoopLimits, run_ingest_loop
 from cryptoflow_dagster.resources import LakeResource, build_resources
 from cryptoflow_dagster.instance import SILVER_WRITER_TAG, instance_config
-from streaming_sensor import layout
+from cryptoflow_core import landing_files
 from streaming_sensor.batches import MicroBatcher
 from tests.test_stream_job import T0, binance, land, query, upbit
 
@@ -99,24 +99,24 @@ def test_new_files_takes_a_shards_late_file_with_an_older_name_and_survives_a_cu
     root = settings.landing_dir
     base = datetime(2026, 7, 30, 7, 4, tzinfo=timezone.utc)
 
-    def put(when: datetime, session: str) -> layout.LandingFile:
-        path = layout.landing_path(root, "binance", "trade", when, session, 1)
+    def put(when: datetime, session: str) -> landing_files.LandingFile:
+        path = landing_files.landing_path(root, "binance", "trade", when, session, 1)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
-        return layout.parse(path, root)
+        return landing_files.parse(path, root)
 
     a1 = put(base, "aaaaaaaa")
-    reader = layout.NewFiles(root)
+    reader = landing_files.NewFiles(root)
     assert reader.poll() == [a1]
     reader.take([a1])
     a2 = put(base + timedelta(seconds=2), "aaaaaaaa")
     late = put(base + timedelta(seconds=1), "bbbbbbbb")  # shard b flushed before a2 but its rename came after
-    resumed = layout.NewFiles.from_cursor(root, reader.cursor())
+    resumed = landing_files.NewFiles.from_cursor(root, reader.cursor())
     assert resumed.poll() == [late, a2]
     resumed.take([late, a2])
     assert resumed.poll() == []
     # a cursor cannot smuggle a path outside the landing contract
-    hostile = layout.NewFiles.from_cursor(root, json.dumps({"after": None, "taken": ["../../etc/passwd"]}))
+    hostile = landing_files.NewFiles.from_cursor(root, json.dumps({"after": None, "taken": ["../../etc/passwd"]}))
     assert hostile.taken == {}
 
 

@@ -22,7 +22,7 @@ from playwright.sync_api import sync_playwright
 
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.instance import prepare_instance
-from cryptoflow_dagster.settings import load_settings
+from cryptoflow_core.settings import load_settings
 from cryptoflow_dagster.webserver import wait_until_loaded
 from exchange_sim.testing import free_port, running_sim
 

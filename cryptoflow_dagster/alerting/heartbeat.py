@@ -8,52 +8,9 @@ since one live shard says nothing about the markets of a dead one.
 
 from __future__ import annotations
 
-import json
-import logging
-import re
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import datetime
 
 from cryptoflow_dagster.alerting.model import Alert
-
-log = logging.getLogger(__name__)
-
-# The names Settings.heartbeat_path gives: "" for an unsharded sidecar, else the shard (a-z, 0-9, -).
-_HEARTBEAT_NAME = re.compile(r"^_heartbeat(?:\.(?P<shard>[a-z0-9-]{1,32}))?\.json\Z", re.ASCII)
-
-
-def heartbeat_files(landing: Path) -> dict[str, Path]:
-    """Every sidecar heartbeat file under ``landing``, by shard name ("" for an unsharded sidecar)."""
-    found = {}
-    if landing.is_dir():
-        for path in landing.glob("_heartbeat*.json"):
-            match = _HEARTBEAT_NAME.match(path.name)
-            if match:
-                found[match.group("shard") or ""] = path
-    return found
-
-
-def heartbeat_path(landing: Path, shard: str) -> Path:
-    return landing / (f"_heartbeat.{shard}.json" if shard else "_heartbeat.json")
-
-
-def read_heartbeat(path: Path) -> tuple[datetime | None, dict]:
-    """(last beat time, the file's other top-level scalars), or (None, {}) when there is no file."""
-    try:
-        stat = path.stat()
-        raw = path.read_text()
-    except FileNotFoundError:
-        return None, {}
-    try:
-        doc = json.loads(raw)
-        beat = datetime.fromisoformat(str(doc["updated_at"]).replace("Z", "+00:00"))
-        if beat.tzinfo is None:
-            beat = beat.replace(tzinfo=timezone.utc)
-    except (ValueError, KeyError, TypeError) as exc:
-        log.warning("heartbeat %s has no readable updated_at (%s): using its modification time", path, exc)
-        return datetime.fromtimestamp(stat.st_mtime, timezone.utc), {}
-    extra = {k: str(v) for k, v in doc.items() if k != "updated_at" and isinstance(v, (str, int, float, bool))}
-    return beat, extra
 
 
 def sidecar_transition(

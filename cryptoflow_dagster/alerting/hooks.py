@@ -19,11 +19,11 @@ import duckdb
 from cryptoflow_dagster.alerting import outbox
 from cryptoflow_dagster.alerting.market import evaluate_market_rules, max_lookback_s
 from cryptoflow_dagster.alerting.model import Alert
-from cryptoflow_dagster.alerting.rules import RuleSet, load_rules
+from cryptoflow_dagster.alerting.rules import RuleSet, load_rules, rules_path
 from cryptoflow_dagster.alerting.slack import SlackPoster, make_poster
 from cryptoflow_dagster.defs.streaming.ingest import not_ingested, staged_trades
-from cryptoflow_dagster.settings import Settings, load_settings
-from streaming_sensor import layout
+from cryptoflow_core.settings import Settings, load_settings
+from cryptoflow_core import landing_files
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ _rules_cache: dict[Path, tuple[float, RuleSet]] = {}
 
 def rules_for(settings: Settings) -> RuleSet:
     """The rule file, re-read when it changes (so thresholds can be tuned without a restart)."""
-    path = settings.alert_rules
+    path = rules_path(settings)
     mtime = path.stat().st_mtime
     cached = _rules_cache.get(path)
     if cached is None or cached[0] != mtime:
@@ -63,7 +63,7 @@ def record_market_alerts(
 
 
 def record_landing_alerts(
-    con: duckdb.DuckDBPyConnection, root: Path, files: list[layout.LandingFile], settings: Settings | None = None,
+    con: duckdb.DuckDBPyConnection, root: Path, files: list[landing_files.LandingFile], settings: Settings | None = None,
     now: datetime | None = None,
 ) -> list[Alert]:
     """Market alerts for newly landed trade ``files``, evaluated before (and whether or not) they reach silver.
@@ -79,7 +79,7 @@ def record_landing_alerts(
         markets = sorted({(f.exchange, m) for f in files for m in _markets_of(settings, f.exchange)})
         since = min(f.written_at for f in files) - timedelta(seconds=max_lookback_s(rules, markets))
         new = {f.relative for f in files}
-        earlier = [f for f in layout.list_files(root, after=layout.file_name(since, "0" * 8, 0), channels=("trade",))
+        earlier = [f for f in landing_files.list_files(root, after=landing_files.file_name(since, "0" * 8, 0), channels=("trade",))
                    if f.relative not in new]
         context = staged_trades(con, not_ingested(con, earlier, since - _CLOCK_MARGIN))
         trades = staged_trades(con, files)

@@ -19,7 +19,14 @@ from typing import Any
 
 import yaml
 
-from cryptoflow_dagster.settings import SettingsError, validate_market
+from cryptoflow_core.settings import Settings, SettingsError, validate_market
+
+# The default rules, packaged with the code location; CRYPTOFLOW_ALERT_RULES names another file.
+PACKAGED_RULES = Path(__file__).resolve().parents[1] / "alert_rules.yaml"
+
+
+def rules_path(settings: Settings) -> Path:
+    return settings.alert_rules or PACKAGED_RULES
 
 # rule name -> its parameters and their defaults (a rule file names only what it changes)
 RULE_PARAMS: dict[str, dict[str, float]] = {

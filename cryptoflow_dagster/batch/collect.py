@@ -19,7 +19,7 @@ import duckdb
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.clients.binance import BinanceClient
 from cryptoflow_dagster.clients.upbit import Page, UpbitClient
-from cryptoflow_dagster.settings import Settings, validate_market
+from cryptoflow_core.settings import Settings, validate_market
 
 if TYPE_CHECKING:
     import polars as pl

@@ -19,7 +19,7 @@ from pathlib import Path
 from cryptoflow_dagster.cli import services
 from cryptoflow_dagster.cli.children import Child, Children
 from cryptoflow_dagster.cli.errors import CliError
-from cryptoflow_dagster.settings import Settings, load_settings
+from cryptoflow_core.settings import Settings, load_settings
 
 # A short history keeps the demo's daily partitions few and every one of them backed by simulator data.
 DEMO_HISTORY_DAYS = 14
@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--history-start",
         type=date.fromisoformat,
         help="first day of simulated history and of the daily partitions, YYYY-MM-DD "
-        f"(default: {DEMO_HISTORY_DAYS} days ago; 2025-09-01 replays the real Upbit minutes in shared data)",
+        f"(default: {DEMO_HISTORY_DAYS} days ago; 2025-09-01 replays the recorded real Upbit minutes)",
     )
     parser.add_argument("--no-sidecar", action="store_true", help="do not start the streaming sidecar")
     parser.add_argument("--ready-timeout", type=float, default=180.0, help="seconds to wait for each part (default 180)")

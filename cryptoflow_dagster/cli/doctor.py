@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from cryptoflow_dagster.settings import Settings, SettingsError, load_settings
+from cryptoflow_core.settings import Settings, SettingsError, load_settings
 
 HTTP_TIMEOUT_S = 5.0
 

@@ -78,7 +78,7 @@ def _open_lake() -> Iterator[Any]:
     import duckdb
 
     from cryptoflow_dagster import lake
-    from cryptoflow_dagster.settings import load_settings
+    from cryptoflow_core.settings import load_settings
 
     settings = load_settings()
     catalog = settings.catalog_uri.removeprefix("ducklake:sqlite:")

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from cryptoflow_dagster.cli.children import Child, Children
-from cryptoflow_dagster.settings import Settings
+from cryptoflow_core.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKSPACE_YAML = REPO_ROOT / "workspace.yaml"

@@ -9,7 +9,7 @@ from typing import Any
 from cryptoflow_dagster.clients.http import ExchangeError, RestClient, split_json_array
 from cryptoflow_dagster.clients.ratelimit import WeightLimiter
 from cryptoflow_dagster.clients.upbit import Page
-from cryptoflow_dagster.settings import validate_binance_symbol
+from cryptoflow_core.settings import validate_binance_symbol
 
 KLINES_PAGE = 1000
 TRADES_PAGE = 1000

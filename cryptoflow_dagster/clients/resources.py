@@ -10,7 +10,7 @@ import dagster as dg
 from cryptoflow_dagster.clients.binance import BinanceClient
 from cryptoflow_dagster.clients.fear_greed import FearGreedClient
 from cryptoflow_dagster.clients.upbit import UpbitClient
-from cryptoflow_dagster.settings import load_settings
+from cryptoflow_core.settings import load_settings
 
 
 class UpbitResource(dg.ConfigurableResource):

@@ -13,7 +13,7 @@ from typing import Any
 
 from cryptoflow_dagster.clients.http import ExchangeError, RestClient, split_json_array
 from cryptoflow_dagster.clients.ratelimit import UpbitLimiter
-from cryptoflow_dagster.settings import validate_upbit_market
+from cryptoflow_core.settings import validate_upbit_market
 
 CANDLE_PAGE = 200
 TICKS_PAGE = 500

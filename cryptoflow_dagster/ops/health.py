@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 
-from cryptoflow_dagster.alerting.heartbeat import heartbeat_files, read_heartbeat
+from cryptoflow_core.heartbeat import heartbeat_files, last_beat
 
 
 def health_figures(con: duckdb.DuckDBPyConnection, now: datetime, landing: Path) -> dict[str, float | int]:
@@ -30,7 +30,7 @@ def health_figures(con: duckdb.DuckDBPyConnection, now: datetime, landing: Path)
             [since],
         ).fetchall()
     )
-    beats = [read_heartbeat(path)[0] for path in heartbeat_files(landing).values()]
+    beats = [last_beat(path)[0] for path in heartbeat_files(landing).values()]
     beat = min((b for b in beats if b is not None), default=None)
     return {
         "silver_trades_24h": con.execute("SELECT count(*) FROM silver.trades WHERE ts >= ?", [since]).fetchone()[0],

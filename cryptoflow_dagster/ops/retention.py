@@ -14,7 +14,7 @@ from datetime import datetime
 import duckdb
 
 from cryptoflow_dagster.defs.streaming.ingest import not_ingested
-from streaming_sensor import layout
+from cryptoflow_core import landing_files
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class PruneReport:
 def prune_landing(con: duckdb.DuckDBPyConnection, root, older_than: datetime) -> PruneReport:
     """Delete landing files written before ``older_than`` that are in the ledger; empty day folders go too."""
     report = PruneReport()
-    old = [f for f in layout.list_files(root) if f.written_at < older_than]
+    old = [f for f in landing_files.list_files(root) if f.written_at < older_than]
     pending = {f.relative for f in not_ingested(con, old)}
     report.kept_not_ingested = len(pending)
     for f in old:

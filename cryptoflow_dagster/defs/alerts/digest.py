@@ -9,7 +9,7 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 from cryptoflow_dagster.alerting import outbox
 from cryptoflow_dagster.alerting.digest import build_digest
 from cryptoflow_dagster.resources import LakeResource
-from cryptoflow_dagster.settings import load_settings
+from cryptoflow_core.settings import load_settings
 
 
 class DigestConfig(dg.Config):

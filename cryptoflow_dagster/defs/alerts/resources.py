@@ -5,7 +5,7 @@ import os
 import dagster as dg
 
 from cryptoflow_dagster.alerting.slack import SlackPoster, make_poster
-from cryptoflow_dagster.settings import load_settings
+from cryptoflow_core.settings import load_settings
 
 
 class SlackAlertsResource(dg.ConfigurableResource):

@@ -15,12 +15,13 @@ import dagster as dg
 from cryptoflow_dagster.alerting import outbox
 from cryptoflow_dagster.alerting.delivery import deliver_pending
 from cryptoflow_dagster.alerting.hooks import record_landing_alerts
-from cryptoflow_dagster.alerting.heartbeat import heartbeat_files, heartbeat_path, read_heartbeat, sidecar_transition
+from cryptoflow_core.heartbeat import heartbeat_files, heartbeat_path, last_beat
+from cryptoflow_dagster.alerting.heartbeat import sidecar_transition
 from cryptoflow_dagster.alerting.runs import run_failure_alert
 from cryptoflow_dagster.defs.alerts.resources import SlackAlertsResource
 from cryptoflow_dagster.resources import LakeResource
-from cryptoflow_dagster.settings import load_settings
-from streaming_sensor import layout
+from cryptoflow_core.settings import load_settings
+from cryptoflow_core import landing_files
 
 RUNNING = dg.DefaultSensorStatus.RUNNING
 
@@ -43,9 +44,9 @@ def market_alert_sensor(context: dg.SensorEvaluationContext, lake: LakeResource,
     settings = load_settings()
     root = settings.landing_dir
     if context.cursor:
-        new_files = layout.NewFiles.from_cursor(root, context.cursor)
+        new_files = landing_files.NewFiles.from_cursor(root, context.cursor)
     else:
-        new_files = layout.NewFiles(root, start_after=datetime.now(timezone.utc) - _ALERT_START_BACK)
+        new_files = landing_files.NewFiles(root, start_after=datetime.now(timezone.utc) - _ALERT_START_BACK)
     # Dagster's sensor daemon starts a tick at most every 5 s (not configurable), and measured at 1,000 msg/s the next
     # tick started 2-5 s after the last one ended: a file landing in between waited that long. So one tick keeps
     # watching for alert_watch_s (30 s): files are evaluated within _WATCH_POLL_S of landing and only the hand-over
@@ -115,7 +116,7 @@ def sidecar_heartbeat_sensor(context: dg.SensorEvaluationContext, lake: LakeReso
     alerts, summary = [], []
     for shard in sorted(set(files) | set(states)):  # a shard seen before whose file vanished is down, not forgotten
         state = states.get(shard, {"down": False, "seen": False})
-        beat, extra = read_heartbeat(files.get(shard) or heartbeat_path(settings.landing_dir, shard))
+        beat, extra = last_beat(files.get(shard) or heartbeat_path(settings.landing_dir, shard))
         down, alert = sidecar_transition(state["down"], beat, now, settings.heartbeat_stale_s, state["seen"], extra, shard)
         if alert is not None:
             alerts.append(alert)

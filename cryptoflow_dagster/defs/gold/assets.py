@@ -16,7 +16,7 @@ from cryptoflow_dagster.dbt_project import (
     run_target_path,
 )
 from cryptoflow_dagster.defs.gold.translator import GoldDbtTranslator
-from cryptoflow_dagster.settings import load_settings
+from cryptoflow_core.settings import load_settings
 
 # Parsed here once when the dbt files changed (a stat of each file otherwise), never on every run.
 ensure_manifest()

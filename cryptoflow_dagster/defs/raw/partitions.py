@@ -4,7 +4,7 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from cryptoflow_dagster.settings import load_settings
+from cryptoflow_core.settings import load_settings
 
 _SETTINGS = load_settings()
 

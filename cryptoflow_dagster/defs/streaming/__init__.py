@@ -8,7 +8,7 @@ from cryptoflow_dagster.defs.streaming.repair import gap_repair_job, gap_repair_
 from cryptoflow_dagster.defs.streaming.reconcile import reconciles_with_exchange_candles
 from cryptoflow_dagster.defs.streaming.rebuild import bronze_trades, intraday_gold_from_trades, silver_trades
 from cryptoflow_dagster.defs.streaming.tickers import bronze_tickers
-from streaming_sensor.sensor import landing_files_sensor
+from cryptoflow_dagster.defs.streaming.sensors import landing_files_sensor
 
 defs = dg.Definitions(
     assets=[bronze_trades, bronze_tickers, silver_trades, intraday_gold_from_trades],

@@ -23,7 +23,7 @@ from cryptoflow_dagster.clients.binance import BinanceClient
 from cryptoflow_dagster.clients.upbit import UpbitClient
 from cryptoflow_dagster.defs.streaming import intraday_gold
 from cryptoflow_dagster.defs.streaming.trade_sql import READABLE, with_trade_fields
-from streaming_sensor.heartbeat import read_gap_candidates
+from cryptoflow_core.heartbeat import read_gap_candidates
 
 log = logging.getLogger(__name__)
 

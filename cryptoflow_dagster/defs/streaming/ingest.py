@@ -19,7 +19,7 @@ import duckdb
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.defs.streaming import intraday_gold
 from cryptoflow_dagster.defs.streaming.trade_sql import READABLE, with_trade_fields
-from streaming_sensor import layout
+from cryptoflow_core import landing_files
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -42,14 +42,14 @@ class IngestResult:
     max_event_lag_s: float | None = None
 
 
-def pending_files(con: duckdb.DuckDBPyConnection, root: Path) -> list[layout.LandingFile]:
+def pending_files(con: duckdb.DuckDBPyConnection, root: Path) -> list[landing_files.LandingFile]:
     """Trade landing files not yet in ``ops.ingested_files``, oldest first."""
-    return not_ingested(con, layout.list_files(root, channels=("trade",)))
+    return not_ingested(con, landing_files.list_files(root, channels=("trade",)))
 
 
 def not_ingested(
-    con: duckdb.DuckDBPyConnection, files: list[layout.LandingFile], since: datetime | None = None
-) -> list[layout.LandingFile]:
+    con: duckdb.DuckDBPyConnection, files: list[landing_files.LandingFile], since: datetime | None = None
+) -> list[landing_files.LandingFile]:
     """The ``files`` not in ``ops.ingested_files``. ``since``: none of them can have been ingested before this time
     (they were written after it), which lets the catalog skip older data files of the ever-growing table."""
     if not files:
@@ -70,18 +70,17 @@ def _already_ingested(con: duckdb.DuckDBPyConnection, names: list[str], since: d
         con.unregister("_names")
 
 
-def read_landing(files: list[layout.LandingFile]) -> pa.Table:
+def read_landing(files: list[landing_files.LandingFile]) -> pa.Table:
     import pyarrow as pa  # on first use, not at import: loading the code location does not need it
     import pyarrow.parquet as pq
 
-    from streaming_sensor.batches import SCHEMA as LANDING_SCHEMA  # the sidecar's module: pyarrow, orjson
 
     tables = []
     for f in files:
         t = pq.read_table(f.path)
         tables.append(t.append_column("batch_file", pa.array([f.relative] * t.num_rows, pa.string())))
     if not tables:  # typed and empty, not column-less: SQL over no files selects nothing instead of failing
-        return LANDING_SCHEMA.empty_table().append_column("batch_file", pa.array([], pa.string()))
+        return landing_files.schema().empty_table().append_column("batch_file", pa.array([], pa.string()))
     return pa.concat_tables(tables)
 
 
@@ -107,7 +106,7 @@ _STAGED = f"""
 """
 
 
-def staged_trades(con: duckdb.DuckDBPyConnection, files: list[layout.LandingFile]) -> pa.Table:
+def staged_trades(con: duckdb.DuckDBPyConnection, files: list[landing_files.LandingFile]) -> pa.Table:
     """The readable trades of landing ``files`` (exchange, market, trade_id, ts, price, volume), typed as silver types them.
 
     For readers that need a batch before it reaches silver (market alerts); rows silver would dead-letter are left out.
@@ -126,7 +125,7 @@ def ingest_pending(
     root: Path,
     run_id: str | None,
     now: datetime | None = None,
-    files: list[layout.LandingFile] | None = None,
+    files: list[landing_files.LandingFile] | None = None,
 ) -> IngestResult:
     """Ingest every pending trade landing file under ``root`` (or those of ``files`` not ingested yet). Safe to repeat."""
     result = IngestResult()
@@ -137,7 +136,7 @@ def ingest_pending(
     return result
 
 
-def _ingest_chunk(con, chunk: list[layout.LandingFile], run_id: str | None, now: datetime, result: IngestResult) -> None:
+def _ingest_chunk(con, chunk: list[landing_files.LandingFile], run_id: str | None, now: datetime, result: IngestResult) -> None:
     import pyarrow as pa  # on first use, not at import: loading the code location does not need it
     import pyarrow.compute as pc
 

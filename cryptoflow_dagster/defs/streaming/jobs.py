@@ -16,7 +16,7 @@ from cryptoflow_dagster.defs.streaming.loop import LoopLimits, run_ingest_loop
 from cryptoflow_dagster.defs.streaming.rebuild import BRONZE_TRADES, GOLD_KEYS, SILVER_TRADES
 from cryptoflow_dagster.defs.streaming.tickers import BRONZE_TICKERS
 from cryptoflow_dagster.resources import LakeResource
-from streaming_sensor.sensor import GAP_REPAIR_JOB, SILVER_WRITER_TAGS, STREAMING_JOB
+from cryptoflow_dagster.defs.streaming.sensors import GAP_REPAIR_JOB, SILVER_WRITER_TAGS, STREAMING_JOB
 
 # How often the loop asks the instance whether a gap-repair run waits for the silver-writer slot this run holds.
 _YIELD_CHECK_S = 5.0

@@ -25,7 +25,7 @@ import duckdb
 
 from cryptoflow_dagster.defs.streaming.ingest import IngestResult, ingest_pending
 from cryptoflow_dagster.defs.streaming.tickers import ingest_tickers
-from streaming_sensor import layout
+from cryptoflow_core import landing_files
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def run_ingest_loop(
     """
     total, unreported = IngestResult(), IngestResult()
     start = last_new = last_repair = last_report = clock()
-    new_files = layout.NewFiles(root, channels=layout.CHANNELS)
+    new_files = landing_files.NewFiles(root, channels=landing_files.CHANNELS)
     try:
         while True:
             # The first look lists every file (a backlog is taken in one go); later ones only names near the newest.

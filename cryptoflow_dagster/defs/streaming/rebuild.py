@@ -15,7 +15,7 @@ from cryptoflow_dagster.defs.raw.partitions import BACKFILL_POLICY, partition_da
 from cryptoflow_dagster.defs.streaming import intraday_gold
 from cryptoflow_dagster.defs.streaming.trade_sql import READABLE, with_trade_fields
 from cryptoflow_dagster.resources import LakeResource
-from cryptoflow_dagster.settings import load_settings
+from cryptoflow_core.settings import load_settings
 
 # The batch layers' UTC days, plus today: the stream writes today's partition as it goes, and a rebuild of today must be
 # possible (after a repair, say) before the day is over.

@@ -8,7 +8,7 @@ from cryptoflow_dagster.clients.resources import BinanceResource, UpbitResource
 from cryptoflow_dagster.defs.streaming.gaps import detect_and_repair
 from cryptoflow_dagster.defs.streaming.rebuild import SILVER_TRADES
 from cryptoflow_dagster.resources import LakeResource
-from streaming_sensor.sensor import GAP_REPAIR_JOB, SILVER_WRITER_TAGS, silver_writer_in_flight
+from cryptoflow_dagster.defs.streaming.sensors import GAP_REPAIR_JOB, SILVER_WRITER_TAGS, silver_writer_in_flight
 
 OPEN_GAP_LIMIT = timedelta(minutes=15)  # a few repair runs, with REST retries and rate-limit waits, fit in it
 

@@ -15,7 +15,7 @@ import duckdb
 
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.defs.streaming.ingest import CHUNK_FILES, not_ingested, read_landing
-from streaming_sensor import layout
+from cryptoflow_core import landing_files
 
 BRONZE_TICKERS = dg.AssetKey(["bronze", "tickers_raw"])
 # Written by the streaming run, not materialized here: declared so the asset graph shows it.
@@ -42,7 +42,7 @@ _STAGED = """
 _MINE = "batch_file NOT IN (SELECT i.file FROM ops.ingested_files i SEMI JOIN _staged s ON s.batch_file = i.file)"
 
 
-def ingest_tickers(con: duckdb.DuckDBPyConnection, files: list[layout.LandingFile], run_id: str | None,
+def ingest_tickers(con: duckdb.DuckDBPyConnection, files: list[landing_files.LandingFile], run_id: str | None,
                    now: datetime | None = None) -> tuple[int, int]:
     """Ingest the ticker ``files`` not in the ledger yet. Returns (bronze rows, dead letters)."""
     files = not_ingested(con, [f for f in files if f.channel == "ticker"])
@@ -53,7 +53,7 @@ def ingest_tickers(con: duckdb.DuckDBPyConnection, files: list[layout.LandingFil
     return rows, dead
 
 
-def _ingest_chunk(con, chunk: list[layout.LandingFile], run_id: str | None, now: datetime) -> tuple[int, int]:
+def _ingest_chunk(con, chunk: list[landing_files.LandingFile], run_id: str | None, now: datetime) -> tuple[int, int]:
     con.register("_landing", read_landing(chunk))
     con.register("_staged", con.execute(_STAGED).to_arrow_table())
 

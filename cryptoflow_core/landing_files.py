@@ -16,7 +16,30 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from functools import cache
 from pathlib import Path
+
+
+@cache
+def schema():
+    """The landing file schema: the frame verbatim plus what routing, exactly-once and latency measurement need.
+
+    A function, so that importing the contract (the Dagster code location does) does not import pyarrow."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("exchange", pa.string()),
+            ("market", pa.string()),
+            ("trade_id", pa.int64()),
+            ("event_time_ms", pa.int64()),
+            ("receive_time_us", pa.int64()),
+            ("session_id", pa.string()),
+            ("raw", pa.binary()),
+            ("error", pa.string()),  # set: the frame is a dead letter, and this is why
+        ]
+    )
+
 
 EXCHANGES = ("upbit", "binance")
 CHANNELS = ("trade", "ticker")

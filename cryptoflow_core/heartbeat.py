@@ -6,13 +6,17 @@ sensor lists. The Dagster side reads them: the heartbeat for liveness alerts and
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
+
+log = logging.getLogger(__name__)
 
 GAPS_DIR = "_gaps"
 
@@ -80,6 +84,44 @@ class Heartbeat:
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_bytes(self.as_json())
         os.replace(tmp, path)
+
+
+# The names Settings.heartbeat_path gives: "" for an unsharded sidecar, else the shard (a-z, 0-9, -).
+_HEARTBEAT_NAME = re.compile(r"^_heartbeat(?:\.(?P<shard>[a-z0-9-]{1,32}))?\.json\Z", re.ASCII)
+
+
+def heartbeat_files(landing: Path) -> dict[str, Path]:
+    """Every sidecar heartbeat file under ``landing``, by shard name ("" for an unsharded sidecar)."""
+    found = {}
+    if landing.is_dir():
+        for path in landing.glob("_heartbeat*.json"):
+            match = _HEARTBEAT_NAME.match(path.name)
+            if match:
+                found[match.group("shard") or ""] = path
+    return found
+
+
+def heartbeat_path(landing: Path, shard: str) -> Path:
+    return landing / (f"_heartbeat.{shard}.json" if shard else "_heartbeat.json")
+
+
+def last_beat(path: Path) -> tuple[datetime | None, dict]:
+    """(last beat time, the file's other top-level scalars), or (None, {}) when there is no file."""
+    try:
+        stat = path.stat()
+        raw = path.read_text()
+    except FileNotFoundError:
+        return None, {}
+    try:
+        doc = orjson.loads(raw)
+        beat = datetime.fromisoformat(str(doc["updated_at"]).replace("Z", "+00:00"))
+        if beat.tzinfo is None:
+            beat = beat.replace(tzinfo=timezone.utc)
+    except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
+        log.warning("heartbeat %s has no readable updated_at (%s): using its modification time", path, exc)
+        return datetime.fromtimestamp(stat.st_mtime, timezone.utc), {}
+    extra = {k: str(v) for k, v in doc.items() if k != "updated_at" and isinstance(v, (str, int, float, bool))}
+    return beat, extra
 
 
 def read_heartbeat(path: Path) -> dict | None:

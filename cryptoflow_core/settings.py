@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
 
+from cryptoflow_core.heartbeat import heartbeat_path
+
 # Market codes reach SQL parameters, URLs and landing paths: anything outside these patterns is refused early.
 UPBIT_MARKET_RE = re.compile(r"^(KRW|BTC|USDT)-[A-Z0-9]{1,15}$")
 BINANCE_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
@@ -185,7 +187,7 @@ class Settings:
     sim_faults: str = _s(
         "CRYPTOFLOW_SIM_FAULTS", "", "Simulator: fault switches at start, JSON, e.g. {\"ws_disconnect_every_s\": 30}."
     )
-    alert_rules: Path = _s("CRYPTOFLOW_ALERT_RULES", "", "Alert rules YAML. Empty: the packaged defaults.")
+    alert_rules: Path | None = _s("CRYPTOFLOW_ALERT_RULES", "", "Alert rules YAML. Empty: the packaged defaults.")
     digest_cron: str = _s("CRYPTOFLOW_DIGEST_CRON", "0 1 * * *", "When the daily Slack digest goes out (cron, UTC).")
 
     @property
@@ -215,7 +217,7 @@ class Settings:
 
     @property
     def heartbeat_path(self) -> Path:
-        return self.landing_dir / (f"_heartbeat.{self.sidecar_shard}.json" if self.sidecar_shard else "_heartbeat.json")
+        return heartbeat_path(self.landing_dir, self.sidecar_shard)
 
     @property
     def sim_url(self) -> str:
@@ -254,7 +256,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     values["home"] = home
     values["landing_dir"] = Path(values["landing_dir"]).resolve() if str(values["landing_dir"]) not in ("", ".") else home / "landing"
     if str(values["alert_rules"]) in ("", "."):
-        values["alert_rules"] = Path(__file__).parent / "alert_rules.yaml"
+        values["alert_rules"] = None  # the rules packaged with the code location (alerting/rules.py)
     for market in values["upbit_markets"]:
         validate_upbit_market(market)
     for symbol in values["binance_symbols"]:
