@@ -5,15 +5,22 @@ validated; ``.env.example`` and the README's table list the same variables. The 
 (no Dagster), so the sidecar, the simulator and the CLI can use it too.
 
 Secrets (``SLACK_BOT_TOKEN``) are deliberately absent: Dagster code reads them through ``dg.EnvVar`` only.
+
+Every process's entry point first calls :func:`load_env_files`: variables from ``.env`` in the working directory, then
+from ``$CRYPTOFLOW_HOME/.env`` (where ``cryptoflow demo`` writes the settings it chose), fill in what the process
+environment does not set. The process environment always wins.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
+
+from dotenv import dotenv_values
 
 from cryptoflow_core.heartbeat import heartbeat_path
 
@@ -245,7 +252,40 @@ def setting_docs() -> list[Setting]:
     return [f.metadata["setting"] for f in fields(Settings)]
 
 
-def load_settings(env: dict[str, str] | None = None) -> Settings:
+ENV_FILE = ".env"
+
+
+def env_files(environ: Mapping[str, str] | None = None) -> list[Path]:
+    """The ``.env`` files a command reads, lowest precedence first: the working directory's, then CRYPTOFLOW_HOME's."""
+    environ = os.environ if environ is None else environ
+    project = Path.cwd() / ENV_FILE
+    home = environ.get("CRYPTOFLOW_HOME") or _dotenv(project).get("CRYPTOFLOW_HOME") or "./data"
+    home_file = Path(home).expanduser().resolve() / ENV_FILE
+    return [project] if home_file == project.resolve() else [project, home_file]
+
+
+def _dotenv(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def load_env_files(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Add the ``.env`` files' variables that ``environ`` (default: the process environment) does not set.
+
+    Returns the names and values added. Secrets in a ``.env`` (SLACK_BOT_TOKEN) reach ``dg.EnvVar`` this way: they are
+    never copied into settings.
+    """
+    environ = os.environ if environ is None else environ
+    merged: dict[str, str] = {}
+    for path in env_files(environ):
+        merged.update(_dotenv(path))
+    added = {k: v for k, v in merged.items() if k not in environ}
+    environ.update(added)
+    return added
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build :class:`Settings` from ``env`` (default: the process environment) and validate it."""
     env = os.environ if env is None else env
     values: dict[str, object] = {}

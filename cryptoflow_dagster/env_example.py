@@ -1,4 +1,4 @@
-"""``.env.example`` is generated from settings.py, so it cannot drift: ``python -m cryptoflow_dagster.env_example``
+"""``.env.example`` is generated from cryptoflow_core/settings.py, so it cannot drift: ``python -m cryptoflow_dagster.env_example``
 rewrites it, and tests/test_cli_env_example.py fails when the committed file differs from what this renders."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ ENV_EXAMPLE = Path(__file__).resolve().parents[1] / ".env.example"
 
 HEADER = """\
 # CryptoFlow settings: every CRYPTOFLOW_* variable with its default and meaning.
-# GENERATED from cryptoflow_dagster/settings.py by `python -m cryptoflow_dagster.env_example`: do not edit by hand.
-# Copy to .env (git-ignored) or export the variables you change; unset ones take the default shown.
+# GENERATED from cryptoflow_core/settings.py by `python -m cryptoflow_dagster.env_example`: do not edit by hand.
+# Copy to .env (git-ignored; every command reads ./.env, then $CRYPTOFLOW_HOME/.env) or export the variables you
+# change; the process environment wins, and unset ones take the default shown.
 """
 
 SECRETS = """\

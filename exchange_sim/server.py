@@ -9,6 +9,7 @@ import sys
 import uvicorn
 from starlette.applications import Starlette
 
+from cryptoflow_core.settings import load_env_files
 from exchange_sim import binance_rest, binance_ws, control, fear_greed, slack_sink, upbit_rest, upbit_ws
 from exchange_sim.config import SimConfig, parse_args
 from exchange_sim.state import Sim
@@ -54,6 +55,7 @@ def serve(config: SimConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    load_env_files()
     config = parse_args(argv)
     try:
         serve(config)

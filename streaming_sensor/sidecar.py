@@ -14,7 +14,7 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-from cryptoflow_core.settings import Settings, load_settings
+from cryptoflow_core.settings import Settings, load_env_files, load_settings
 from streaming_sensor.batches import MicroBatcher
 from streaming_sensor.connection import FeedConnection
 from streaming_sensor.feeds import FEEDS, BinanceFeed, Feed, UpbitFeed
@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--silence-timeout", type=float, default=None, help="override the per-exchange watchdog (s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    load_env_files()
     settings = load_settings()
     sidecar = Sidecar(settings, tuple(args.exchange or FEEDS), silence_timeout_s=args.silence_timeout)
     started = time.monotonic()

@@ -10,6 +10,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from cryptoflow_core.settings import load_env_files
 from cryptoflow_dagster.cli import demo, doctor, query
 from cryptoflow_dagster.cli.delegated import BACKFILL, SIM, SLO, STREAM
 from cryptoflow_dagster.cli.errors import CliError
@@ -21,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cryptoflow",
         description="CryptoFlow: crypto market data (Upbit, Binance, Fear & Greed) into a DuckLake lakehouse, run by Dagster.",
-        epilog="Settings come from CRYPTOFLOW_* environment variables; .env.example lists them all.",
+        epilog="Settings come from CRYPTOFLOW_* environment variables, then .env in the working directory and in "
+        "CRYPTOFLOW_HOME (the environment wins); .env.example lists them all.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -31,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    load_env_files()  # every command sees the .env files (and the settings a running demo wrote); the environment wins
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if getattr(args, "passthrough", None) is None:
