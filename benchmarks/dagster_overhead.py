@@ -47,7 +47,7 @@ from cryptoflow_dagster.defs.streaming.sensors import STREAMING_JOB
 LOAD_SNIPPET = """
 import json, time
 t0 = time.perf_counter()
-from cryptoflow_dagster.definitions import defs
+from cryptoflow_dagster.definitions import defs as load_code_location
 t1 = time.perf_counter()
 repo = defs.get_repository_def()
 repo.load_all_definitions()
@@ -106,6 +106,9 @@ import json, time
 t0 = time.perf_counter()
 import dagster as dg
 from dagster_dbt import DbtProject, dbt_assets
+
+# The code location as Dagster loads it (the definitions are built when loaded, not at import).
+defs = load_code_location()
 project = DbtProject(project_dir="dbt_project", profiles_dir="dbt_project")
 @dbt_assets(manifest=project.manifest_path, project=project)
 def gold(context):

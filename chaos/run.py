@@ -170,7 +170,7 @@ def run(duration_s: float = 600.0, *, kill_every_s: float = 60.0, disconnect_eve
     import dagster as dg
 
     from cryptoflow_dagster import lake
-    from cryptoflow_dagster.defs.alerts.resources import slack_resource
+    from cryptoflow_dagster.resources import slack_resource
     from cryptoflow_dagster.defs.alerts.sensors import alert_delivery_sensor, market_alert_sensor, sidecar_heartbeat_sensor
     from cryptoflow_dagster.defs.streaming.jobs import single_pass, streaming_ingest_job
     from cryptoflow_dagster.defs.streaming.repair import gap_repair_job

@@ -16,7 +16,7 @@ import dagster as dg
 
 from cryptoflow_dagster import lake
 from cryptoflow_core.heartbeat import last_beat
-from cryptoflow_dagster.defs.alerts.resources import slack_resource
+from cryptoflow_dagster.resources import slack_resource
 from cryptoflow_dagster.defs.alerts.sensors import alert_delivery_sensor, market_alert_sensor, sidecar_heartbeat_sensor
 from cryptoflow_dagster.defs.streaming.jobs import single_pass, streaming_ingest_job
 from cryptoflow_dagster.resources import LakeResource, build_resources

@@ -13,7 +13,7 @@ from cryptoflow_dagster import lake
 from cryptoflow_dagster.alerting.delivery import deliver_pending
 from cryptoflow_dagster.alerting.slack import SlackPoster
 from cryptoflow_dagster.defs.alerts.check_sensor import asset_check_alert_sensor
-from cryptoflow_dagster.defs.alerts.resources import SlackAlertsResource
+from cryptoflow_dagster.resources import SlackAlertsResource
 from cryptoflow_dagster.defs.alerts.sensors import alert_delivery_sensor, run_failure_alert_sensor
 from cryptoflow_dagster.resources import LakeResource
 
@@ -138,7 +138,8 @@ def test_delivery_sensor_uses_the_env_token_and_never_shows_it(settings, instanc
 
 
 def test_platform_definitions_carry_the_alerting_pieces(cryptoflow_home):
-    from cryptoflow_dagster.definitions import defs
+    from cryptoflow_dagster.definitions import defs as load_code_location
+    defs = load_code_location()
 
     repo = defs.get_repository_def()
     names = {s.name for s in repo.sensor_defs}

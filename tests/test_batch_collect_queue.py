@@ -14,7 +14,8 @@ from cryptoflow_dagster import lake
 from cryptoflow_dagster.batch.collect import collect_days
 from cryptoflow_dagster.clients import ExchangeError
 from cryptoflow_dagster.clients.resources import BinanceResource, FearGreedResource, UpbitResource
-from cryptoflow_dagster.defs.raw.assets import candles_raw
+from cryptoflow_core.settings import load_settings
+from cryptoflow_dagster.defs.raw.assets import raw_assets
 from cryptoflow_dagster.resources import LakeResource
 
 D0, D1 = date(2025, 9, 3), date(2025, 9, 4)
@@ -65,7 +66,7 @@ def sim_platform(cryptoflow_home, sim_session, monkeypatch):
 
 def materialize_days(instance, days: list[date], markets: list[str]) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        [candles_raw],
+        [raw_assets(load_settings())[0]],
         instance=instance,
         resources={"lake": LakeResource(), "upbit": UpbitResource(), "binance": BinanceResource(), "fear_greed": FearGreedResource()},
         tags={"dagster/asset_partition_range_start": str(days[0]), "dagster/asset_partition_range_end": str(days[-1])},

@@ -6,9 +6,14 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from cryptoflow_dagster.definitions import defs
-from cryptoflow_dagster.defs.raw.partitions import BACKFILL_POLICY, DAILY, days_between
+from cryptoflow_dagster.definitions import defs as load_code_location
+from cryptoflow_core.settings import load_settings
+from cryptoflow_dagster.defs.partitions import backfill_policy, daily_partitions, days_between
 from cryptoflow_dagster.defs.raw.schedules import daily_batch_schedule
+
+# The code location as Dagster loads it (the definitions are built when loaded, not at import).
+defs = load_code_location()
+DAILY, BACKFILL_POLICY = daily_partitions(load_settings()), backfill_policy(load_settings())
 
 BATCH = {("bronze", "candles_raw"): "raw", ("bronze", "fear_greed_raw"): "raw", ("silver", "candles_1m"): "silver",
          ("silver", "candles_1d"): "silver", ("silver", "fear_greed"): "silver"}

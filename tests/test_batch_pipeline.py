@@ -13,10 +13,9 @@ import pytest
 
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.clients.resources import BinanceResource, FearGreedResource, UpbitResource
-from cryptoflow_dagster.definitions import defs
-from cryptoflow_dagster.defs.raw.assets import candles_raw
-from cryptoflow_dagster.defs.silver.assets import candles_1d
+from cryptoflow_dagster.definitions import defs as load_code_location
 from cryptoflow_dagster.resources import LakeResource
+
 
 MARKETS = {"upbit": "KRW-BTC", "binance": "BTCUSDT"}
 TODAY = datetime.now(timezone.utc).date()
@@ -37,7 +36,8 @@ def platform_env(cryptoflow_home, monkeypatch):
 
 def run_batch(days, instance=None) -> dg.ExecuteInProcessResult:
     tags = {"dagster/asset_partition_range_start": str(days[0]), "dagster/asset_partition_range_end": str(days[-1])}
-    return defs.get_job_def("daily_batch").execute_in_process(
+    # The code location as Dagster loads it, with this test's settings (its resources are filled from them).
+    return load_code_location().get_job_def("daily_batch").execute_in_process(
         instance=instance or dg.DagsterInstance.ephemeral(), tags=tags, raise_on_error=False
     )
 
@@ -123,7 +123,9 @@ def test_bad_rows_fail_the_right_checks_and_fill_dead_letters(sim, platform_env,
     with lake.session(settings) as con:
         dead = con.execute("SELECT market, error, day FROM bronze.dead_letters WHERE source = 'silver.candles_1m'").fetchall()
     # Built anyway (outside the blocked run), the day candles fail their check on exactly the market that lost minutes.
-    forced = dg.materialize([candles_1d], partition_key=str(DAYS[1]), resources=defs.resources, raise_on_error=False)
+    defs = load_code_location()
+    forced = dg.materialize([defs.get_assets_def(["silver", "candles_1d"])], partition_key=str(DAYS[1]),
+                            resources=defs.resources, raise_on_error=False)
     mismatch = checks_by_name(forced)["silver/candles_1d:matches_1m"]
     assert not mismatch.passed and [r["market"] for r in mismatch.metadata["sample"].value] == ["KRW-BTC"]
     assert len(dead) == corrupted and {(m, e, d) for m, e, d in dead} == {("KRW-BTC", "low above open/close", DAYS[1])}
@@ -134,7 +136,7 @@ def test_rate_limited_simulator_never_bans_us(sim, platform_env, settings, monke
     platform_env(sim.env())
     monkeypatch.setenv("CRYPTOFLOW_UPBIT_MARKETS", "KRW-BTC,KRW-ETH,KRW-XRP")
     result = dg.materialize(
-        [candles_raw],
+        [load_code_location().get_assets_def(["bronze", "candles_raw"])],
         partition_key=str(DAYS[1]),
         resources={"lake": LakeResource(), "upbit": UpbitResource(), "binance": BinanceResource(), "fear_greed": FearGreedResource()},
         run_config={"ops": {"bronze__candles_raw": {"config": {"markets": ["KRW-BTC", "KRW-ETH", "KRW-XRP"], "workers": 3}}}},

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import time
 from datetime import date, timedelta
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -78,17 +77,19 @@ def write_instance_yaml(settings: Settings) -> None:
 def serial_reference(sim, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same 20 days in one in-process run into this test's own lake, then the dbt marts: the reference."""
     from cryptoflow_dagster.dbt_project import dbt_resource
-    from cryptoflow_dagster.definitions import defs
-    from cryptoflow_dagster.defs.gold.assets import gold_dbt_assets
+    from cryptoflow_dagster.definitions import defs as load_code_location
+    from cryptoflow_dagster.defs.gold.dbt import gold_dbt_assets
+    from cryptoflow_dagster.resources import LakeResource
 
     for key, value in sim.env().items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("CRYPTOFLOW_UPBIT_MARKETS", UPBIT)
     monkeypatch.setenv("CRYPTOFLOW_BINANCE_SYMBOLS", BINANCE)
+    defs = load_code_location()  # after the settings: its resources are filled from them
     instance = dg.DagsterInstance.ephemeral()
     tags = {"dagster/asset_partition_range_start": str(START), "dagster/asset_partition_range_end": str(END)}
     assert defs.get_job_def("daily_batch").execute_in_process(instance=instance, tags=tags).success
-    assert dg.materialize([gold_dbt_assets], resources={"dbt": dbt_resource()}, instance=instance).success
+    assert dg.materialize([gold_dbt_assets()], resources={"dbt": dbt_resource(), "lake": LakeResource()}, instance=instance).success
 
 
 def table_rows(settings: Settings, table: str) -> list[tuple]:
@@ -281,9 +282,9 @@ def test_backfill_four_runs_at_a_time_while_streaming_equals_a_serial_run(tmp_pa
 
 
 def test_days_per_run_setting_sets_the_backfill_policy_and_refuses_zero():
-    """The policy is read at import, as the code server does: a fresh interpreter with the setting."""
-    code = ("from cryptoflow_dagster.defs.raw.partitions import BACKFILL_POLICY as p; "
-            "print(p.max_partitions_per_run)")
+    """The policy is read when the code location loads, as the code server does: a fresh interpreter with the setting."""
+    code = ("from cryptoflow_dagster.definitions import defs; "
+            "print(defs().get_assets_def(['silver', 'candles_1m']).backfill_policy.max_partitions_per_run)")
     for value, expected in (("5", "5"), (None, "31")):
         env = {k: v for k, v in os.environ.items() if k != "CRYPTOFLOW_BACKFILL_DAYS_PER_RUN"}
         if value:

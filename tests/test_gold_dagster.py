@@ -11,9 +11,11 @@ import pytest
 
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.dbt_project import dbt_resource
-from cryptoflow_dagster.defs.gold.assets import gold_dbt_assets
+from cryptoflow_core.settings import load_settings
+from cryptoflow_dagster.defs.gold.dbt import gold_dbt_assets
+from cryptoflow_dagster.resources import LakeResource
 from cryptoflow_dagster.defs.gold.translator import gold_asset_key
-from cryptoflow_dagster.defs.silver.assets import candles_1d, candles_1m, fear_greed
+from cryptoflow_dagster.defs.silver.candles import silver_candle_assets
 from cryptoflow_dagster.resources import build_resources
 
 GOLD_MARTS = ("volatility_daily", "volatility_rolling", "indicators_daily", "sentiment_daily")
@@ -82,11 +84,11 @@ def test_materialize_gold_with_dbt_tests_as_asset_checks(silver_lake):
     settings = silver_lake
     instance = dg.DagsterInstance.ephemeral()
     expected_checks = {
-        f"{key.asset_key.to_user_string()}:{key.name}" for key in gold_dbt_assets.check_keys
+        f"{key.asset_key.to_user_string()}:{key.name}" for key in gold_dbt_assets().check_keys
     }
     assert len(expected_checks) >= 20
 
-    good = dg.materialize([gold_dbt_assets], resources={"dbt": dbt_resource()}, instance=instance)
+    good = dg.materialize([gold_dbt_assets()], resources={"dbt": dbt_resource(), "lake": LakeResource()}, instance=instance)
     assert good.success
     materialized = {event.asset_key for event in good.get_asset_materialization_events()}
     assert materialized == {gold_asset_key("model", m) for m in GOLD_MARTS}
@@ -103,9 +105,9 @@ def test_materialize_gold_with_dbt_tests_as_asset_checks(silver_lake):
         lake.write(con, lambda c: lake.insert(c, "silver.candles_1d", _daily(1, start=date(2025, 9, 10))))
     # only the marts that read daily candles: a subset run is `dbt build --select` of those models and their tests
     bad = dg.materialize(
-        [gold_dbt_assets],
+        [gold_dbt_assets()],
         selection=[dg.AssetKey(["gold", "indicators_daily"]), dg.AssetKey(["gold", "sentiment_daily"])],
-        resources={"dbt": dbt_resource()},
+        resources={"dbt": dbt_resource(), "lake": LakeResource()},
         instance=instance,
         raise_on_error=False,
     )
@@ -124,7 +126,7 @@ def test_materialize_gold_with_dbt_tests_as_asset_checks(silver_lake):
 
 
 def test_gold_follows_silver_updates():
-    defs = dg.Definitions(assets=[candles_1m, candles_1d, fear_greed, gold_dbt_assets], resources=build_resources())
+    defs = dg.Definitions(assets=[*silver_candle_assets(load_settings()), gold_dbt_assets()], resources=build_resources())
     instance = dg.DagsterInstance.ephemeral()
     gold_keys = {gold_asset_key("model", m) for m in GOLD_MARTS}
 
@@ -158,7 +160,8 @@ def test_gold_follows_silver_updates():
 
 
 def test_code_location_runs_gold_automation_for_the_marts():
-    from cryptoflow_dagster.definitions import defs
+    from cryptoflow_dagster.definitions import defs as load_code_location
+    defs = load_code_location()
 
     sensor = defs.resolve_sensor_def("gold_automation")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from cryptoflow_dagster import lake
-from cryptoflow_dagster.defs.ops import landing_retention_job
+from cryptoflow_dagster.defs.maintenance.landing_retention import landing_retention_job
 from cryptoflow_dagster.defs.streaming.jobs import single_pass, streaming_ingest_job
-from cryptoflow_dagster.ops.retention import prune_landing
+from cryptoflow_dagster.maintenance.landing_retention import prune_landing
 from cryptoflow_dagster.resources import build_resources
 from cryptoflow_core import landing_files
 from streaming_sensor.batches import MicroBatcher

@@ -12,6 +12,7 @@ imports none of them, and no two top-level packages import each other. Imports a
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,32 @@ def test_processes_load_only_what_they_use(module, must_not_load):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "", f"importing {module} loaded {out.stdout.strip()}"
+
+
+def test_importing_the_code_location_does_no_work():
+    """Import every module of the code location in a fresh interpreter with a setting that cannot be parsed and an
+    audit hook on process starts: a module that loads settings at import fails on the setting, one that runs dbt (or
+    any program) at import is caught by the hook. Loading the definitions is where that work belongs."""
+    code = """
+import importlib, pkgutil, sys
+import dagster, dagster_dbt, duckdb, polars  # the libraries first: Dagster's vendored croniter runs `file` on import
+started = []
+sys.addaudithook(lambda event, args: started.append(args[0]) if event == "subprocess.Popen" else None)
+import cryptoflow_dagster
+names = ["cryptoflow_dagster.definitions"] + [
+    m.name for m in pkgutil.walk_packages(cryptoflow_dagster.__path__, "cryptoflow_dagster.")
+    if not m.name.endswith("__main__")
+]
+for name in names:
+    importlib.import_module(name)
+print(len(names), repr(started))
+"""
+    env = {**os.environ, "CRYPTOFLOW_START_DATE": "not-a-date"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    count, started = out.stdout.split(maxsplit=1)
+    assert int(count) > 50 and started.strip() == "[]"
+    # and the check can fail: loading the definitions does read the settings
+    load = subprocess.run([sys.executable, "-c", "from cryptoflow_dagster.definitions import defs; defs()"],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert load.returncode != 0 and "CRYPTOFLOW_START_DATE" in load.stderr

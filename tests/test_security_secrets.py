@@ -18,7 +18,7 @@ from dagster._serdes import serialize_value
 
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.defs.alerts.digest import daily_digest_job
-from cryptoflow_dagster.defs.alerts.resources import slack_resource
+from cryptoflow_dagster.resources import slack_resource
 from cryptoflow_dagster.defs.alerts.sensors import alert_delivery_sensor
 from cryptoflow_dagster.defs.streaming.jobs import single_pass, streaming_ingest_job
 from cryptoflow_dagster.resources import LakeResource, build_resources

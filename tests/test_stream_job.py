@@ -16,8 +16,9 @@ import pytest
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.defs.streaming.jobs import single_pass, streaming_ingest_job
 from cryptoflow_dagster.defs.streaming.repair import gap_repair_job
-from cryptoflow_dagster.defs.streaming.rebuild import intraday_gold_from_trades, silver_trades
-from cryptoflow_dagster.definitions import defs
+from cryptoflow_dagster.defs.gold.intraday import intraday_gold_assets
+from cryptoflow_dagster.defs.silver.trades import trade_assets
+from cryptoflow_dagster.definitions import defs as load_code_location
 from cryptoflow_dagster.resources import build_resources
 from streaming_sensor.batches import MicroBatcher
 from cryptoflow_dagster.defs.streaming.sensors import STREAMING_JOB, landing_files_sensor
@@ -125,7 +126,7 @@ def test_a_day_rebuild_restores_silver_and_gold_from_bronze(settings):
     with lake.session(settings) as con:
         con.execute("DELETE FROM silver.trades WHERE trade_id = 12")
         con.execute("DELETE FROM gold.ohlcv_1m_from_trades")
-    result = dg.materialize([silver_trades, intraday_gold_from_trades], partition_key="2026-07-30",
+    result = dg.materialize([trade_assets(settings)[1], intraday_gold_assets(settings)], partition_key="2026-07-30",
                             resources=build_resources(), instance=instance)
     assert result.success
     assert query(settings, "SELECT * EXCLUDE (ingest_time) FROM silver.trades ORDER BY ALL") == before
@@ -133,6 +134,7 @@ def test_a_day_rebuild_restores_silver_and_gold_from_bronze(settings):
 
 
 def test_sensor_requests_one_run_for_every_pending_file_and_waits_for_the_run_in_flight(settings):
+    defs = load_code_location()
     instance = dg.DagsterInstance.ephemeral()
     ctx = dg.build_sensor_context(instance=instance, cursor=None, definitions=defs, resources=build_resources())
     assert isinstance(landing_files_sensor(ctx), dg.SkipReason)
@@ -171,6 +173,9 @@ KILLER = """
 import sys
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.defs.streaming import ingest
+
+# The code location as Dagster loads it (the definitions are built when loaded, not at import).
+defs = load_code_location()
 ingest.CHUNK_FILES = int(sys.argv[1])
 with lake.session() as con:
     lake.ensure_schema(con)

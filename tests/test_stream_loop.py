@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from cryptoflow_dagster import lake
-from cryptoflow_dagster.defs.alerts.resources import slack_resource
+from cryptoflow_dagster.resources import slack_resource
 from cryptoflow_dagster.defs.alerts.sensors import market_alert_sensor
 from cryptoflow_dagster.defs.streaming.ingest import IngestResult
 from cryptoflow_dagster.defs.streaming.jobs import streaming_ingest_job

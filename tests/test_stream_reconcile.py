@@ -8,10 +8,11 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
+from cryptoflow_core.settings import load_settings
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.clients.resources import BinanceResource, UpbitResource
 from cryptoflow_dagster.defs.streaming.jobs import single_pass, streaming_ingest_job
-from cryptoflow_dagster.defs.streaming.rebuild import intraday_gold_from_trades
+from cryptoflow_dagster.defs.gold.intraday import intraday_gold_assets
 from cryptoflow_dagster.defs.streaming.reconcile import bar_mismatch, reconciles_with_exchange_candles
 from cryptoflow_dagster.resources import LakeResource, build_resources
 from exchange_sim.testing import running_sim
@@ -71,7 +72,7 @@ def test_gold_bars_reconcile_with_exchange_candles_and_a_lost_trade_is_caught(se
                         "(SELECT max(ts) FROM silver.trades WHERE market = 'BTCUSDT' AND ts < ?)",
                         [start + timedelta(minutes=3, seconds=30)])
         for day in sorted({start.date(), end.date()}):  # the streaming partitions include today
-            assert dg.materialize([intraday_gold_from_trades], partition_key=day.isoformat(),
+            assert dg.materialize([intraday_gold_assets(load_settings())], partition_key=day.isoformat(),
                                   resources=build_resources(), instance=instance).success
         result = reconciles_with_exchange_candles(**resources)
         assert not result.passed

@@ -28,16 +28,21 @@ class PostOutcome:
     ts: str | None = None
 
 
+def web_client(token: str | None, base_url: str = SLACK_DEFAULT_API_URL, timeout_s: float = 10.0):
+    """A ``slack_sdk.WebClient`` for ``base_url`` with slack_sdk's own retry handlers off (the outbox retries)."""
+    from slack_sdk import WebClient  # on first use, not at import: loading the code location does not need it
+
+    base_url = base_url if base_url.endswith("/") else base_url + "/"
+    return WebClient(token=token or None, base_url=base_url, timeout=int(timeout_s), retry_handlers=[])
+
+
 class SlackPoster:
     """One channel's ``chat.postMessage``; the token stays inside the WebClient (Authorization header only)."""
 
     def __init__(self, token: str | None, base_url: str = SLACK_DEFAULT_API_URL, channel: str = "#cryptoflow-alerts",
                  timeout_s: float = 10.0) -> None:
         self.channel = channel
-        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
-        from slack_sdk import WebClient  # on first use, not at import: loading the code location does not need it
-
-        self._client = WebClient(token=token or None, base_url=self.base_url, timeout=int(timeout_s), retry_handlers=[])
+        self._client = web_client(token, base_url, timeout_s)
 
     def post(self, text: str, blocks: list[dict[str, Any]], metadata: dict[str, Any] | None = None) -> PostOutcome:
         from slack_sdk.errors import SlackApiError  # loaded with WebClient in __init__

@@ -1,1 +1,3 @@
-"""Dagster definitions by domain: each subpackage exposes ``defs`` (a ``dg.Definitions``); definitions.py merges them."""
+"""The code location's Dagster definitions, one folder per domain, loaded by ``dg.load_from_defs_folder``
+(definitions.py): every module here holds definitions (module-level objects, or a ``@dg.definitions`` factory where
+they depend on settings); the logic they run lives outside ``defs/``."""

@@ -9,7 +9,7 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 from cryptoflow_dagster.alerting import outbox
 from cryptoflow_dagster.alerting.digest import build_digest
 from cryptoflow_dagster.resources import LakeResource
-from cryptoflow_core.settings import load_settings
+from cryptoflow_core.settings import Settings, load_settings
 
 
 class DigestConfig(dg.Config):
@@ -62,8 +62,8 @@ def daily_digest_job() -> None:
     send_daily_digest()
 
 
-def digest_schedule() -> dg.ScheduleDefinition:
-    @dg.schedule(name="daily_digest_schedule", cron_schedule=load_settings().digest_cron, job=daily_digest_job,
+def digest_schedule(settings: Settings) -> dg.ScheduleDefinition:
+    @dg.schedule(name="daily_digest_schedule", cron_schedule=settings.digest_cron, job=daily_digest_job,
                  execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING)
     def daily_digest_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         day = (context.scheduled_execution_time.astimezone(timezone.utc) - timedelta(days=1)).date()
@@ -71,3 +71,8 @@ def digest_schedule() -> dg.ScheduleDefinition:
                              run_config={"ops": {"send_daily_digest": {"config": {"day": day.isoformat()}}}})
 
     return daily_digest_schedule
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(jobs=[daily_digest_job], schedules=[digest_schedule(load_settings())])

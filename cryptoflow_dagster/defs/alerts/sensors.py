@@ -18,9 +18,8 @@ from cryptoflow_dagster.alerting.hooks import record_landing_alerts
 from cryptoflow_core.heartbeat import heartbeat_files, heartbeat_path, last_beat
 from cryptoflow_dagster.alerting.heartbeat import sidecar_transition
 from cryptoflow_dagster.alerting.runs import run_failure_alert
-from cryptoflow_dagster.defs.alerts.resources import SlackAlertsResource
+from cryptoflow_dagster.resources import SlackAlertsResource
 from cryptoflow_dagster.resources import LakeResource
-from cryptoflow_core.settings import load_settings
 from cryptoflow_core import landing_files
 
 RUNNING = dg.DefaultSensorStatus.RUNNING
@@ -41,7 +40,7 @@ _WATCH_POLL_S = 0.2
                        "fires in gold.alerts and delivers it to Slack at once. Each tick watches the landing folder "
                        "for CRYPTOFLOW_ALERT_WATCH_S seconds.")
 def market_alert_sensor(context: dg.SensorEvaluationContext, lake: LakeResource, slack: SlackAlertsResource):
-    settings = load_settings()
+    settings = lake.settings()
     root = settings.landing_dir
     if context.cursor:
         new_files = landing_files.NewFiles.from_cursor(root, context.cursor)
@@ -109,7 +108,7 @@ def alert_delivery_sensor(context: dg.SensorEvaluationContext, lake: LakeResourc
 @dg.sensor(name="sidecar_heartbeat_sensor", minimum_interval_seconds=10, default_status=RUNNING,
            description="One alert when a sidecar's heartbeat (each shard's) goes stale, one when it is fresh again.")
 def sidecar_heartbeat_sensor(context: dg.SensorEvaluationContext, lake: LakeResource):
-    settings = load_settings()
+    settings = lake.settings()
     states = _heartbeat_states(context.cursor)
     files = heartbeat_files(settings.landing_dir)
     now = datetime.now(timezone.utc)

@@ -1,8 +1,1 @@
-"""Dagster definitions of the `checks` domain.
-
-The batch checks (batch.py) are declared on the bronze/silver assets that evaluate them, so nothing is registered here.
-"""
-
-import dagster as dg
-
-defs = dg.Definitions()
+"""Asset checks of the batch layers. They are declared on the bronze/silver assets that evaluate them (batch.py)."""

@@ -11,8 +11,9 @@ from cryptoflow_dagster import lake as lakehouse
 from cryptoflow_dagster.batch.collect import INTERVALS, MarketDay, collect_days, fetch_candles, replace_day, select_markets
 from cryptoflow_dagster.clients.resources import BinanceResource, FearGreedResource, UpbitResource
 from cryptoflow_dagster.defs.checks.batch import BRONZE_CANDLES, results_for, specs_for
-from cryptoflow_dagster.defs.raw.partitions import BACKFILL_POLICY, DAILY, partition_days
+from cryptoflow_dagster.defs.partitions import backfill_policy, daily_partitions, partition_days
 from cryptoflow_dagster.resources import LakeResource
+from cryptoflow_core.settings import Settings, load_settings
 
 
 class CandlesConfig(dg.Config):
@@ -23,19 +24,6 @@ class CandlesConfig(dg.Config):
     workers: int = Field(default=4, description="Markets fetched at once; the clients keep all of them within the rate limits.")
 
 
-@dg.asset(
-    key=BRONZE_CANDLES,
-    group_name="raw",
-    check_specs=specs_for(BRONZE_CANDLES),
-    partitions_def=DAILY,
-    backfill_policy=BACKFILL_POLICY,
-    kinds={"python", "duckdb"},
-    description=(
-        "Upbit 1-minute and day candles and Binance 1m/1d klines per UTC day and market, each response item verbatim in "
-        "raw_json with the request parameters, ingest time and run id. A rebuild replaces each day's rows of the run's "
-        "markets in one transaction. Run config `markets` selects a subset."
-    ),
-)
 def candles_raw(
     context: dg.AssetExecutionContext,
     config: CandlesConfig,
@@ -85,14 +73,6 @@ def candles_raw(
     )
 
 
-@dg.asset(
-    key=["bronze", "fear_greed_raw"],
-    group_name="raw",
-    partitions_def=DAILY,
-    backfill_policy=BACKFILL_POLICY,
-    kinds={"python", "duckdb"},
-    description="The alternative.me Fear & Greed index per UTC day, each entry as received; one transaction per day.",
-)
 def fear_greed_raw(context: dg.AssetExecutionContext, lake: LakeResource, fear_greed: FearGreedResource) -> dg.MaterializeResult:
     from cryptoflow_dagster.batch import bronze  # Polars: imported when the asset runs, not when the code location loads
 
@@ -107,3 +87,36 @@ def fear_greed_raw(context: dg.AssetExecutionContext, lake: LakeResource, fear_g
     if missing:
         context.log.warning(f"Fear & Greed has no entry for {len(missing)} day(s): {', '.join(map(str, missing[:10]))}")
     return dg.MaterializeResult(metadata={"rows": frame.height, "days": len(days), "days_without_entry": len(missing)})
+
+
+def raw_assets(settings: Settings) -> list[dg.AssetsDefinition]:
+    """The bronze REST assets, partitioned by the settings' UTC days."""
+    daily, policy = daily_partitions(settings), backfill_policy(settings)
+    return [
+        dg.asset(
+            key=BRONZE_CANDLES,
+            group_name="raw",
+            check_specs=specs_for(BRONZE_CANDLES),
+            partitions_def=daily,
+            backfill_policy=policy,
+            kinds={"python", "duckdb"},
+            description=(
+                "Upbit 1-minute and day candles and Binance 1m/1d klines per UTC day and market, each response item verbatim in "
+                "raw_json with the request parameters, ingest time and run id. A rebuild replaces each day's rows of the run's "
+                "markets in one transaction. Run config `markets` selects a subset."
+            ),
+        )(candles_raw),
+        dg.asset(
+            key=["bronze", "fear_greed_raw"],
+            group_name="raw",
+            partitions_def=daily,
+            backfill_policy=policy,
+            kinds={"python", "duckdb"},
+            description="The alternative.me Fear & Greed index per UTC day, each entry as received; one transaction per day.",
+        )(fear_greed_raw),
+    ]
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(assets=raw_assets(load_settings()))

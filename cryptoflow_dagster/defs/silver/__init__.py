@@ -1,7 +1,2 @@
-"""Dagster definitions of the `silver` domain (batch): candles and Fear & Greed typed and validated with Polars."""
-
-import dagster as dg
-
-from cryptoflow_dagster.defs.silver.assets import candles_1d, candles_1m, fear_greed
-
-defs = dg.Definitions(assets=[candles_1m, candles_1d, fear_greed])
+"""The `silver` domain: candles and Fear & Greed typed and validated with Polars (candles.py), and the day rebuild of
+``silver.trades`` from bronze (trades.py)."""

@@ -13,7 +13,8 @@ from cryptoflow_dagster.clients.resources import BinanceResource, UpbitResource
 from cryptoflow_dagster.defs.streaming.gaps import detect_and_repair
 from cryptoflow_dagster.defs.streaming.ingest import IngestResult
 from cryptoflow_dagster.defs.streaming.loop import LoopLimits, run_ingest_loop
-from cryptoflow_dagster.defs.streaming.rebuild import BRONZE_TRADES, GOLD_KEYS, SILVER_TRADES
+from cryptoflow_dagster.defs.gold.intraday import GOLD_KEYS
+from cryptoflow_dagster.defs.silver.trades import BRONZE_TRADES, SILVER_TRADES
 from cryptoflow_dagster.defs.streaming.tickers import BRONZE_TICKERS
 from cryptoflow_dagster.resources import LakeResource
 from cryptoflow_dagster.defs.streaming.sensors import GAP_REPAIR_JOB, SILVER_WRITER_TAGS, STREAMING_JOB

@@ -1,38 +1,17 @@
-"""Daily partitions of the streaming assets: a backfill of a day rebuilds its silver trades and intraday gold from bronze.
+"""A day of silver trades and intraday gold rebuilt from bronze (the `silver/trades` and intraday gold day assets run it).
 
-The streaming job writes the same tables incrementally; these assets are how a day is made whole again after a fix
+The streaming job writes the same tables incrementally; a day rebuild is how a day is made whole again after a fix
 (a parser change, a repaired gap, a bad run): delete the day, recompute it, in one transaction each, idempotently.
 """
 
 
 from datetime import date, datetime, time, timedelta, timezone
 
-import dagster as dg
 import duckdb
 
 from cryptoflow_dagster import lake
-from cryptoflow_dagster.defs.raw.partitions import BACKFILL_POLICY, partition_days
 from cryptoflow_dagster.defs.streaming import intraday_gold
 from cryptoflow_dagster.defs.streaming.trade_sql import READABLE, with_trade_fields
-from cryptoflow_dagster.resources import LakeResource
-from cryptoflow_core.settings import load_settings
-
-# The batch layers' UTC days, plus today: the stream writes today's partition as it goes, and a rebuild of today must be
-# possible (after a repair, say) before the day is over.
-DAILY = dg.DailyPartitionsDefinition(start_date=load_settings().start_date.isoformat(), timezone="UTC", end_offset=1)
-
-BRONZE_TRADES = dg.AssetKey(["bronze", "trades_raw"])
-SILVER_TRADES = dg.AssetKey(["silver", "trades"])
-GOLD_KEYS = [dg.AssetKey(["gold", t]) for t in ("ohlcv_1m_from_trades", "market_stats_24h", "kimchi_premium_1m")]
-
-# Written by the streaming job (and gap repair), not materialized here: declared so lineage and backfills see it.
-bronze_trades = dg.AssetSpec(
-    BRONZE_TRADES,
-    group_name="raw",
-    partitions_def=DAILY,
-    description="Every trade message as received (WebSocket micro-batches and REST gap repair), append-only.",
-)
-
 
 # Bronze's day with its trade fields, one row per (exchange, market, trade_id): the earliest ingested copy (then the
 # earliest received) among those silver can read.
@@ -111,37 +90,3 @@ def rebuild_gold_day(con: duckdb.DuckDBPyConnection, day: date, now: datetime) -
         return lake.write(con, lambda c: intraday_gold.refresh(c, now))
     finally:
         con.unregister(intraday_gold.RANGES)
-
-
-@dg.asset(
-    key=SILVER_TRADES,
-    deps=[BRONZE_TRADES],
-    partitions_def=DAILY,
-    backfill_policy=BACKFILL_POLICY,
-    group_name="silver",
-    description="One row per (exchange, market, trade_id): typed, deduplicated trades (streaming job + day rebuilds).",
-)
-def silver_trades(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-    rows = 0
-    with lake.connect() as con:
-        for day in partition_days(context):
-            n = rebuild_silver_day(con, day, datetime.now(timezone.utc))
-            context.log.info("silver.trades %s rebuilt: %d rows", day, n)
-            rows += n
-    return dg.MaterializeResult(metadata={"rows": rows})
-
-
-@dg.multi_asset(
-    specs=[dg.AssetSpec(key, deps=[SILVER_TRADES], group_name="gold") for key in GOLD_KEYS],
-    partitions_def=DAILY,
-    backfill_policy=BACKFILL_POLICY,
-)
-def intraday_gold_from_trades(context: dg.AssetExecutionContext, lake: LakeResource):
-    """1-minute OHLCV, 24-hour stats and the kimchi premium recomputed for whole days from silver.trades."""
-    totals: dict[str, int] = {}
-    with lake.connect() as con:
-        for day in partition_days(context):
-            for table, n in rebuild_gold_day(con, day, datetime.now(timezone.utc)).items():
-                totals[table] = totals.get(table, 0) + n
-    for key in GOLD_KEYS:
-        yield dg.MaterializeResult(asset_key=key, metadata={"rows_by_table": dg.MetadataValue.json(totals)})

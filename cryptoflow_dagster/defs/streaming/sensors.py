@@ -13,7 +13,6 @@ import dagster as dg
 from cryptoflow_dagster.defs.streaming.ingest import not_ingested
 from cryptoflow_dagster.instance import SILVER_WRITER_TAG
 from cryptoflow_dagster.resources import LakeResource
-from cryptoflow_core.settings import load_settings
 from cryptoflow_core import landing_files
 
 STREAMING_JOB = "streaming_ingest"
@@ -44,7 +43,7 @@ def silver_writer_in_flight(instance: dg.DagsterInstance, jobs: tuple[str, ...] 
     description="Requests a streaming run when new trade micro-batches landed and no streaming run is in flight.",
 )
 def landing_files_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult | dg.SkipReason:
-    files = landing_files.list_files(load_settings().landing_dir, after=context.cursor, channels=("trade",))
+    files = landing_files.list_files(lake.settings().landing_dir, after=context.cursor, channels=("trade",))
     if not files:
         return dg.SkipReason("no new landing files")
     if silver_writer_in_flight(context.instance):

@@ -7,7 +7,6 @@ from dagster_dbt import DbtCliInvocation, DbtCliResource, dbt_assets
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
 from cryptoflow_dagster import lake
-
 from cryptoflow_dagster.dbt_project import (
     dbt_environment,
     ensure_manifest,
@@ -16,22 +15,10 @@ from cryptoflow_dagster.dbt_project import (
     run_target_path,
 )
 from cryptoflow_dagster.defs.gold.translator import GoldDbtTranslator
-from cryptoflow_core.settings import load_settings
+from cryptoflow_dagster.resources import LakeResource
 
-# Parsed here once when the dbt files changed (a stat of each file otherwise), never on every run.
-ensure_manifest()
-
-
-@dbt_assets(
-    manifest=gold_dbt_project.manifest_path,
-    project=gold_dbt_project,
-    dagster_dbt_translator=GoldDbtTranslator(),
-    name="gold_dbt",
-    # one dbt writer at a time on the lake: DuckLake on SQLite refuses concurrent commits
-    pool="gold_dbt",
-)
-def gold_dbt_assets(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    settings = load_settings()
+def gold_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource):
+    settings = lake.settings()
     prepare_lake(settings)
     with dbt_environment(settings):
         invocation = dbt.cli(
@@ -59,3 +46,29 @@ def only_lost_races(invocation: DbtCliInvocation) -> bool:
         return False
     failed = [r for r in results if r.get("status") in ("error", "fail", "runtime error")]
     return bool(failed) and all(r.get("status") == "error" and lake.is_retryable(r.get("message") or "") for r in failed)
+
+
+def gold_dbt_assets() -> dg.AssetsDefinition:
+    """One asset per dbt model, from the manifest, which is parsed here when the dbt files changed since it was
+    written (a stat of each file otherwise): when the code location loads, never at import or on every run."""
+    ensure_manifest()
+    return dbt_assets(
+        manifest=gold_dbt_project.manifest_path,
+        project=gold_dbt_project,
+        dagster_dbt_translator=GoldDbtTranslator(),
+        name="gold_dbt",
+        # one dbt writer at a time on the lake: DuckLake on SQLite refuses concurrent commits
+        pool="gold_dbt",
+    )(gold_dbt)
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    assets = gold_dbt_assets()
+    automation = dg.AutomationConditionSensorDefinition(
+        "gold_automation",
+        target=dg.AssetSelection.assets(assets),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=30,
+    )
+    return dg.Definitions(assets=[assets], sensors=[automation])

@@ -9,8 +9,9 @@ import duckdb
 
 from cryptoflow_dagster import lake as lakehouse
 from cryptoflow_dagster.defs.checks.batch import CANDLES_1D, CANDLES_1M, FEAR_GREED, results_for, specs_for
-from cryptoflow_dagster.defs.raw.partitions import BACKFILL_POLICY, DAILY, partition_days
+from cryptoflow_dagster.defs.partitions import backfill_policy, daily_partitions, partition_days
 from cryptoflow_dagster.resources import LakeResource
+from cryptoflow_core.settings import Settings, load_settings
 
 # The Polars batch code (batch.silver, batch.bronze, polars) is imported when an asset runs, not when the code
 # location loads.
@@ -68,45 +69,14 @@ def _build_candles(context: dg.AssetExecutionContext, lake: LakeResource, interv
     return dg.MaterializeResult(metadata={**totals, "days": len(days)}, check_results=checks)
 
 
-_COMMON = dict(group_name="silver", partitions_def=DAILY, backfill_policy=BACKFILL_POLICY, kinds={"polars", "duckdb"})
-
-
-@dg.asset(
-    key=CANDLES_1M,
-    deps=[["bronze", "candles_raw"]],
-    check_specs=specs_for(CANDLES_1M),
-    description=(
-        "1-minute OHLCV per (exchange, market, ts) from bronze.candles_raw: latest ingest wins, invalid rows go to "
-        "bronze.dead_letters with the reason. Minutes without trades stay absent and are counted."
-    ),
-    **_COMMON,
-)
 def candles_1m(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     return _build_candles(context, lake, "1m")
 
 
-@dg.asset(
-    key=CANDLES_1D,
-    # After candles_1m, which it is checked against: day candles must equal their 1-minute candles.
-    deps=[["bronze", "candles_raw"], CANDLES_1M],
-    check_specs=specs_for(CANDLES_1D),
-    description=(
-        "Day candles (00:00 UTC) per (exchange, market, day) from bronze.candles_raw, validated like the 1-minute ones "
-        "and checked against them."
-    ),
-    **_COMMON,
-)
 def candles_1d(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     return _build_candles(context, lake, "1d")
 
 
-@dg.asset(
-    key=FEAR_GREED,
-    deps=[["bronze", "fear_greed_raw"]],
-    check_specs=specs_for(FEAR_GREED),
-    description="Fear & Greed per day: integer value 0..100 and its classification.",
-    **_COMMON,
-)
 def fear_greed(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     import polars as pl  # see the TYPE_CHECKING import above
 
@@ -132,3 +102,48 @@ def fear_greed(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mate
         metadata={"rows": result.rows.height, "dead_letters": result.dead_letters.height, "days": len(days)},
         check_results=checks,
     )
+
+
+def silver_candle_assets(settings: Settings) -> list[dg.AssetsDefinition]:
+    """Silver candles and Fear & Greed, partitioned by the settings' UTC days."""
+    common = dict(
+        group_name="silver",
+        partitions_def=daily_partitions(settings),
+        backfill_policy=backfill_policy(settings),
+        kinds={"polars", "duckdb"},
+    )
+    return [
+        dg.asset(
+            key=CANDLES_1M,
+            deps=[["bronze", "candles_raw"]],
+            check_specs=specs_for(CANDLES_1M),
+            description=(
+                "1-minute OHLCV per (exchange, market, ts) from bronze.candles_raw: latest ingest wins, invalid rows go to "
+                "bronze.dead_letters with the reason. Minutes without trades stay absent and are counted."
+            ),
+            **common,
+        )(candles_1m),
+        dg.asset(
+            key=CANDLES_1D,
+            # After candles_1m, which it is checked against: day candles must equal their 1-minute candles.
+            deps=[["bronze", "candles_raw"], CANDLES_1M],
+            check_specs=specs_for(CANDLES_1D),
+            description=(
+                "Day candles (00:00 UTC) per (exchange, market, day) from bronze.candles_raw, validated like the 1-minute ones "
+                "and checked against them."
+            ),
+            **common,
+        )(candles_1d),
+        dg.asset(
+            key=FEAR_GREED,
+            deps=[["bronze", "fear_greed_raw"]],
+            check_specs=specs_for(FEAR_GREED),
+            description="Fear & Greed per day: integer value 0..100 and its classification.",
+            **common,
+        )(fear_greed),
+    ]
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(assets=silver_candle_assets(load_settings()))

@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 
 from cryptoflow_dagster import lake
-from cryptoflow_dagster.ops.health import health_figures
+from cryptoflow_dagster.health import health_figures
 from cryptoflow_dagster.resources import LakeResource
 
 NOW = datetime(2025, 9, 2, 12, 0, tzinfo=timezone.utc)
@@ -87,7 +87,7 @@ def test_empty_lake_and_no_sidecar_read_as_unknown(settings):
 
 
 def test_platform_health_asset_records_numeric_metadata(settings):
-    from cryptoflow_dagster.defs.ops import platform_health
+    from cryptoflow_dagster.defs.health.platform_health import platform_health
 
     with lake.session(settings) as con:
         lake.ensure_schema(con)

@@ -1,0 +1,1 @@
+"""The `maintenance` domain: scheduled housekeeping jobs (landing_retention.py)."""
