@@ -172,15 +172,14 @@ def test_sensor_requests_one_run_for_every_pending_file_and_waits_for_the_run_in
 KILLER = """
 import sys
 from cryptoflow_dagster import lake
+from cryptoflow_core.settings import load_settings
 from cryptoflow_dagster.defs.streaming import ingest
 
-# The code location as Dagster loads it (the definitions are built when loaded, not at import).
-defs = load_code_location()
 ingest.CHUNK_FILES = int(sys.argv[1])
 with lake.session() as con:
     lake.ensure_schema(con)
     print("ready", flush=True)
-    ingest.ingest_pending(con, lake.load_settings().landing_dir, "doomed")
+    ingest.ingest_pending(con, load_settings().landing_dir, "doomed")
 """
 
 
