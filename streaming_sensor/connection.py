@@ -21,13 +21,15 @@ from streaming_sensor import feeds
 from streaming_sensor import frames as frames_mod
 from streaming_sensor.batches import MicroBatcher
 from cryptoflow_core.heartbeat import StreamState, record_gap
+from cryptoflow_core.retry import backoff_s
 
 log = logging.getLogger(__name__)
 
 
 def backoff_delay(attempt: int, base_s: float = 0.25, cap_s: float = 30.0, rand: Callable[[], float] = random.random) -> float:
-    """Capped exponential backoff with full jitter: reconnect storms spread out, and the wait never exceeds ``cap_s``."""
-    return min(cap_s, base_s * 2 ** min(attempt, 20)) * (0.5 + 0.5 * rand())
+    """The wait before reconnect ``attempt`` (0: the first after a healthy connection): up to ``base_s`` doubling to
+    ``cap_s``, equal jitter (at least half of it): reconnect storms spread out, and the wait never exceeds ``cap_s``."""
+    return backoff_s(attempt + 1, base_s=base_s, cap_s=cap_s, jitter="equal", rng=rand)
 
 
 class _Reconnect(Exception):

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 import duckdb
 
+from cryptoflow_core import retry
 from cryptoflow_dagster.alerting import outbox
 from cryptoflow_dagster.alerting.messages import alert_message
 from cryptoflow_dagster.alerting.model import FAILED, PENDING, SENT
@@ -33,8 +34,8 @@ class DeliveryReport:
 
 
 def backoff_s(attempt: int, base_s: float = 2.0, cap_s: float = 300.0) -> float:
-    """Wait before attempt ``attempt + 1``: 2, 4, 8, ... seconds, capped at 5 minutes."""
-    return min(cap_s, base_s * 2 ** max(0, attempt - 1))
+    """Wait before attempt ``attempt + 1``: 2, 4, 8, ... seconds, capped at 5 minutes, without jitter."""
+    return retry.backoff_s(attempt, base_s=base_s, cap_s=cap_s, jitter="none")
 
 
 def deliver_pending(

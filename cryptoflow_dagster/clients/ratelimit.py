@@ -12,9 +12,7 @@ when each request left and when its answer came back is what lets the Upbit limi
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import random
 import re
 import threading
@@ -23,6 +21,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from cryptoflow_core.host_lock import HostLock
+from cryptoflow_core.retry import backoff_s
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +51,9 @@ def parse_retry_after(header: str | None) -> float | None:
 
 
 def backoff_delay(attempt: int, *, base_s: float = 0.25, cap_s: float = 10.0, rng: Callable[[], float] = random.random) -> float:
-    """Exponential backoff with full jitter: attempt 1 -> up to base, doubling, never above cap.
-
-    Jitter keeps concurrent market workers from retrying in lock step and hitting the same window together.
-    """
-    ceiling = min(cap_s, base_s * 2 ** (attempt - 1))
-    return ceiling * (0.5 + 0.5 * rng())
+    """The REST clients' wait before retry ``attempt``: up to ``base_s`` doubling to ``cap_s``, equal jitter (at least
+    half of it), so concurrent market workers do not retry in lock step and hit the same window together."""
+    return backoff_s(attempt, base_s=base_s, cap_s=cap_s, jitter="equal", rng=rng)
 
 
 @dataclass(eq=False)
@@ -73,48 +71,6 @@ class Ticket:
 _POLL_S = 0.01
 # Tickets older than this no longer matter to any answer still to come (a window plus a slow trip).
 _HISTORY_S = 3.0
-
-
-class HostLock:
-    """An exclusive lock one process at a time holds on this host (``flock``; the OS drops it if the process dies).
-
-    Upbit's allowance is per IP: two processes each pacing themselves to the full limit would together cross it,
-    and their 429s add up to a 418 for both. Two backfill runs at once are normal (the run queue allows them), so the
-    Upbit limiter holds this lock per group while it has requests to send, and the other process waits its turn.
-    The rate limit is the bottleneck, so taking turns costs the pair nothing.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.token = f"{os.getpid()}:{id(self)}"
-        self._fd: int | None = None
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def try_hold(self) -> tuple[bool, bool]:
-        """(held now, someone else held it since we last did): in the second case what they sent is unknown to us."""
-        if self._fd is not None:
-            return True, False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False, False
-        last = os.pread(fd, 128, 0).decode(errors="replace")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, self.token.encode(), 0)
-        self._fd = fd
-        return True, last != self.token
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
 
 
 # How long a 429 halves what we plan to use of a group: a client elsewhere on our IP gets room, its 429s stop.
@@ -172,7 +128,10 @@ class UpbitLimiter:
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
         self._groups: dict[str, _UpbitGroup] = {}
-        # With a lock_dir, one process on this host at a time sends each group's requests (see HostLock).
+        # With a lock_dir, one process on this host at a time sends each group's requests (a HostLock per group, held
+        # while it has requests to send). Upbit's allowance is per IP: two processes each pacing themselves to the
+        # full limit would together cross it, and their 429s add up to a 418 for both. Two backfill runs at once are
+        # normal (the run queue allows them); the rate limit is the bottleneck, so taking turns costs the pair nothing.
         self._lock_dir, self._lock_prefix = lock_dir, lock_prefix
 
     def _group(self, name: str) -> _UpbitGroup:
