@@ -17,4 +17,4 @@ from cryptoflow_core.settings import load_env_files
 def defs() -> dg.Definitions:
     # A code server started by hand (dagster dev, dg) reads the same .env files as every other command.
     load_env_files()
-    return dg.load_from_defs_folder(project_root=Path(__file__).resolve().parents[1])
+    return dg.load_from_defs_folder(path_within_project=Path(__file__).resolve().parent)
