@@ -110,7 +110,7 @@ _TABLES = ("silver.trades", "gold.ohlcv_1m_from_trades", "gold.market_stats_24h"
 def run_duckdb(work: Path, first_build: bool = False) -> dict:
     from cryptoflow_dagster import lake
     from cryptoflow_dagster.defs.streaming.rebuild import rebuild_gold_day, rebuild_silver_day
-    from cryptoflow_dagster.defs.streaming.trade_sql import with_trade_fields
+    from cryptoflow_dagster.silver_trades import with_trade_fields
 
     settings = _settings(work)
     t_open = time.perf_counter()

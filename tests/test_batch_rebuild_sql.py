@@ -14,7 +14,7 @@ import pytest
 
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.defs.streaming.rebuild import rebuild_gold_day, rebuild_silver_day
-from cryptoflow_dagster.defs.streaming.trade_sql import with_trade_fields
+from cryptoflow_dagster.silver_trades import with_trade_fields
 
 # The reading with_trade_fields gave before json_transform: one 12-path json_extract_string, first readable wins.
 _PATHS = ["$.data.p", "$.p", "$.price", "$.trade_price", "$.data.q", "$.q", "$.qty", "$.trade_volume",

@@ -201,9 +201,10 @@ REVIEWED_SQL_INTERPOLATIONS = {
                                    "'CREATE OR REPLACE SECRET cryptoflow_s3 (' + ', '.join(options) + ')'"},
     "cryptoflow_dagster/slo.py": {"column", "relation", "catalog", "_TRADES.format(catalog=catalog)"},
     "cryptoflow_dagster/defs/streaming/intraday_gold.py": {"RANGES", "_OHLCV", "_STATS", "_KIMCHI"},
-    "cryptoflow_dagster/defs/streaming/rebuild.py": {"typed"},
-    "cryptoflow_dagster/defs/streaming/ingest.py": {"mine", "_STAGED"},
-    "cryptoflow_dagster/defs/streaming/gaps.py": {"READABLE"},  # a constant SQL predicate (trade_sql.py)
+    "cryptoflow_dagster/defs/streaming/ingest.py": {"_MINE", "_STAGED"},
+    # new: built from the callers' constant SQL; count_by is checked to be an identifier
+    "cryptoflow_dagster/silver_trades.py": {"COLUMNS", "new", "count_by"},
+    "cryptoflow_dagster/dead_letters.py": {"COLUMNS", "rows", "known", "'DISTINCT ' if once_per_batch else ''"},
     "cryptoflow_dagster/defs/streaming/tickers.py": {"_MINE"},
     "cryptoflow_dagster/defs/silver/assets.py": {"table"},
     "cryptoflow_dagster/alerting/market.py": {"_HIST", "_PARAMS", "window", "_NEW", "bucket", "_BARS", "window - 1",

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import duckdb
 
-from cryptoflow_dagster import lake
+from cryptoflow_dagster import dead_letters, lake, silver_trades
 from cryptoflow_dagster.clients.binance import BinanceClient
 from cryptoflow_dagster.clients.upbit import UpbitClient
 from cryptoflow_dagster.defs.streaming import intraday_gold
-from cryptoflow_dagster.defs.streaming.trade_sql import READABLE, with_trade_fields
+from cryptoflow_dagster.silver_trades import READABLE, with_trade_fields
 from cryptoflow_core.heartbeat import read_gap_candidates
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,21 @@ _REST_ROWS = with_trade_fields(
 )
 
 
+_FIELDS_READ = f"trade_id IS NOT NULL AND event_time IS NOT NULL AND {READABLE}"
+
+# The REST trades silver can read, as silver_trades.insert_new takes them, and those it cannot, as dead letters.
+_NEW_TRADES = f"""
+    SELECT gap_id, exchange, market, trade_id, event_time, price, volume, side, NULL::TIMESTAMPTZ AS receive_time,
+        'rest' AS source, CAST(event_time AS DATE) AS day, true AS readable
+    FROM _typed WHERE {_FIELDS_READ}
+"""
+_UNREADABLE = f"""
+    SELECT $now AS received_at, gap_id AS batch_file, encode(raw_json) AS raw,
+        'unreadable trade id, time, price, volume or side' AS error, exchange, market, CAST($now AS DATE) AS day
+    FROM _typed WHERE NOT COALESCE({_FIELDS_READ}, false)
+"""
+
+
 def apply_repairs(
     con: duckdb.DuckDBPyConnection, fetched: list[tuple[Gap, list[str]]], run_id: str | None, now: datetime
 ) -> dict[str, int]:
@@ -181,35 +196,11 @@ def apply_repairs(
         )
         # A REST trade silver cannot read is a dead letter (kept verbatim in bronze too); once per gap and message,
         # so a repeated repair adds none.
-        c.execute(
-            f"""INSERT INTO bronze.dead_letters (received_at, source, batch_file, raw, error, exchange, market,
-                   ingest_run_id, day)
-               SELECT DISTINCT $now, 'rest_trades', gap_id, encode(raw_json), 'unreadable trade id, time, price, volume or side',
-                   exchange, market, $run, CAST($now AS DATE)
-               FROM _typed t
-               WHERE NOT COALESCE(trade_id IS NOT NULL AND event_time IS NOT NULL AND {READABLE}, false)
-                   AND NOT EXISTS (SELECT 1 FROM bronze.dead_letters d WHERE d.source = 'rest_trades'
-                                   AND d.batch_file = t.gap_id AND d.raw = encode(t.raw_json))""",
-            {"now": now, "run": run_id},
-        )
-        new = c.execute(
-            f"""SELECT t.* FROM (
-                   SELECT * FROM _typed WHERE {READABLE} AND trade_id IS NOT NULL AND event_time IS NOT NULL
-                   QUALIFY row_number() OVER (PARTITION BY exchange, market, trade_id ORDER BY gap_id) = 1) t
-               ANTI JOIN (SELECT exchange, market, trade_id FROM silver.trades WHERE day BETWEEN $d0 AND $d1) s
-                   ON s.exchange = t.exchange AND s.market = t.market AND s.trade_id = t.trade_id""",
-            {"d0": first_day, "d1": last_day},
-        ).to_arrow_table()
-        c.register("_new", new)
-        c.execute(
-            """INSERT INTO silver.trades (exchange, market, trade_id, ts, price, volume, quote_volume, side, ingest_time,
-                   source, day)
-               SELECT exchange, market, trade_id, event_time, price, volume, price * volume, side, $now, 'rest',
-                   CAST(event_time AS DATE)
-               FROM _new""",
-            {"now": now},
-        )
-        counts = dict(c.execute("SELECT gap_id, count(*) FROM _new GROUP BY ALL").fetchall())
+        dead_letters.insert(c, _UNREADABLE, params={"now": now}, source="rest_trades", run_id=run_id,
+                            once_per_batch=True)
+        # one row per trade (the first gap's when gaps overlap), counted per gap
+        counts = silver_trades.insert_new(c, _NEW_TRADES, now=now, prefer="gap_id", silver_days=(first_day, last_day),
+                                          count_by="gap_id")
         intraday_gold.refresh(c, now)
         c.register("_repaired", pa.table({"gap_id": gap_ids, "n": pa.array([counts.get(g, 0) for g in gap_ids], pa.int64())}))
         c.execute(
@@ -223,7 +214,7 @@ def apply_repairs(
     try:
         return lake.write(con, work)
     finally:
-        for name in ("_rest", "_typed", "_new", "_repaired", intraday_gold.RANGES):
+        for name in ("_rest", "_typed", "_repaired", intraday_gold.RANGES):
             try:
                 con.unregister(name)
             except duckdb.Error:

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from cryptoflow_dagster import lake
+from cryptoflow_dagster import dead_letters, lake, silver_trades
 from cryptoflow_dagster.defs.streaming import intraday_gold
-from cryptoflow_dagster.defs.streaming.trade_sql import READABLE, with_trade_fields
+from cryptoflow_dagster.silver_trades import READABLE, with_trade_fields
 from cryptoflow_core import landing_files
 
 if TYPE_CHECKING:
@@ -106,6 +106,17 @@ _STAGED = f"""
 """
 
 
+# The rows of the files this run ingests (another run may have taken some: see _ingest_chunk).
+_MINE = "batch_file IN (SELECT file FROM _files)"
+
+# The chunk's trades silver can read, as silver_trades.insert_new takes them.
+_NEW_TRADES = f"""
+    SELECT exchange, market, trade_id, event_time, price, volume, side, receive_time, 'ws' AS source,
+        CAST(event_time AS DATE) AS day, true AS readable
+    FROM _staged WHERE problem IS NULL AND {_MINE}
+"""
+
+
 def staged_trades(con: duckdb.DuckDBPyConnection, files: list[landing_files.LandingFile]) -> pa.Table:
     """The readable trades of landing ``files`` (exchange, market, trade_id, ts, price, volume), typed as silver types them.
 
@@ -162,37 +173,19 @@ def _ingest_chunk(con, chunk: list[landing_files.LandingFile], run_id: str | Non
         if done:  # another run got there first: take only what is still ours
             keep = [r for r in per_file.column("file").to_pylist() if r not in done]
             c.register("_files", per_file.filter(pc.is_in(per_file["file"], pa.array(keep, pa.string()))))
-        mine = "batch_file IN (SELECT file FROM _files)"
         bronze = c.execute(
             f"""INSERT INTO bronze.trades_raw (exchange, market, trade_id, event_time, raw_json, unique_key, ingest_time,
                     ingest_run_id, source, batch_file, receive_time, session_id, day)
                 SELECT exchange, market, trade_id, event_time, raw_json, exchange || ':' || market || ':' || trade_id,
                     $now, $run, 'ws', batch_file, receive_time, session_id, CAST(event_time AS DATE)
-                FROM _staged WHERE problem IS NULL AND {mine}""",
+                FROM _staged WHERE problem IS NULL AND {_MINE}""",
             {"now": now, "run": run_id},
         ).fetchone()[0]
-        dead = c.execute(
-            f"""INSERT INTO bronze.dead_letters (received_at, source, batch_file, raw, error, exchange, market,
-                    ingest_run_id, day)
-                SELECT receive_time, 'ws', batch_file, raw, problem, exchange, market, $run, CAST(receive_time AS DATE)
-                FROM _staged WHERE problem IS NOT NULL AND {mine}""",
-            {"run": run_id},
-        ).fetchone()[0]
-        silver = c.execute(
-            f"""INSERT INTO silver.trades (exchange, market, trade_id, ts, price, volume, quote_volume, side, ingest_time,
-                    receive_time, source, day)
-                WITH new AS (
-                    SELECT * FROM _staged WHERE problem IS NULL AND {mine}
-                    QUALIFY row_number() OVER (PARTITION BY exchange, market, trade_id ORDER BY receive_time) = 1
-                )
-                SELECT n.exchange, n.market, n.trade_id, n.event_time, n.price, n.volume, n.price * n.volume, n.side, $now,
-                    n.receive_time, 'ws', CAST(n.event_time AS DATE)
-                FROM new n ANTI JOIN (
-                    -- a trade's day never changes, so only the days in this batch can hold an earlier copy of it
-                    SELECT exchange, market, trade_id FROM silver.trades WHERE day BETWEEN $first_day AND $last_day
-                ) s ON s.exchange = n.exchange AND s.market = n.market AND s.trade_id = n.trade_id""",
-            {"now": now, "first_day": first_day, "last_day": last_day},
-        ).fetchone()[0]
+        dead = dead_letters.insert(c, dead_letters.of_landing_rows("_staged", _MINE), source="ws", run_id=run_id)
+        # one row per trade, the first received; a trade's day never changes, so only the days in this batch can hold
+        # an earlier copy of it
+        silver = silver_trades.insert_new(c, _NEW_TRADES, now=now, prefer="receive_time",
+                                          silver_days=(first_day, last_day))
         gold = intraday_gold.refresh(c, now)
         c.execute(
             "INSERT INTO ops.ingested_files (file, rows, ingested_at, run_id, dead_letters) "

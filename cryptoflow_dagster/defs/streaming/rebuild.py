@@ -11,60 +11,29 @@ import duckdb
 
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.defs.streaming import intraday_gold
-from cryptoflow_dagster.defs.streaming.trade_sql import READABLE, with_trade_fields
+from cryptoflow_dagster import silver_trades
+from cryptoflow_dagster.silver_trades import READABLE, with_trade_fields
 
-# Bronze's day with its trade fields, one row per (exchange, market, trade_id): the earliest ingested copy (then the
-# earliest received) among those silver can read.
-#
-# Only keys bronze holds more than once go through the dedupe window: the window sorts every row it sees with all its
-# columns, and most keys arrive once. The keys seen more than once are found by a 64-bit hash of the key (one integer
-# to group on instead of three columns); a hash collision only sends a trade seen once through the window as well.
-# Measured on one day of 5 M trades: 1.15 CPU-s for the hash groups against 2.8 for the window over every row
-# (ADR 0013).
-#
-# Readability is ordered on inside the window and filtered on after it. DuckDB pushes a filter below the projections
-# it reads through, substituting their expressions: a filter on price/side would cast every price and volume a second
-# time (and, below with_trade_fields' projection, parse every message twice). ``random() < 2`` is always true and
-# volatile, which DuckDB never pushes down: the filter on ``readable`` stays where the column is already computed
-# (~1 s less per 10 M trades than the filter pushed down; ADR 0013).
-_KEY_HASH = "hash(exchange, market, trade_id)"
-_KEEP_FILTER_ABOVE = "random() < 2"
+# Bronze's day, one row per (exchange, market, trade_id): the earliest ingested copy (then the earliest received)
+# among those silver can read. silver_trades.insert_new does the dedupe (only keys bronze holds more than once go
+# through its window; ADR 0013); the day was deleted just before, so silver is not looked in.
+_PREFER = "ingest_time, receive_time"
 
 
-def _typed(bronze: str, keys: str) -> str:
-    """``bronze``'s rows whose key ``keys`` selects (a condition on _KEY_HASH), with trade fields and readability."""
-    return f"""
-        SELECT *, COALESCE(event_time IS NOT NULL AND {READABLE}, false) AS readable
-        FROM ({with_trade_fields(
-            "SELECT exchange, market, trade_id, event_time, ingest_time, receive_time, source, day, raw_json "
-            f"FROM {bronze} WHERE {_KEY_HASH} {keys}")})
-    """
+def _bronze(bronze: str) -> str:
+    return ("SELECT exchange, market, trade_id, event_time, ingest_time, receive_time, source, day, raw_json "
+            f"FROM {bronze}")
+
+
+def _typed(rows: str) -> str:
+    """Bronze ``rows`` with their trade fields and whether silver can read them."""
+    return f"SELECT *, COALESCE(event_time IS NOT NULL AND {READABLE}, false) AS readable FROM ({with_trade_fields(rows)})"
 
 
 def silver_trades_sql(bronze: str) -> str:
     """silver.trades' rows, in its column order, from ``bronze`` (a relation with bronze.trades_raw's columns, read
     three times); ``$now`` is their ingest_time. The benchmarks' bare-DuckDB engine runs this same SQL on Parquet."""
-    return f"""
-        WITH repeated AS MATERIALIZED (SELECT {_KEY_HASH} AS h FROM {bronze} GROUP BY h HAVING count(*) > 1)
-        SELECT exchange, market, trade_id, event_time AS ts, price, volume, price * volume AS quote_volume, side,
-            $now AS ingest_time, receive_time, source, day
-        FROM (
-            SELECT * REPLACE (readable AND {_KEEP_FILTER_ABOVE} AS readable)
-            FROM ({_typed(bronze, "NOT IN (SELECT h FROM repeated)")})
-            UNION ALL
-            ({_typed(bronze, "IN (SELECT h FROM repeated)")}
-             QUALIFY row_number() OVER (PARTITION BY exchange, market, trade_id
-                                        ORDER BY readable DESC, ingest_time, receive_time) = 1)
-        )
-        WHERE readable
-    """
-
-
-_SILVER_DAY = f"""
-    INSERT INTO silver.trades (exchange, market, trade_id, ts, price, volume, quote_volume, side, ingest_time,
-        receive_time, source, day)
-    {silver_trades_sql("(SELECT * FROM bronze.trades_raw WHERE day = $day)")}
-"""
+    return silver_trades.new_trades_sql(_bronze(bronze), prefer=_PREFER, typed=_typed, look_in_silver=False)
 
 
 def rebuild_silver_day(con: duckdb.DuckDBPyConnection, day: date, now: datetime) -> int:
@@ -73,7 +42,9 @@ def rebuild_silver_day(con: duckdb.DuckDBPyConnection, day: date, now: datetime)
 
     def work(c: duckdb.DuckDBPyConnection) -> int:
         c.execute("DELETE FROM silver.trades WHERE day = ?", [day])
-        return c.execute(_SILVER_DAY, {"day": day, "now": now}).fetchone()[0]
+        return silver_trades.insert_new(
+            c, _bronze("(SELECT * FROM bronze.trades_raw WHERE day = $day)"), params={"day": day}, now=now,
+            prefer=_PREFER, typed=_typed, silver_days=None)
 
     return lake.write(con, work)
 

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import dagster as dg
 import duckdb
 
-from cryptoflow_dagster import lake
+from cryptoflow_dagster import dead_letters, lake
 from cryptoflow_dagster.defs.streaming.ingest import CHUNK_FILES, not_ingested, read_landing
 from cryptoflow_core import landing_files
 
@@ -65,12 +65,7 @@ def _ingest_chunk(con, chunk: list[landing_files.LandingFile], run_id: str | Non
                    CAST(event_time AS DATE)
                FROM _staged WHERE problem IS NULL AND {_MINE}""",
             {"now": now, "run": run_id}).fetchone()[0]
-        dead = c.execute(
-            f"""INSERT INTO bronze.dead_letters (received_at, source, batch_file, raw, error, exchange, market,
-                   ingest_run_id, day)
-               SELECT receive_time, 'ws', batch_file, raw, problem, exchange, market, $run, CAST(receive_time AS DATE)
-               FROM _staged WHERE problem IS NOT NULL AND {_MINE}""",
-            {"run": run_id}).fetchone()[0]
+        dead = dead_letters.insert(c, dead_letters.of_landing_rows("_staged", _MINE), source="ws", run_id=run_id)
         c.execute(
             f"""INSERT INTO ops.ingested_files (file, rows, ingested_at, run_id, dead_letters)
                SELECT batch_file, count(*), $now, $run, count(problem) FROM _staged
