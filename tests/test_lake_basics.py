@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from cryptoflow_dagster import lake
-from cryptoflow_dagster.lake_schema import TABLES
+from cryptoflow_dagster.lake.schema import TABLES
 from cryptoflow_core.settings import SettingsError, load_settings
 
 
@@ -116,14 +116,14 @@ def test_memory_limit_setting_refuses_a_bad_value(cryptoflow_home, monkeypatch, 
 
 def test_missing_extension_package_names_it(monkeypatch):
     # Simulates an environment where the package was never installed: the error must name what to install.
-    real_import = lake.importlib.import_module
+    real_import = lake.extensions.importlib.import_module
 
     def fake(name, *a, **k):
         if name == "duckdb_extension_ducklake":
             raise ImportError(name)
         return real_import(name, *a, **k)
 
-    monkeypatch.setattr(lake.importlib, "import_module", fake)
+    monkeypatch.setattr(lake.extensions.importlib, "import_module", fake)
     with pytest.raises(lake.LakeError, match="duckdb-extension-ducklake==1.5.5"):
         lake.packaged_extension("ducklake")
 
@@ -183,8 +183,8 @@ def test_idle_databases_of_other_lakes_are_closed_but_one_in_use_is_not(tmp_path
         con.close()
         del con  # no longer held: its database is idle
     assert held.execute("SELECT count(*) FROM silver.trades").fetchone() == (0,)
-    open_lakes = [key[0] for key in lake._DATABASES if key[0] in {s.catalog_uri for s in homes}]
+    open_lakes = [key[0] for key in lake.databases._DATABASES if key[0] in {s.catalog_uri for s in homes}]
     # the held lake, the last one opened and at most the few idle ones kept
     assert homes[0].catalog_uri in open_lakes and homes[-1].catalog_uri in open_lakes
-    assert len(open_lakes) <= 2 + lake._IDLE_DATABASES_KEPT
+    assert len(open_lakes) <= 2 + lake.databases._IDLE_DATABASES_KEPT
     held.close()

@@ -200,7 +200,7 @@ def test_a_writer_kept_waiting_by_a_hung_one_says_which_process_holds_the_turn(s
                             text=True)
     try:
         assert hung.stdout.readline().strip() == "holding"
-        monkeypatch.setattr(lake, "TURN_WARN_S", 0.3)
+        monkeypatch.setattr(lake.transactions, "TURN_WARN_S", 0.3)
         caplog.set_level("WARNING", logger="cryptoflow_dagster.lake")
         done = []
 

@@ -196,9 +196,10 @@ def test_lake_table_helpers_refuse_hostile_table_and_column_names(settings):
 # constants, identifiers from the contract, or numbers coerced with int()/float(). Anything new here needs a review:
 # outside values go in as parameters (?, $name), never into the text.
 REVIEWED_SQL_INTERPOLATIONS = {
-    "cryptoflow_dagster/lake.py": {"name", "_literal(str(packaged_extension(name)))", "_literal(settings.catalog_uri)",
-                                   "CATALOG", "options", "table", "where_sql", "columns", "schema",
-                                   "'CREATE OR REPLACE SECRET cryptoflow_s3 (' + ', '.join(options) + ')'"},
+    "cryptoflow_dagster/lake/extensions.py": {"name", "literal(str(packaged_extension(name)))"},
+    "cryptoflow_dagster/lake/databases.py": {"CATALOG", "'CREATE OR REPLACE SECRET cryptoflow_s3 (' + ', '.join(options) + ')'"},
+    "cryptoflow_dagster/lake/schema.py": {"CATALOG", "table", "columns", "schema"},
+    "cryptoflow_dagster/lake/tables.py": {"CATALOG", "table", "where_sql", "columns"},
     "cryptoflow_dagster/slo.py": {"column", "relation", "catalog", "_TRADES.format(catalog=catalog)"},
     "cryptoflow_dagster/defs/streaming/intraday_gold.py": {"RANGES", "_OHLCV", "_STATS", "_KIMCHI"},
     "cryptoflow_dagster/defs/streaming/ingest.py": {"_MINE", "_STAGED"},

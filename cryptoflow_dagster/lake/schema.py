@@ -1,8 +1,16 @@
-"""DDL of the lake tables that Python writes (the data contract in docs/architecture.md).
+"""The lake's tables that Python writes (the data contract in docs/architecture.md): their DDL, created idempotently by
+:func:`ensure_schema`, and the data file options the lake writes every table's Parquet with.
 
-Gold tables built by dbt are created by dbt; the rest are created here, idempotently, by ``lake.ensure_schema``.
-Contract columns come first and keep their names; the extra columns after them are ours to add to.
+Gold tables built by dbt are created by dbt. Contract columns come first and keep their names; the extra columns after
+them are ours to add to.
 """
+
+from __future__ import annotations
+
+import duckdb
+
+from cryptoflow_dagster.lake.sql import CATALOG
+from cryptoflow_dagster.lake.transactions import write
 
 SCHEMAS = ("bronze", "silver", "gold", "ops")
 
@@ -84,3 +92,41 @@ TABLES: dict[str, str] = {
         gap_id VARCHAR, kind VARCHAR, first_missing_id BIGINT, last_missing_id BIGINT
     """,
 }
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the contract's schemas and Python-written tables if they do not exist, and set the lake's data file
+    options (idempotent, safe to race)."""
+
+    def create(c: duckdb.DuckDBPyConnection) -> None:
+        for schema in SCHEMAS:
+            c.execute(f"CREATE SCHEMA IF NOT EXISTS {CATALOG}.{schema}")
+        for table, columns in TABLES.items():
+            c.execute(f"CREATE TABLE IF NOT EXISTS {CATALOG}.{table} ({columns})")
+
+    existing = {
+        f"{s}.{t}"
+        for s, t in con.execute(
+            "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = ?", [CATALOG]
+        ).fetchall()
+    }
+    if set(TABLES) - existing:
+        write(con, create)
+    _ensure_data_file_options(con)
+
+
+# How the lake writes its Parquet files, for every table (dbt's included), set once in the catalog. Parquet format v2
+# (DELTA encodings, v2 data pages): the batch rebuild's inserts took ~20 % less time (10 M silver rows: 2.3 s against
+# 2.9 s) and scans ~30 % less, on DuckDB 1.5.5; Spark >= 3.3, pyarrow and Polars read it (ADR 0013). Files written
+# before the option was set stay as they are: both versions read alike.
+# option: (the value set_option takes, the value ducklake_options shows)
+DATA_FILE_OPTIONS = {"parquet_version": ("2", "V2")}
+
+
+def _ensure_data_file_options(con: duckdb.DuckDBPyConnection) -> None:
+    current = dict(con.execute(
+        "SELECT option_name, value FROM ducklake_options(?) WHERE scope = 'GLOBAL'", [CATALOG]
+    ).fetchall())
+    missing = {k: value for k, (value, shown) in DATA_FILE_OPTIONS.items() if current.get(k) != shown}
+    if missing:
+        write(con, lambda c: [c.execute(f"CALL {CATALOG}.set_option(?, ?)", [k, v]) for k, v in missing.items()])
