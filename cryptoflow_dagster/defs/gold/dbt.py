@@ -1,11 +1,10 @@
 """The gold marts built by dbt (dbt_project/), one Dagster asset per model; dbt data tests are their asset checks."""
 
-import random
-
 import dagster as dg
 from dagster_dbt import DbtCliInvocation, DbtCliResource, dbt_assets
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
+from cryptoflow_core.retry import jittered
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.dbt_project import (
     dbt_environment,
@@ -31,7 +30,7 @@ def gold_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeR
             raise
         # Like lake.write, which dbt's commits do not go through: the build is run again after a jittered pause (table
         # models are rebuilt whole, so a rerun leaves the same tables). tests/test_concurrency_backfill.py found this.
-        raise dg.RetryRequested(max_retries=LOST_RACE_RETRIES, seconds_to_wait=5 + 10 * random.random()) from exc
+        raise dg.RetryRequested(max_retries=LOST_RACE_RETRIES, seconds_to_wait=5 + jittered(10.0, "full")) from exc
 
 
 # A model whose commit collided with another lake writer's (a backfill or streaming run) fails with "database is locked".
