@@ -1,4 +1,5 @@
-"""Block Kit messages: market alerts, failed/recovered checks, sidecar down/back, run failures, the daily digest.
+"""Block Kit messages: market alerts, failed/recovered checks, stale/fresh-again assets, sidecar down/back, run
+failures, the daily digest.
 
 Every string that leaves for Slack passes :func:`redact`, so a token that slipped into an error or check metadata is
 never posted.
@@ -19,6 +20,8 @@ _EMOJI = {
     "kimchi_premium": ":flag-kr:",
     "check_failed": ":x:",
     "check_recovered": ":white_check_mark:",
+    "asset_stale": ":hourglass_flowing_sand:",
+    "asset_fresh": ":white_check_mark:",
     "sidecar_down": ":rotating_light:",
     "sidecar_recovered": ":white_check_mark:",
     "run_failure": ":x:",

@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtProject
+
+from cryptoflow_dagster.defs.freshness import DAILY_FRESHNESS
 
 GOLD_GROUP = "gold"
 
@@ -40,3 +42,10 @@ class GoldDbtTranslator(DagsterDbtTranslator):
 
     def get_automation_condition(self, dbt_resource_props: Mapping[str, Any]) -> dg.AutomationCondition | None:
         return GOLD_AUTOMATION if dbt_resource_props["resource_type"] == "model" else None
+
+    def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None) -> dg.AssetSpec:
+        # The marts are rebuilt after silver's daily run: they share its daily freshness policy (defs/freshness.py).
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        if self.get_resource_props(manifest, unique_id)["resource_type"] == "model":
+            spec = spec.replace_attributes(freshness_policy=DAILY_FRESHNESS)
+        return spec

@@ -11,9 +11,13 @@ from cryptoflow_dagster import lake as lakehouse
 from cryptoflow_dagster.batch.collect import INTERVALS, MarketDay, collect_days, fetch_candles, replace_day, select_markets
 from cryptoflow_dagster.clients.resources import BinanceResource, FearGreedResource, UpbitResource
 from cryptoflow_dagster.defs.checks.batch import BRONZE_CANDLES, results_for, specs_for
+from cryptoflow_dagster.defs.freshness import DAILY_FRESHNESS
+from cryptoflow_dagster.defs.lake_tables import add_row_counts, spec_metadata
 from cryptoflow_dagster.defs.partitions import backfill_policy, daily_partitions, partition_days
 from cryptoflow_dagster.resources import LakeResource
 from cryptoflow_core.settings import Settings, load_settings
+
+BRONZE_FEAR_GREED = dg.AssetKey(["bronze", "fear_greed_raw"])
 
 
 class CandlesConfig(dg.Config):
@@ -61,6 +65,7 @@ def candles_raw(
         requests = {"upbit": up.http.stats["requests"], "binance": bn.http.stats["requests"]}
         limited = {"upbit_429": up.http.stats["429"], "binance_429": bn.http.stats["429"]}
         checks = results_for(BRONZE_CANDLES, con, days[0], days[-1])
+        add_row_counts(context, con, BRONZE_CANDLES, days)
     return dg.MaterializeResult(
         check_results=checks,
         metadata={
@@ -83,6 +88,7 @@ def fear_greed_raw(context: dg.AssetExecutionContext, lake: LakeResource, fear_g
     with lake.connect() as con:
         for day in days:
             lakehouse.replace_rows(con, "bronze.fear_greed_raw", "day = ?", [day], frame.filter(frame["day"] == day))
+        add_row_counts(context, con, BRONZE_FEAR_GREED, days)
     missing = sorted(set(days) - set(frame["day"].to_list()))
     if missing:
         context.log.warning(f"Fear & Greed has no entry for {len(missing)} day(s): {', '.join(map(str, missing[:10]))}")
@@ -100,6 +106,8 @@ def raw_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             partitions_def=daily,
             backfill_policy=policy,
             kinds={"python", "duckdb"},
+            metadata=spec_metadata(BRONZE_CANDLES),
+            freshness_policy=DAILY_FRESHNESS,
             description=(
                 "Upbit 1-minute and day candles and Binance 1m/1d klines per UTC day and market, each response item verbatim in "
                 "raw_json with the request parameters, ingest time and run id. A rebuild replaces each day's rows of the run's "
@@ -107,11 +115,13 @@ def raw_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             ),
         )(candles_raw),
         dg.asset(
-            key=["bronze", "fear_greed_raw"],
+            key=BRONZE_FEAR_GREED,
             group_name="raw",
             partitions_def=daily,
             backfill_policy=policy,
             kinds={"python", "duckdb"},
+            metadata=spec_metadata(BRONZE_FEAR_GREED),
+            freshness_policy=DAILY_FRESHNESS,
             description="The alternative.me Fear & Greed index per UTC day, each entry as received; one transaction per day.",
         )(fear_greed_raw),
     ]

@@ -9,6 +9,8 @@ import duckdb
 
 from cryptoflow_dagster import lake as lakehouse
 from cryptoflow_dagster.defs.checks.batch import CANDLES_1D, CANDLES_1M, FEAR_GREED, results_for, specs_for
+from cryptoflow_dagster.defs.freshness import DAILY_FRESHNESS
+from cryptoflow_dagster.defs.lake_tables import add_row_counts, spec_metadata
 from cryptoflow_dagster.defs.partitions import backfill_policy, daily_partitions, partition_days
 from cryptoflow_dagster.resources import LakeResource
 from cryptoflow_core.settings import Settings, load_settings
@@ -64,6 +66,7 @@ def _build_candles(context: dg.AssetExecutionContext, lake: LakeResource, interv
                 f"{result.dead_letters.height} dead letters, {result.duplicates_dropped} older duplicates dropped"
             )
         checks = results_for(key, con, days[0], days[-1])
+        add_row_counts(context, con, key, days)
     if interval == "1d":
         totals.pop("minutes_without_candle")
     return dg.MaterializeResult(metadata={**totals, "days": len(days)}, check_results=checks)
@@ -98,6 +101,7 @@ def fear_greed(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mate
                 ),
             )
         checks = results_for(FEAR_GREED, con, days[0], days[-1])
+        add_row_counts(context, con, FEAR_GREED, days)
     return dg.MaterializeResult(
         metadata={"rows": result.rows.height, "dead_letters": result.dead_letters.height, "days": len(days)},
         check_results=checks,
@@ -111,10 +115,12 @@ def silver_candle_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         partitions_def=daily_partitions(settings),
         backfill_policy=backfill_policy(settings),
         kinds={"polars", "duckdb"},
+        freshness_policy=DAILY_FRESHNESS,
     )
     return [
         dg.asset(
             key=CANDLES_1M,
+            metadata=spec_metadata(CANDLES_1M),
             deps=[["bronze", "candles_raw"]],
             check_specs=specs_for(CANDLES_1M),
             description=(
@@ -125,6 +131,7 @@ def silver_candle_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         )(candles_1m),
         dg.asset(
             key=CANDLES_1D,
+            metadata=spec_metadata(CANDLES_1D),
             # After candles_1m, which it is checked against: day candles must equal their 1-minute candles.
             deps=[["bronze", "candles_raw"], CANDLES_1M],
             check_specs=specs_for(CANDLES_1D),
@@ -136,6 +143,7 @@ def silver_candle_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         )(candles_1d),
         dg.asset(
             key=FEAR_GREED,
+            metadata=spec_metadata(FEAR_GREED),
             deps=[["bronze", "fear_greed_raw"]],
             check_specs=specs_for(FEAR_GREED),
             description="Fear & Greed per day: integer value 0..100 and its classification.",

@@ -10,6 +10,8 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from cryptoflow_core.settings import Settings, load_settings
+from cryptoflow_dagster.defs.freshness import STREAMING_FRESHNESS
+from cryptoflow_dagster.defs.lake_tables import add_row_counts, spec_metadata
 from cryptoflow_dagster.defs.partitions import backfill_policy, daily_partitions, partition_days
 from cryptoflow_dagster.defs.streaming.rebuild import rebuild_silver_day
 from cryptoflow_dagster.resources import LakeResource
@@ -20,11 +22,13 @@ SILVER_TRADES = dg.AssetKey(["silver", "trades"])
 
 def silver_trades(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     rows = 0
+    days = partition_days(context)
     with lake.connect() as con:
-        for day in partition_days(context):
+        for day in days:
             n = rebuild_silver_day(con, day, datetime.now(timezone.utc))
             context.log.info("silver.trades %s rebuilt: %d rows", day, n)
             rows += n
+        add_row_counts(context, con, SILVER_TRADES, days)
     return dg.MaterializeResult(metadata={"rows": rows})
 
 
@@ -38,6 +42,8 @@ def trade_assets(settings: Settings) -> list:
             group_name="raw",
             partitions_def=daily,
             kinds={"ducklake"},
+            metadata=spec_metadata(BRONZE_TRADES),
+            freshness_policy=STREAMING_FRESHNESS,
             description="Every trade message as received (WebSocket micro-batches and REST gap repair), append-only.",
         ),
         dg.asset(
@@ -47,6 +53,8 @@ def trade_assets(settings: Settings) -> list:
             backfill_policy=backfill_policy(settings),
             group_name="silver",
             kinds={"duckdb"},
+            metadata=spec_metadata(SILVER_TRADES),
+            freshness_policy=STREAMING_FRESHNESS,
             description="One row per (exchange, market, trade_id): typed, deduplicated trades (streaming job + day rebuilds).",
         )(silver_trades),
     ]

@@ -14,6 +14,7 @@ import dagster as dg
 import duckdb
 
 from cryptoflow_dagster import dead_letters, lake
+from cryptoflow_dagster.defs.lake_tables import spec_metadata
 from cryptoflow_dagster.defs.streaming.ingest import CHUNK_FILES, not_ingested, read_landing
 from cryptoflow_core import landing_files
 
@@ -23,6 +24,7 @@ bronze_tickers = dg.AssetSpec(
     BRONZE_TICKERS,
     group_name="raw",
     kinds={"ducklake"},
+    metadata=spec_metadata(BRONZE_TICKERS),
     description="Every Upbit ticker message as received by the sidecar (the exchange's own 24h figures), append-only.",
 )
 
