@@ -6,6 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import pty
+import re
 import subprocess
 import sys
 from datetime import date
@@ -44,8 +47,8 @@ def test_table_csv_and_json_show_the_rows(populated):
     table = cryptoflow("query", SQL)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["day", "|", "value", "|", "classification"]
-    assert lines[2].split(" | ") == ["2025-09-01", "   44", "Fear"]
+    assert lines[0].split() == ["day", "│", "value", "│", "classification"]
+    assert [c.strip() for c in lines[2].split("│")] == ["2025-09-01", "44", "Fear"]
     assert lines[-1] == "(3 rows)"
 
     as_csv = cryptoflow("query", SQL, "--format", "csv")
@@ -148,3 +151,69 @@ def test_output_is_never_mixed_with_a_progress_bar(populated):
     # CSV/JSON output, so the lake connection turns it off.
     result = cryptoflow("query", "SELECT current_setting('enable_progress_bar') AS bar", "-f", "json")
     assert json.loads(result.stdout) == [{"bar": False}]
+
+
+def _rules(line: str) -> list[int]:
+    return [i for i, ch in enumerate(line) if ch in "│┼"]
+
+
+def test_table_columns_line_up_numbers_right_nulls_spelled_out_nothing_cut(populated):
+    """Piped (not a terminal): every row's column rules sit under the header's, numbers end on the same column, a NULL
+    reads NULL, a long value is printed whole on its line, and no escape code appears even when FORCE_COLOR asks."""
+    sql = ("SELECT f.day, f.value, g.value AS value_before, f.classification, "
+           "CASE WHEN f.value > 60 THEN repeat('greed ', 40) END AS note "
+           "FROM silver.fear_greed f LEFT JOIN silver.fear_greed g ON g.day = f.day - 1 ORDER BY f.day")
+    result = subprocess.run([CRYPTOFLOW, "query", sql], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "FORCE_COLOR": "1", "COLUMNS": "40"})
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout
+    header, rule, *rows, count = result.stdout.splitlines()
+    assert count == "(3 rows)" and len(rows) == 3
+    assert set(rule.strip()) == {"─", "┼"}
+    assert all(_rules(row) == _rules(header) == _rules(rule) for row in rows), result.stdout
+    cells = [[c.strip() for c in row.split("│")] for row in rows]
+    assert [c[:4] for c in cells] == [
+        ["2025-09-01", "44", "NULL", "Fear"],
+        ["2025-09-02", "51", "44", "Neutral"],
+        ["2025-09-03", "71", "51", "Greed"],
+    ]
+    assert [c[4] for c in cells] == ["NULL", "NULL", ("greed " * 40).strip()]
+    # numbers (and their headers) are right-aligned: each numeric column's text ends where its rule starts
+    bounds = _rules(header)
+    for line in [header, *rows]:
+        for column in (1, 2):
+            assert line[bounds[column] - 2] != " ", line
+    # a text column starts right after its rule
+    assert all(row[bounds[2] + 2] != " " for row in rows)
+
+
+def test_a_terminal_gets_colour_and_its_width_and_folds_instead_of_cutting(populated):
+    """On a terminal (a real pty) rich styles the header and fits the table to COLUMNS: a long value folds over several
+    lines of its cell and every character of it is still there."""
+    long_value = "".join(chr(ord("a") + i % 26) for i in range(150))
+    main, child = pty.openpty()
+    env = {**os.environ, "COLUMNS": "40", "LINES": "50", "TERM": "xterm-256color"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen([CRYPTOFLOW, "query", f"SELECT 7 AS n, '{long_value}' AS long_text"], stdout=child,
+                            stderr=subprocess.PIPE, env=env)
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main, 65536)
+        except OSError:  # EIO: the child closed the pty
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(main)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    raw = b"".join(chunks).decode()
+    assert "\x1b[" in raw  # styled
+    text = re.sub(r"\x1b\[[0-9;]*m", "", raw).replace("\r\n", "\n")
+    lines = text.splitlines()
+    assert all(len(line) <= 40 for line in lines), text
+    body = [line for line in lines[2:] if "│" in line]
+    assert len(body) > 3  # folded over several lines
+    assert "".join(line.split("│")[1].strip() for line in body) == long_value
+    assert lines[-1] == "(1 row)"

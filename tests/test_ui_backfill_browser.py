@@ -183,11 +183,42 @@ def test_backfills_from_the_ui_and_from_the_cli_complete(dagster_ui):
     assert cli.returncode == 0, out + err + _runs_log(dagster_ui)
     lines = out.splitlines()
     assert lines[0].startswith("backfill ") and "markets: BTCUSDT" in lines[0]
-    assert any("asset partitions 0/5 materialized" in line for line in lines)
-    assert any("COMPLETED" in line and "5/5 materialized" in line for line in lines)
-    assert lines[-1].endswith("succeeded")
+    _check_cli_output(out, candle_rows=per_day[CLI_DAY]["BTCUSDT"])
     assert set(per_day[CLI_DAY]) == {"BTCUSDT"}
     assert set(_markets_per_day(dagster_ui["settings"], "silver.candles_1m")[CLI_DAY]) == {"BTCUSDT"}
+
+
+PROGRESS = re.compile(r"^\[\s*([\d.]+)s\] (\w+)\s+asset partitions (\d+)/(\d+) materialized, (\d+) failed \| "
+                      r"runs: (.+?) \| requests: (\d+|-) \| ([\d.]+|-) asset partitions/min \| ETA ([\d:]+|\?)$")
+
+
+def _check_cli_output(out: str, candle_rows: int) -> None:
+    """Not a terminal (a pipe): plain progress lines, none within 5 s of the last but the final one, no carriage-return
+    frames or escape codes; then the summary table, whose figures match the last progress line and the lake."""
+    assert "\r" not in out and "\x1b" not in out, out
+    lines = out.splitlines()
+    progress = [m for m in map(PROGRESS.match, lines) if m]
+    assert len(progress) >= 2, out
+    first, last = progress[0], progress[-1]
+    assert (first.group(3), first.group(4)) == ("0", "5") and first.group(9) == "?"
+    assert last.group(2) == "COMPLETED_SUCCESS" and (last.group(3), last.group(4), last.group(5)) == ("5", "5", "0"), out
+    assert last.group(9) == "0:00:00" and float(last.group(8)) > 0
+    requests = int(last.group(7))  # bronze/candles_raw's own count: 1m and 1d klines of one market-day
+    assert requests > 0, out
+    times = [float(m.group(1)) for m in progress]
+    assert all(b - a >= 5 for a, b in zip(times, times[1:-1])), times  # the default --progress-every 5
+    assert len(progress) <= times[-1] / 5 + 2, out
+
+    start = [line.rstrip() for line in lines].index("backfill summary")
+    header, rule, *runs, rule2, total = [line.rstrip() for line in lines[start + 1:-1]]
+    assert header.split() == ["run", "days", "status", "asset", "partitions", "duration", "candle", "rows", "requests",
+                              "429s"], out
+    assert set(rule) == set(rule2) == {"─"}
+    assert len(runs) == 1 and runs[0].split()[1:4] == [str(CLI_DAY), "SUCCESS", "5"], out
+    assert runs[0].split()[5:] == [f"{candle_rows:,}", str(requests), "0"], out
+    assert total.split()[:4] == ["total", str(CLI_DAY), "COMPLETED_SUCCESS", "5/5"], out
+    assert total.split()[5:] == [f"{candle_rows:,}", str(requests), "0"], out
+    assert lines[-1].endswith("succeeded")
 
 
 def test_cli_backfill_refuses_bad_input_with_a_clear_error(dagster_ui):
