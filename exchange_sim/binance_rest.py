@@ -166,7 +166,29 @@ def klines(sim: Sim, request: Request) -> list:
     if w == DAY_MS:
         parts = [sim.model.day_candle(spec, d, min((d + 1) * DAY_MS, now + 1)) for d in range(first // DAY_MS, last // DAY_MS + 1)]
         return [row for c in parts if len(c) for row in kline_rows(c, w)]
-    return kline_rows(sim.model.candles("binance", spec.market, first, min(last + w, now + 1), w), w)
+    rows = kline_rows(sim.model.candles("binance", spec.market, first, min(last + w, now + 1), w), w)
+    return _flat_fill(rows, last, w)
+
+
+def _flat_fill(rows: list[list], last: int, w: int) -> list[list]:
+    """Binance serves a kline for every window, a window without trades (the current one before its first trade, say)
+    as a flat bar at the previous close with zero volume. Windows before the first bar that has trades stay out: their
+    previous close would need an older lookup than the request's window."""
+    if not rows:
+        return rows
+    filled: list[list] = []
+    for row in rows:
+        while filled and filled[-1][0] + w < row[0]:
+            filled.append(_flat(filled[-1], filled[-1][0] + w, w))
+        filled.append(row)
+    while filled[-1][0] < last:
+        filled.append(_flat(filled[-1], filled[-1][0] + w, w))
+    return filled
+
+
+def _flat(previous: list, start: int, w: int) -> list:
+    close, zero = previous[4], fmt8(0.0)
+    return [start, close, close, close, close, zero, start + w - 1, zero, 0, zero, zero, "0"]
 
 
 def _from_id(sim: Sim, spec: MarketSpec, ident: int, agg: bool, want: int, now: int) -> Trades:

@@ -21,6 +21,7 @@ import dagster as dg
 import duckdb
 
 from cryptoflow_dagster import lake
+from cryptoflow_dagster.lake.sql import is_table_name
 
 ROW_COUNT = "dagster/row_count"
 PARTITION_ROW_COUNT = "dagster/partition_row_count"
@@ -82,8 +83,15 @@ def spec_metadata(key: dg.AssetKey) -> dict[str, Any]:
     return table_metadata(table_of(key))
 
 
+def _checked(table: str) -> str:
+    # formatted into SQL below: only a contract table name (schema.table) gets there
+    if not is_table_name(table):
+        raise ValueError(f"unknown lake table {table!r}")
+    return table
+
+
 def table_rows(con: duckdb.DuckDBPyConnection, table: str) -> int:
-    return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    return con.execute(f"SELECT count(*) FROM {_checked(table)}").fetchone()[0]
 
 
 def day_rows(con: duckdb.DuckDBPyConnection, table: str, days: Iterable[date]) -> dict[date, int]:
@@ -92,7 +100,7 @@ def day_rows(con: duckdb.DuckDBPyConnection, table: str, days: Iterable[date]) -
     if not days:
         return {}
     counts = dict(con.execute(
-        f"SELECT day, count(*) FROM {table} WHERE day BETWEEN ? AND ? GROUP BY day", [days[0], days[-1]]
+        f"SELECT day, count(*) FROM {_checked(table)} WHERE day BETWEEN ? AND ? GROUP BY day", [days[0], days[-1]]
     ).fetchall())
     return {d: counts.get(d, 0) for d in days}
 
