@@ -1,6 +1,8 @@
 """``cryptoflow doctor``: is this machine ready to run the platform? One line per check, exit code 0 or 1.
 
-Checks never print a secret: for SLACK_BOT_TOKEN only whether it is set.
+It checks what the settings point at: the real exchanges and Slack, or (beside ``cryptoflow demo``, whose settings
+every command reads from ``$CRYPTOFLOW_HOME/.env``) the simulator and its Slack sink. Checks never print a secret: for
+SLACK_BOT_TOKEN only whether it is set, and it is never sent anywhere but Slack.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ class Check:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "doctor",
-        help="check settings, extensions, lake, exchanges and Slack token",
+        help="check settings, extensions, lake, exchanges and Slack",
         description="Check that the platform can run here: settings parse, DuckDB extensions are installed, the lake "
-        "opens, each exchange base URL answers, and SLACK_BOT_TOKEN is set (its value is never printed). "
-        "Prints one OK/FAIL line per check; exit code 0 when all pass, 1 otherwise.",
+        "opens, each exchange base URL answers, and Slack can be reached: SLACK_BOT_TOKEN is set for the real Slack "
+        "(its value is never printed), or the Slack-compatible sink at CRYPTOFLOW_SLACK_API_URL (the demo's) answers. "
+        "Beside a running `cryptoflow demo` it checks the demo's simulator and sink (settings from "
+        "$CRYPTOFLOW_HOME/.env). Prints one OK/FAIL line per check; exit code 0 when all pass, 1 otherwise.",
     )
     parser.set_defaults(run=run)
 
@@ -56,7 +60,7 @@ def run_checks(env: dict[str, str]) -> Iterator[Check]:
     yield _guard("lake", lambda: check_lake(settings))
     for name, url in exchange_probes(settings):
         yield _guard(name, lambda url=url: check_http(url))
-    yield check_slack_token(env)
+    yield _guard("slack", lambda: check_slack(settings, env))
 
 
 def _guard(name: str, probe: Callable[[], str]) -> Check:
@@ -105,7 +109,24 @@ def check_http(url: str) -> str:
     return f"GET {url} -> HTTP {response.status_code}"
 
 
-def check_slack_token(env: dict[str, str]) -> Check:
-    if env.get("SLACK_BOT_TOKEN", "").strip():
-        return Check("slack_token", True, "SLACK_BOT_TOKEN is set")
-    return Check("slack_token", False, "SLACK_BOT_TOKEN is not set: alerts cannot be delivered to Slack")
+def check_slack(settings: Settings, env: dict[str, str]) -> str:
+    """The real Slack: SLACK_BOT_TOKEN must be set (not sent: doctor does not post). Any other URL is a Slack-compatible
+    sink (the simulator's in the demo, which needs no token): it must answer auth.test, asked with the placeholder
+    token the platform gives local sinks, never with the person's own."""
+    from cryptoflow_dagster.alerting.slack import LOCAL_SINK_TOKEN, SLACK_DEFAULT_API_URL
+
+    token_set = bool(env.get("SLACK_BOT_TOKEN", "").strip())
+    url = settings.slack_api_url
+    if url.rstrip("/") == SLACK_DEFAULT_API_URL.rstrip("/"):
+        if not token_set:
+            raise RuntimeError("SLACK_BOT_TOKEN is not set: alerts cannot be delivered to Slack")
+        return "SLACK_BOT_TOKEN is set"
+    import httpx
+
+    probe = f"{url.rstrip('/')}/auth.test"
+    response = httpx.post(probe, headers={"Authorization": f"Bearer {LOCAL_SINK_TOKEN}"}, timeout=HTTP_TIMEOUT_S)
+    body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+    if response.status_code >= 400 or not body.get("ok"):
+        raise RuntimeError(f"POST {probe} answered HTTP {response.status_code} {body.get('error', '')}".strip())
+    token = "SLACK_BOT_TOKEN is set" if token_set else "no token needed"
+    return f"Slack-compatible sink at {url} answers auth.test ({token})"

@@ -4,7 +4,10 @@ and the tests (so the tests start exactly what a person starts)."""
 from __future__ import annotations
 
 import importlib.util
+import logging
+import os
 import shutil
+import signal
 import socket
 import sys
 import time
@@ -15,6 +18,8 @@ import yaml
 
 from cryptoflow_dagster.cli.children import Child, Children
 from cryptoflow_core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKSPACE_YAML = REPO_ROOT / "workspace.yaml"
@@ -145,3 +150,137 @@ def wait_for_code_server(child: Child, port: int, timeout_s: float) -> None:
         except Exception:  # DagsterUserCodeUnreachableError while it imports the code location
             time.sleep(0.2)
     raise CodeServerError(f"the Dagster code server did not answer within {timeout_s:.0f}s: see {child.log_path}")
+
+
+# How long a stop waits for the runs in flight to end once asked (a streaming run ends after its chunk in flight).
+RUN_STOP_TIMEOUT_S = 60.0
+
+
+def stop_dagster(children: Children, dagster_home: Path, *, daemon_timeout_s: float = 75.0,
+                 run_timeout_s: float = RUN_STOP_TIMEOUT_S) -> list[str]:
+    """Stop the Dagster processes ``start_dagster`` started so that no run ends in FAILURE or stays STARTED.
+
+    The daemon first: no sensor tick, schedule or queued run starts anything after it. It exits once the sensor ticks
+    in flight have returned, and the market alert sensor's tick watches the landing folder for up to
+    CRYPTOFLOW_ALERT_WATCH_S (at most 45 s) while the code server runs: hence its own, longer, ``daemon_timeout_s``.
+    (Stopping the code server first would end that tick at once, but would refuse the launch of a run the daemon's
+    queue is starting, which Dagster records as a FAILURE.) Then every run in flight is
+    asked to end through the instance (:func:`end_runs`), and only once none is left do the code server (whose group
+    holds the run workers) and the webserver get SIGTERM. Signalling the code server's group with runs in it would
+    hit each run wherever it is: one in its start-up, or in a step that has no orderly way out, ends in FAILURE (and
+    pages), and one stuck in an interrupted DuckDB query outlives the stop timeout and is killed, left STARTED.
+    Returns what had to be forced (see :func:`end_runs`).
+    """
+    children.stop_some(["dagster-daemon"], timeout_s=daemon_timeout_s)
+    forced: list[str] = []
+    if (dagster_home / "dagster.yaml").exists():
+        try:
+            forced = end_runs(dagster_home, timeout_s=run_timeout_s)
+        except Exception:  # noqa: BLE001 - the processes must still be stopped
+            log.exception("could not end the runs in flight through the Dagster instance")
+    children.stop_some(["dagster-webserver", "dagster-code-server"])
+    return forced
+
+
+_IN_FLIGHT = ("STARTING", "STARTED", "CANCELING")
+
+
+def end_runs(dagster_home: Path, *, timeout_s: float = RUN_STOP_TIMEOUT_S, poll_s: float = 0.25) -> list[str]:
+    """End every run in flight on the instance in ``dagster_home`` as Dagster ends a run terminated on purpose
+    (CANCELED), and wait for them. Call it with nothing left to start runs (the daemon stopped).
+
+    - STARTED: terminated through the run launcher (CANCELING, then the code server interrupts the run, which ends
+      CANCELED whatever step it was in; the streaming loop ends after its lake transaction in flight).
+    - STARTING (its process may not run yet): marked CANCELED directly. A run process that starts after that does not
+      execute it; one that had already started sets it STARTED and is terminated on the next look. Setting CANCELING
+      here instead would make that process fail the run (Dagster fails a run that starts in any other state).
+    - CANCELING: someone asked already; waited for.
+
+    QUEUED runs stay queued for the next start. A run still in flight after ``timeout_s`` is marked CANCELED with the
+    reason and its process killed (never left STARTED); the ids of those are returned.
+    """
+    import dagster as dg
+
+    in_flight = [dg.DagsterRunStatus(s) for s in _IN_FLIGHT]
+    forced: list[str] = []
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        terminated: set[str] = set()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            runs = [r.dagster_run for r in instance.get_run_records(dg.RunsFilter(statuses=in_flight))]
+            if not runs:
+                return forced
+            if time.monotonic() >= deadline:
+                break
+            for run in runs:
+                if run.status == dg.DagsterRunStatus.STARTING:
+                    log.info("run %s (%s) had not started: marking it canceled", run.run_id, run.job_name)
+                    instance.report_run_canceled(run, message="The platform stopped before this run started.")
+                elif run.status == dg.DagsterRunStatus.STARTED and run.run_id not in terminated:
+                    terminated.add(run.run_id)
+                    log.info("ending run %s (%s): the platform is stopping", run.run_id, run.job_name)
+                    _terminate(instance, run)
+            time.sleep(poll_s)
+        for run in runs:
+            pid = run_worker_pid(instance, run.run_id)
+            log.warning("run %s (%s) did not end within %.0fs of the stop: marking it canceled and killing its "
+                        "process %s", run.run_id, run.job_name, timeout_s, pid)
+            instance.report_run_canceled(
+                run, message=f"The platform stopped and the run did not end within {timeout_s:.0f}s: marked canceled, "
+                             f"its process ({pid}) killed.")
+            if pid is not None:
+                _kill(pid)
+            forced.append(run.run_id)
+    return forced
+
+
+def _terminate(instance, run) -> None:
+    """The run launcher's termination (what the UI's Terminate does); when the code server cannot be reached, the same
+    by hand: CANCELING, then SIGINT to the run's process (which is what the code server sends it)."""
+    import dagster as dg
+
+    try:
+        if instance.run_launcher.terminate(run.run_id):
+            return
+    except Exception as exc:  # noqa: BLE001 - unreachable code server: the fallback below
+        log.warning("the code server could not terminate run %s (%s): signalling its process", run.run_id, exc)
+    current = instance.get_run_by_id(run.run_id)
+    if current is None or current.is_finished:
+        return
+    pid = run_worker_pid(instance, run.run_id)
+    if pid is None:  # its process is gone (a platform killed earlier): nothing will ever end it but this
+        log.warning("run %s (%s) has no process left: marking it canceled", run.run_id, run.job_name)
+        instance.report_run_canceled(current, message="The platform stopped; this run's process was already gone.")
+        return
+    if current.status != dg.DagsterRunStatus.CANCELING:
+        instance.report_run_canceling(current)
+    try:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:
+        pass
+
+
+def run_worker_pid(instance, run_id: str) -> int | None:
+    """The pid of the process executing a run (its 'Started process for run (pid: N)' event), if it is alive and is
+    a Python process (not a later process that reused the number)."""
+    import dagster as dg
+
+    for record in reversed(instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)):
+        data = record.dagster_event.engine_event_data if record.dagster_event else None
+        pid_value = data.metadata.get("pid") if data is not None else None
+        if pid_value is None:
+            continue
+        try:
+            pid = int(pid_value.value)
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (ValueError, OSError):
+            return None
+        return pid if b"python" in cmdline else None
+    return None
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

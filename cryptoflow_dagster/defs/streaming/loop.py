@@ -16,14 +16,17 @@ detects and repairs trade gaps every ``repair_every_s``.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
-from cryptoflow_dagster.defs.streaming.ingest import IngestResult, ingest_pending
+from cryptoflow_dagster.defs.streaming.ingest import CHUNK_FILES, IngestResult, ingest_pending
 from cryptoflow_dagster.defs.streaming.tickers import ingest_tickers
 from cryptoflow_core import landing_files
 
@@ -71,40 +74,103 @@ def run_ingest_loop(
 
     ``repair`` runs every ``limits.repair_every_s``, ``report`` gets what was ingested since its last call (at most every
     ``limits.report_every_s``, and once at the end), ``should_stop`` is asked between looks (another silver writer waits).
+    SIGTERM or SIGINT ends the loop after the lake transaction or gap-repair pass in flight (:class:`StopRequested`).
     """
     total, unreported = IngestResult(), IngestResult()
     start = last_new = last_repair = last_report = clock()
     new_files = landing_files.NewFiles(root, channels=landing_files.CHANNELS)
-    try:
-        while True:
-            # The first look lists every file (a backlog is taken in one go); later ones only names near the newest.
-            files = new_files.poll()
-            if files:
-                part = ingest_pending(con, root, run_id, files=[f for f in files if f.channel == "trade"])
-                part.ticker_rows, dead = ingest_tickers(con, files, run_id)
-                part.dead_letters += dead
-                new_files.take(files)
-                merge(total, part)
-                merge(unreported, part)
-                if part.files or part.ticker_rows:
-                    last_new = clock()
-            now = clock()
-            if repair is not None and limits.max_s > 0 and now - last_repair >= limits.repair_every_s:
-                _guarded(repair, "gap repair")
-                last_repair = clock()
-            due = now - last_report >= limits.report_every_s
-            if report is not None and (unreported.files or unreported.ticker_rows) and due:
+    with _stop_signals_deferred() as stop_signal:
+        try:
+            while not stop_signal:
+                # The first look lists every file (a backlog is taken in one go); later ones only names near the newest.
+                files = new_files.poll()
+                if files:
+                    trades = [f for f in files if f.channel == "trade"]
+                    part = IngestResult()
+                    # one chunk (one lake transaction) per call, so that a stop signal ends the loop between two
+                    for first in range(0, len(trades), CHUNK_FILES):
+                        if stop_signal:
+                            break
+                        merge(part, ingest_pending(con, root, run_id, files=trades[first:first + CHUNK_FILES]))
+                    if not stop_signal:
+                        part.ticker_rows, dead = ingest_tickers(con, files, run_id)
+                        part.dead_letters += dead
+                        new_files.take(files)
+                    merge(total, part)
+                    merge(unreported, part)
+                    if part.files or part.ticker_rows:
+                        last_new = clock()
+                if stop_signal:
+                    break
+                now = clock()
+                if repair is not None and limits.max_s > 0 and now - last_repair >= limits.repair_every_s:
+                    _guarded(repair, "gap repair")
+                    last_repair = clock()
+                due = now - last_report >= limits.report_every_s
+                if report is not None and (unreported.files or unreported.ticker_rows) and due:
+                    report(unreported)
+                    unreported, last_report = IngestResult(), now
+                stop = should_stop is not None and should_stop()
+                if now - start >= limits.max_s or now - last_new >= limits.idle_s or stop or stop_signal:
+                    break
+                sleep(limits.poll_s)
+        finally:
+            # also when the loop ends on a stop signal or an error: what it counted so far is reported
+            if report is not None and (unreported.files or unreported.ticker_rows):
                 report(unreported)
-                unreported, last_report = IngestResult(), now
-            stop = should_stop is not None and should_stop()
-            if now - start >= limits.max_s or now - last_new >= limits.idle_s or stop:
-                break
-            sleep(limits.poll_s)
-    finally:
-        # also when the run is interrupted: what the loop counted so far is reported (a chunk in flight rolls back)
-        if report is not None and (unreported.files or unreported.ticker_rows):
-            report(unreported)
+    if stop_signal:
+        raise StopRequested(stop_signal.signum)
     return total
+
+
+class StopRequested(KeyboardInterrupt):
+    """The loop ended on SIGTERM/SIGINT after finishing the lake transaction it was in (see _stop_signals_deferred).
+
+    A KeyboardInterrupt, so whoever runs the loop treats it as the stop signal it is (jobs.py: an orderly end, or a
+    cancellation when the run was terminated from the UI or by ``cryptoflow demo``)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by signal {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+class _StopSignal:
+    signum: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.signum is not None
+
+
+@contextmanager
+def _stop_signals_deferred() -> Iterator[_StopSignal]:
+    """While the loop runs, SIGTERM and SIGINT are noted, not raised: the loop ends at its next step.
+
+    Dagster turns a stop signal into an exception raised wherever the run's main thread is, which is usually inside a
+    DuckDB query. That is not safe: DuckDB 1.5 can spin forever cleaning up a query interrupted that way (the
+    connection's next statement never returns: the run then outlives every stop timeout and is killed), and an
+    interrupt surfacing as some other error fails the run. Deferred, a stop costs at most the chunk in flight (one
+    lake transaction, which commits) or a gap-repair pass, and the run ends in order every time. Outside the main
+    thread (signals cannot be handled there) nothing changes.
+    """
+    noted = _StopSignal()
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+
+    def note(signum: int, frame: object) -> None:
+        if noted.signum is None:
+            noted.signum = signum
+            log.warning("stop signal %s: the streaming loop ends after the step in flight",
+                        signal.Signals(signum).name)
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
+        signal.signal(sig, note)
+    try:
+        yield noted
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
 
 
 def _guarded(fn: Callable[[], None], what: str) -> None:
