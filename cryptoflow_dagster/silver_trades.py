@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -100,11 +100,13 @@ def new_trades_sql(
 ) -> str:
     """A SELECT of silver.trades rows (its columns in order, then ``extra``): one per (exchange, market, trade_id) of
     ``candidates``, the first readable copy by ``prefer``, leaving out keys whose copies are all unreadable and, with
-    ``look_in_silver``, keys silver holds on a day between ``$silver_from`` and ``$silver_to``. ``$now`` is their
-    ingest_time. See :func:`insert_new` for what ``candidates`` and ``typed`` give."""
+    ``look_in_silver``, keys silver holds with a trade time between ``$silver_from`` and ``$silver_to``. ``$now`` is
+    their ingest_time. See :func:`insert_new` for what ``candidates`` and ``typed`` give."""
     typed = typed or (lambda rows: rows)
     known = (
-        """ANTI JOIN (SELECT exchange, market, trade_id FROM silver.trades WHERE day BETWEEN $silver_from AND $silver_to) s
+        """ANTI JOIN (SELECT exchange, market, trade_id FROM silver.trades
+                     WHERE ts BETWEEN $silver_from AND $silver_to
+                         AND day BETWEEN CAST($silver_from AS DATE) AND CAST($silver_to AS DATE)) s
                ON s.exchange = n.exchange AND s.market = n.market AND s.trade_id = n.trade_id"""
         if look_in_silver else ""
     )
@@ -130,7 +132,7 @@ def insert_new(
     *,
     now: datetime,
     prefer: str,
-    silver_days: tuple[date, date] | None,
+    look_in_silver: bool,
     params: dict[str, Any] | None = None,
     typed: Callable[[str], str] | None = None,
     count_by: str | None = None,
@@ -142,15 +144,26 @@ def insert_new(
     after ``typed`` (given SQL of some of those rows, SQL of the same rows with more columns; none: they have them
     already), ``event_time, price, volume, side, receive_time, source, day`` and ``readable`` (false: silver cannot read
     this copy). Per (exchange, market, trade_id) the first readable copy by ``prefer`` (an ORDER BY list over those
-    columns) is inserted, with ``now`` as its ingest_time, unless silver holds the key on a day within ``silver_days``;
-    ``None`` looks nowhere (a day rebuild, which has just deleted the day it replaces).
+    columns) is inserted, with ``now`` as its ingest_time, unless ``look_in_silver`` and silver holds the key already
+    (not looking: a day rebuild, which has just deleted the day it replaces).
+
+    Silver is looked in only between the earliest and the latest trade time among the candidates: a trade's time is
+    part of the trade and never changes, so any copy silver holds has a time in that range. DuckLake skips every data
+    file whose ``ts`` statistics fall outside it, so the cost of a streaming chunk's dedupe follows the chunk (about a
+    second of trades), not the size of the day it lands in (issue 16; BENCHMARKS.md, "a day of micro-batches").
     """
     if count_by is not None and not count_by.isidentifier():
         raise ValueError(f"count_by must be a column name, not {count_by!r}")
-    params = {**(params or {}), "now": now}
-    if silver_days is not None:
-        params["silver_from"], params["silver_to"] = silver_days
-    new = new_trades_sql(candidates, prefer=prefer, typed=typed, look_in_silver=silver_days is not None,
+    params = dict(params or {})
+    if look_in_silver:
+        # as constants: a bound the scan can prune files with (a subquery would be evaluated after the scan is planned)
+        params["silver_from"], params["silver_to"] = con.execute(
+            f"SELECT min(event_time), max(event_time) FROM ({candidates})", params
+        ).fetchone()
+        if params["silver_from"] is None:  # no candidate has a trade time: nothing to insert
+            return 0 if count_by is None else {}
+    params["now"] = now
+    new = new_trades_sql(candidates, prefer=prefer, typed=typed, look_in_silver=look_in_silver,
                          extra=f", n.{count_by}" if count_by else "")
     if count_by is None:
         return con.execute(f"INSERT INTO silver.trades ({COLUMNS}) {new}", params).fetchone()[0]

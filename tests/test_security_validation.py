@@ -204,7 +204,7 @@ REVIEWED_SQL_INTERPOLATIONS = {
     "cryptoflow_dagster/defs/streaming/intraday_gold.py": {"RANGES", "_OHLCV", "_STATS", "_KIMCHI"},
     "cryptoflow_dagster/defs/streaming/ingest.py": {"_MINE", "_STAGED"},
     # new: built from the callers' constant SQL; count_by is checked to be an identifier
-    "cryptoflow_dagster/silver_trades.py": {"COLUMNS", "new", "count_by"},
+    "cryptoflow_dagster/silver_trades.py": {"COLUMNS", "new", "count_by", "candidates"},
     "cryptoflow_dagster/dead_letters.py": {"COLUMNS", "rows", "known", "'DISTINCT ' if once_per_batch else ''"},
     "cryptoflow_dagster/defs/streaming/tickers.py": {"_MINE"},
     "cryptoflow_dagster/defs/silver/candles.py": {"table"},

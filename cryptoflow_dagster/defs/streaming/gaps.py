@@ -177,8 +177,6 @@ def apply_repairs(
         "SELECT exchange, market, min(date_trunc('minute', event_time)) AS lo, max(date_trunc('minute', event_time)) AS hi "
         "FROM _typed WHERE event_time IS NOT NULL GROUP BY ALL").to_arrow_table())
     gap_ids = [g.gap_id for g, _ in fetched]
-    first_day = min(g.gap_start.date() for g, _ in fetched) - timedelta(days=1)
-    last_day = max(g.gap_end.date() for g, _ in fetched) + timedelta(days=1)
 
     def work(c: duckdb.DuckDBPyConnection) -> dict[str, int]:
         c.execute(
@@ -199,7 +197,7 @@ def apply_repairs(
         dead_letters.insert(c, _UNREADABLE, params={"now": now}, source="rest_trades", run_id=run_id,
                             once_per_batch=True)
         # one row per trade (the first gap's when gaps overlap), counted per gap
-        counts = silver_trades.insert_new(c, _NEW_TRADES, now=now, prefer="gap_id", silver_days=(first_day, last_day),
+        counts = silver_trades.insert_new(c, _NEW_TRADES, now=now, prefer="gap_id", look_in_silver=True,
                                           count_by="gap_id")
         intraday_gold.refresh(c, now)
         c.register("_repaired", pa.table({"gap_id": gap_ids, "n": pa.array([counts.get(g, 0) for g in gap_ids], pa.int64())}))

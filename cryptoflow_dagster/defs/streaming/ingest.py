@@ -160,9 +160,6 @@ def _ingest_chunk(con, chunk: list[landing_files.LandingFile], run_id: str | Non
            FROM _staged WHERE problem IS NULL GROUP BY ALL"""
     ).to_arrow_table()
     con.register(intraday_gold.RANGES, ranges)
-    first_day, last_day = con.execute(
-        "SELECT min(CAST(event_time AS DATE)), max(CAST(event_time AS DATE)) FROM _staged WHERE problem IS NULL"
-    ).fetchone()
     per_file = con.execute(
         "SELECT batch_file AS file, count(*) AS rows, count(problem) AS dead_letters FROM _staged GROUP BY ALL"
     ).to_arrow_table()
@@ -182,10 +179,8 @@ def _ingest_chunk(con, chunk: list[landing_files.LandingFile], run_id: str | Non
             {"now": now, "run": run_id},
         ).fetchone()[0]
         dead = dead_letters.insert(c, dead_letters.of_landing_rows("_staged", _MINE), source="ws", run_id=run_id)
-        # one row per trade, the first received; a trade's day never changes, so only the days in this batch can hold
-        # an earlier copy of it
-        silver = silver_trades.insert_new(c, _NEW_TRADES, now=now, prefer="receive_time",
-                                          silver_days=(first_day, last_day))
+        # one row per trade, the first received
+        silver = silver_trades.insert_new(c, _NEW_TRADES, now=now, prefer="receive_time", look_in_silver=True)
         gold = intraday_gold.refresh(c, now)
         c.execute(
             "INSERT INTO ops.ingested_files (file, rows, ingested_at, run_id, dead_letters) "

@@ -44,7 +44,7 @@ def rebuild_silver_day(con: duckdb.DuckDBPyConnection, day: date, now: datetime)
         c.execute("DELETE FROM silver.trades WHERE day = ?", [day])
         return silver_trades.insert_new(
             c, _bronze("(SELECT * FROM bronze.trades_raw WHERE day = $day)"), params={"day": day}, now=now,
-            prefer=_PREFER, typed=_typed, silver_days=None)
+            prefer=_PREFER, typed=_typed, look_in_silver=False)
 
     return lake.write(con, work)
 
