@@ -11,11 +11,11 @@ import sys
 from collections.abc import Sequence
 
 from cryptoflow_core.settings import load_env_files
-from cryptoflow_dagster.cli import demo, doctor, query
+from cryptoflow_dagster.cli import demo, doctor, query, restore, snapshots
 from cryptoflow_dagster.cli.delegated import BACKFILL, SIM, SLO, STREAM
 from cryptoflow_dagster.cli.errors import CliError
 
-COMMANDS = (demo, SIM, STREAM, query, doctor, BACKFILL, SLO)
+COMMANDS = (demo, SIM, STREAM, query, snapshots, restore, doctor, BACKFILL, SLO)
 
 
 def build_parser() -> argparse.ArgumentParser:

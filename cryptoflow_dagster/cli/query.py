@@ -2,6 +2,9 @@
 
 Two walls keep it read-only: only SELECT/EXPLAIN statements are accepted, and the lake is attached READ_ONLY anyway.
 A reader never blocks the platform's writers (DuckLake snapshots), so this is safe while ingestion runs.
+
+Time travel: ``--snapshot N`` / ``--as-of TIME`` attach the lake at that snapshot (DuckLake ``SNAPSHOT_VERSION``), so
+every table reference of the person's SQL reads it, with no rewrite of the SQL.
 """
 
 from __future__ import annotations
@@ -36,6 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("sql", help="the SQL to run (one or more SELECT statements; each result is printed)")
     parser.add_argument("--format", "-f", choices=FORMATS, default="table", help="output format (default: table)")
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument("--snapshot", type=int, metavar="N",
+                      help="read the lake as it was at snapshot N (`cryptoflow snapshots` lists them)")
+    when.add_argument("--as-of", metavar="TIME",
+                      help="read the lake as it was at TIME: ISO 8601 (2025-09-01T12:00:00Z, '2025-09-01 21:00+09:00'; "
+                      "UTC when no zone is given), i.e. the latest snapshot committed at or before it")
     parser.set_defaults(run=run)
 
 
@@ -58,7 +67,7 @@ def check_read_only(statement_types: Sequence[str]) -> None:
 def run(args: argparse.Namespace) -> int:
     import duckdb
 
-    with _open_lake() as con:
+    with open_lake(snapshot=args.snapshot, as_of=args.as_of) as con:
         try:
             statements = con.extract_statements(args.sql)
             check_read_only([s.type.name for s in statements])
@@ -73,8 +82,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _open_lake() -> Iterator[Any]:
-    """A read-only session; a lake that cannot be opened is an environment problem (exit 1), not an SQL error."""
+def open_lake(snapshot: int | None = None, as_of: str | None = None) -> Iterator[Any]:
+    """A read-only session; a lake that cannot be opened is an environment problem (exit 1), not an SQL error.
+
+    With ``snapshot`` or ``as_of`` the session is the lake at that snapshot (named on stderr), found among the snapshots
+    the live lake keeps; one that does not exist, was expired or lies outside the history is a clear error (exit 2).
+    """
     import duckdb
 
     from cryptoflow_dagster import lake
@@ -88,6 +101,18 @@ def _open_lake() -> Iterator[Any]:
         con = lake.connect(settings, read_only=True)
     except (duckdb.Error, lake.LakeError) as exc:
         raise CliError(f"cannot open the lake {settings.catalog_uri}: {exc}") from None
+    if snapshot is not None or as_of is not None:
+        from cryptoflow_dagster.cli.snapshots import list_snapshots, resolve
+
+        try:
+            chosen = resolve(list_snapshots(con), snapshot=snapshot, as_of=as_of)
+        finally:
+            con.close()
+        try:
+            con = lake.connect(settings, read_only=True, snapshot=chosen.id)
+        except duckdb.Error as exc:  # expired between the two looks
+            raise CliError(f"cannot open the lake at {chosen.describe()}: {exc}", 2) from None
+        print(f"cryptoflow: reading the lake at {chosen.describe()}", file=sys.stderr, flush=True)
     try:
         yield con
     finally:

@@ -6,7 +6,8 @@ that extensions, the catalog, retries and transactions are handled in one place.
 
 - ``extensions``: extensions load from the ``duckdb-extension-*`` packages into a project-owned folder (no download);
 - ``databases``: one DuckDB database per process and lake, the catalog (SQLite in WAL mode, or Postgres) attached,
-  sessions and connections as its cursors (ADR 0014);
+  sessions and connections as its cursors (ADR 0014); the lake at an earlier snapshot (``snapshot=``,
+  :func:`snapshot_attached`);
 - ``transactions``: :func:`write` runs a unit of work in one transaction, the writers of a SQLite catalog taking turns
   across processes, and retries it when the commit lost a race: a failed attempt leaves nothing behind;
 - ``schema``: the DDL of the tables Python writes, :func:`ensure_schema`, the data file options;
@@ -14,7 +15,7 @@ that extensions, the catalog, retries and transactions are handled in one place.
 - ``errors``: :class:`LakeError`, :func:`is_retryable`; ``sql``: the catalog's name, literals.
 """
 
-from cryptoflow_dagster.lake.databases import connect, session
+from cryptoflow_dagster.lake.databases import connect, session, snapshot_attached
 from cryptoflow_dagster.lake.errors import LakeError, is_retryable
 from cryptoflow_dagster.lake.extensions import DUCKDB_VERSION, install_extensions, needed_extensions, packaged_extension
 from cryptoflow_dagster.lake.schema import DATA_FILE_OPTIONS, SCHEMAS, TABLES, ensure_schema
@@ -38,5 +39,6 @@ __all__ = [
     "packaged_extension",
     "replace_rows",
     "session",
+    "snapshot_attached",
     "write",
 ]

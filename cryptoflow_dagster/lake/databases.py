@@ -49,8 +49,13 @@ def _configure_object_store(con: duckdb.DuckDBPyConnection, settings: Settings) 
     con.execute("CREATE OR REPLACE SECRET cryptoflow_s3 (" + ", ".join(options) + ")")
 
 
-def connect(settings: Settings | None = None, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(
+    settings: Settings | None = None, *, read_only: bool = False, snapshot: int | None = None
+) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the lake attached as ``lake`` and selected as the default catalog.
+
+    ``snapshot``: the lake as it was at that snapshot id (DuckLake time travel: attached with ``SNAPSHOT_VERSION``, so
+    every table reference reads that snapshot); read-only only, and never the database of the live lake.
 
     Connections are cursors of one in-memory DuckDB database per process and lake (:func:`_cursor`): opening a
     database costs ~0.25 s of CPU (DuckDB checks the signature of the two 35 MB extension binaries on every LOAD) and
@@ -59,9 +64,10 @@ def connect(settings: Settings | None = None, *, read_only: bool = False) -> duc
     so a cursor sees what other processes committed as a new database would.
     """
     settings = settings or load_settings()
+    snapshot = _snapshot_id(snapshot, read_only)
     if not settings.data_path.startswith(("s3://", "gs://", "http")):
         Path(settings.data_path).mkdir(parents=True, exist_ok=True)
-    con = _cursor(settings, read_only)
+    con = _cursor(settings, read_only, snapshot)
     try:
         # Session settings, per cursor. DuckDB draws a progress bar on stdout for any query slower than 2 s, even
         # without a terminal: it would land in `cryptoflow query --format json` output, in a subprocess's protocol
@@ -84,11 +90,13 @@ _SQLITE_SESSIONS = threading.RLock()
 
 
 @contextmanager
-def session(settings: Settings | None = None, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+def session(
+    settings: Settings | None = None, *, read_only: bool = False, snapshot: int | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
     settings = settings or load_settings()
     guard = _SQLITE_SESSIONS if _sqlite_catalog_file(settings) is not None else nullcontext()
     with guard:
-        con = connect(settings, read_only=read_only)
+        con = connect(settings, read_only=read_only, snapshot=snapshot)
         try:
             yield con
         finally:
@@ -102,19 +110,19 @@ class _Database:
     cursors: weakref.WeakSet = field(default_factory=weakref.WeakSet)
 
 
-# One database per (lake, mode, memory limit, object store credentials) and process, most recently used last. A
-# process normally has one; the test suite makes one per test's home, so those no cursor holds are closed beyond the
+# One database per (lake, mode, snapshot, memory limit, object store credentials) and process, most recently used last:
+# a database attached at a snapshot is never the live lake's. A process normally has one; the test suite makes one per test's home, so those no cursor holds are closed beyond the
 # newest few (closing a database closes its cursors).
 _DATABASES: OrderedDict[tuple, _Database] = OrderedDict()
 _DATABASES_LOCK = threading.Lock()
 _IDLE_DATABASES_KEPT = 2
 
 
-def _cursor(settings: Settings, read_only: bool) -> duckdb.DuckDBPyConnection:
+def _cursor(settings: Settings, read_only: bool, snapshot: int | None = None) -> duckdb.DuckDBPyConnection:
     """A new cursor of this lake's database (opened if needed); idle databases beyond the newest few are closed."""
     catalog_file = _sqlite_catalog_file(settings)
     store = hashlib.sha256(repr([os.environ.get(k) for k in _OBJECT_STORE_ENV]).encode()).hexdigest()
-    key = (settings.catalog_uri, settings.data_path, read_only, settings.duckdb_memory_limit,
+    key = (settings.catalog_uri, settings.data_path, read_only, snapshot, settings.duckdb_memory_limit,
            str(settings.extension_dir), store)
     with _DATABASES_LOCK:
         database = _DATABASES.get(key)
@@ -127,7 +135,7 @@ def _cursor(settings: Settings, read_only: bool) -> duckdb.DuckDBPyConnection:
                 database.base.close()
             database = None
         if database is None:
-            database = _DATABASES[key] = _open_database(settings, read_only, catalog_file)
+            database = _DATABASES[key] = _open_database(settings, read_only, catalog_file, snapshot)
         _DATABASES.move_to_end(key)
         con = database.base.cursor()
         database.cursors.add(con)
@@ -137,7 +145,9 @@ def _cursor(settings: Settings, read_only: bool) -> duckdb.DuckDBPyConnection:
         return con
 
 
-def _open_database(settings: Settings, read_only: bool, catalog_file: Path | None) -> _Database:
+def _open_database(
+    settings: Settings, read_only: bool, catalog_file: Path | None, snapshot: int | None = None
+) -> _Database:
     if settings.catalog_uri.startswith("ducklake:sqlite:"):
         settings.lake_dir.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(":memory:")
@@ -147,6 +157,8 @@ def _open_database(settings: Settings, read_only: bool, catalog_file: Path | Non
         install_extensions(con, settings)
         _configure_object_store(con, settings)
         options = f"DATA_PATH {literal(settings.data_path)}" + (", READ_ONLY" if read_only else "")
+        if snapshot is not None:
+            options += f", SNAPSHOT_VERSION {snapshot}"  # an int (_snapshot_id): nothing else reaches the SQL
         if catalog_file is not None and (catalog_file.exists() or not read_only):
             _use_wal(catalog_file)
         _attach(con, f"ATTACH {literal(settings.catalog_uri)} AS {CATALOG} ({options})")
@@ -154,6 +166,39 @@ def _open_database(settings: Settings, read_only: bool, catalog_file: Path | Non
         con.close()
         raise
     return _Database(con, _file_id(catalog_file))
+
+
+def _snapshot_id(snapshot: int | None, read_only: bool) -> int | None:
+    if snapshot is None:
+        return None
+    if isinstance(snapshot, bool) or not isinstance(snapshot, int) or snapshot < 0:
+        raise ValueError(f"a lake snapshot is a snapshot id (an int >= 0), not {snapshot!r}")
+    if not read_only:
+        raise ValueError("the lake at an earlier snapshot can only be opened read-only")
+    return snapshot
+
+
+@contextmanager
+def snapshot_attached(
+    con: duckdb.DuckDBPyConnection, snapshot: int, alias: str, settings: Settings | None = None
+) -> Iterator[str]:
+    """The lake at ``snapshot`` attached read-only as ``alias`` beside ``lake`` on ``con``'s database, for the work
+    of one transaction that reads an earlier state while it writes the current one (``cryptoflow restore``); detached
+    afterwards. ATTACH is database-wide: the other cursors of the database see ``alias`` meanwhile.
+
+    (DuckLake 1.5.5's ``tbl AT (VERSION => n)`` is no use there: inside a transaction it applies the transaction's own
+    deletes to the earlier snapshot's rows too, so DELETE then INSERT ... SELECT ... AT (VERSION => n) inserts nothing.)
+    """
+    settings = settings or load_settings()
+    snapshot = _snapshot_id(snapshot, True)
+    if not alias.isidentifier() or not alias.isascii() or alias == CATALOG:
+        raise ValueError(f"not an alias for an attached lake: {alias!r}")
+    options = f"DATA_PATH {literal(settings.data_path)}, READ_ONLY, SNAPSHOT_VERSION {snapshot}"
+    _attach(con, f"ATTACH {literal(settings.catalog_uri)} AS {alias} ({options})")
+    try:
+        yield alias
+    finally:
+        con.execute(f"DETACH {alias}")
 
 
 def _file_id(path: Path | None) -> tuple[int, int] | None:
