@@ -109,7 +109,7 @@ _TABLES = ("silver.trades", "gold.ohlcv_1m_from_trades", "gold.market_stats_24h"
 
 def run_duckdb(work: Path, first_build: bool = False) -> dict:
     from cryptoflow_dagster import lake
-    from cryptoflow_dagster.defs.streaming.rebuild import rebuild_gold_day, rebuild_silver_day
+    from cryptoflow_dagster.streaming.day_rebuild import rebuild_gold_day, rebuild_silver_day
     from cryptoflow_dagster.silver_trades import with_trade_fields
 
     settings = _settings(work)
@@ -161,8 +161,8 @@ def run_bare(work: Path) -> dict:
     the difference from run_duckdb is what the lake costs."""
     import duckdb
 
-    from cryptoflow_dagster.defs.streaming.intraday_gold import TRADE_ORDER
-    from cryptoflow_dagster.defs.streaming.rebuild import silver_trades_sql
+    from cryptoflow_dagster.streaming.intraday_gold import TRADE_ORDER
+    from cryptoflow_dagster.streaming.day_rebuild import silver_trades_sql
 
     out = work / "out"
     out.mkdir(exist_ok=True)

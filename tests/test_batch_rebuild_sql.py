@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from cryptoflow_dagster import lake
-from cryptoflow_dagster.defs.streaming.rebuild import rebuild_gold_day, rebuild_silver_day
+from cryptoflow_dagster.streaming.day_rebuild import rebuild_gold_day, rebuild_silver_day
 from cryptoflow_dagster.silver_trades import with_trade_fields
 
 # The reading with_trade_fields gave before json_transform: one 12-path json_extract_string, first readable wins.

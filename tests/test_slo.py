@@ -13,7 +13,7 @@ from cryptoflow_dagster import lake, slo
 from cryptoflow_dagster.alerting.delivery import deliver_pending
 from cryptoflow_dagster.alerting.hooks import record_landing_alerts
 from cryptoflow_dagster.alerting.slack import SlackPoster
-from cryptoflow_dagster.defs.streaming.ingest import ingest_pending
+from cryptoflow_dagster.streaming.ingest import ingest_pending
 from cryptoflow_core import landing_files
 from streaming_sensor.batches import MicroBatcher
 from streaming_sensor.feeds import BinanceFeed

@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from cryptoflow_dagster import lake
-from cryptoflow_dagster.defs.streaming.gaps import Gap, apply_repairs, open_gaps, record_gaps
+from cryptoflow_dagster.streaming.gaps import Gap, apply_repairs, open_gaps, record_gaps
 
 T0 = datetime(2025, 9, 1, 12, 0, tzinfo=timezone.utc)
 

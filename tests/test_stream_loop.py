@@ -17,9 +17,9 @@ import dagster as dg
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.resources import slack_resource
 from cryptoflow_dagster.defs.alerts.sensors import market_alert_sensor
-from cryptoflow_dagster.defs.streaming.ingest import IngestResult
+from cryptoflow_dagster.streaming.ingest import IngestResult
 from cryptoflow_dagster.defs.streaming.jobs import streaming_ingest_job
-from cryptoflow_dagster.defs.streaming.loop import LoopLimits, run_ingest_loop
+from cryptoflow_dagster.streaming.loop import LoopLimits, run_ingest_loop
 from cryptoflow_dagster.resources import LakeResource, build_resources
 from cryptoflow_dagster.instance import SILVER_WRITER_TAG, instance_config
 from cryptoflow_core import landing_files

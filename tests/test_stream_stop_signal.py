@@ -17,7 +17,7 @@ import pytest
 
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.defs.streaming.jobs import streaming_ingest_job
-from cryptoflow_dagster.defs.streaming.loop import LoopLimits, StopRequested, run_ingest_loop
+from cryptoflow_dagster.streaming.loop import LoopLimits, StopRequested, run_ingest_loop
 from cryptoflow_dagster.resources import build_resources
 from streaming_sensor.batches import MicroBatcher
 from tests.test_stream_job import query

@@ -21,7 +21,7 @@ from cryptoflow_dagster.alerting.market import evaluate_market_rules, max_lookba
 from cryptoflow_dagster.alerting.model import Alert
 from cryptoflow_dagster.alerting.rules import RuleSet, load_rules, rules_path
 from cryptoflow_dagster.alerting.slack import SlackPoster, make_poster
-from cryptoflow_dagster.defs.streaming.ingest import not_ingested, staged_trades
+from cryptoflow_dagster.streaming.ingest import not_ingested, staged_trades
 from cryptoflow_core.settings import Settings, load_settings
 from cryptoflow_core import landing_files
 

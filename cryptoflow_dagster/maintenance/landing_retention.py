@@ -13,7 +13,7 @@ from datetime import datetime
 
 import duckdb
 
-from cryptoflow_dagster.defs.streaming.ingest import not_ingested
+from cryptoflow_dagster.streaming.ingest import not_ingested
 from cryptoflow_core import landing_files
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from cryptoflow_dagster.defs.freshness import STREAMING_FRESHNESS
 from cryptoflow_dagster.defs.lake_tables import add_row_counts, spec_metadata
 from cryptoflow_dagster.defs.partitions import backfill_policy, daily_partitions, partition_days
 from cryptoflow_dagster.defs.silver.trades import SILVER_TRADES
-from cryptoflow_dagster.defs.streaming.rebuild import rebuild_gold_day
+from cryptoflow_dagster.streaming.day_rebuild import rebuild_gold_day
 from cryptoflow_dagster.resources import LakeResource
 
 GOLD_KEYS = [dg.AssetKey(["gold", t]) for t in ("ohlcv_1m_from_trades", "market_stats_24h", "kimchi_premium_1m")]

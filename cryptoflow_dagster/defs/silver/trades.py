@@ -13,7 +13,7 @@ from cryptoflow_core.settings import Settings, load_settings
 from cryptoflow_dagster.defs.freshness import STREAMING_FRESHNESS
 from cryptoflow_dagster.defs.lake_tables import add_row_counts, spec_metadata
 from cryptoflow_dagster.defs.partitions import backfill_policy, daily_partitions, partition_days
-from cryptoflow_dagster.defs.streaming.rebuild import rebuild_silver_day
+from cryptoflow_dagster.streaming.day_rebuild import rebuild_silver_day
 from cryptoflow_dagster.resources import LakeResource
 
 BRONZE_TRADES = dg.AssetKey(["bronze", "trades_raw"])

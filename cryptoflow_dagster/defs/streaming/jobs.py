@@ -11,9 +11,9 @@ import dagster as dg
 import duckdb
 
 from cryptoflow_dagster.clients.resources import BinanceResource, UpbitResource
-from cryptoflow_dagster.defs.streaming.gaps import detect_and_repair
-from cryptoflow_dagster.defs.streaming.ingest import IngestResult
-from cryptoflow_dagster.defs.streaming.loop import LoopLimits, run_ingest_loop
+from cryptoflow_dagster.streaming.gaps import detect_and_repair
+from cryptoflow_dagster.streaming.ingest import IngestResult
+from cryptoflow_dagster.streaming.loop import LoopLimits, run_ingest_loop
 from cryptoflow_dagster.defs.gold.intraday import GOLD_KEYS
 from cryptoflow_dagster.defs.lake_tables import row_count_metadata, row_counts, table_of, table_rows
 from cryptoflow_dagster.defs.silver.trades import BRONZE_TRADES, SILVER_TRADES

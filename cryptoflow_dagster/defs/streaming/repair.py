@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from cryptoflow_dagster.clients.resources import BinanceResource, UpbitResource
-from cryptoflow_dagster.defs.streaming.gaps import detect_and_repair
+from cryptoflow_dagster.streaming.gaps import detect_and_repair
 from cryptoflow_dagster.defs.silver.trades import SILVER_TRADES
 from cryptoflow_dagster.resources import LakeResource
 from cryptoflow_dagster.defs.streaming.sensors import GAP_REPAIR_JOB, SILVER_WRITER_TAGS, silver_writer_in_flight

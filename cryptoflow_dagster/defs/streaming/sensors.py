@@ -2,7 +2,7 @@
 
 The cursor is the newest landing file name seen. A run is requested only when no streaming (or gap-repair) run is queued or in flight,
 and the run itself takes every file not yet in ``ops.ingested_files``, then keeps taking new ones as they land for a
-while (defs/streaming/loop.py): runs never pile up behind a fast stream, and exactly-once is the lake transaction's job,
+while (streaming/loop.py): runs never pile up behind a fast stream, and exactly-once is the lake transaction's job,
 not the cursor's.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from cryptoflow_dagster.defs.streaming.ingest import not_ingested
+from cryptoflow_dagster.streaming.ingest import not_ingested
 from cryptoflow_dagster.instance import SILVER_WRITER_TAG
 from cryptoflow_dagster.resources import LakeResource
 from cryptoflow_core import landing_files

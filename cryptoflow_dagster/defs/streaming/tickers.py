@@ -15,7 +15,7 @@ import duckdb
 
 from cryptoflow_dagster import dead_letters, lake
 from cryptoflow_dagster.defs.lake_tables import spec_metadata
-from cryptoflow_dagster.defs.streaming.ingest import CHUNK_FILES, not_ingested, read_landing
+from cryptoflow_dagster.streaming.ingest import CHUNK_FILES, not_ingested, read_landing
 from cryptoflow_core import landing_files
 
 BRONZE_TICKERS = dg.AssetKey(["bronze", "tickers_raw"])

@@ -21,7 +21,7 @@ import duckdb
 from cryptoflow_dagster import dead_letters, lake, silver_trades
 from cryptoflow_dagster.clients.binance import BinanceClient
 from cryptoflow_dagster.clients.upbit import UpbitClient
-from cryptoflow_dagster.defs.streaming import intraday_gold
+from cryptoflow_dagster.streaming import intraday_gold
 from cryptoflow_dagster.silver_trades import READABLE, with_trade_fields
 from cryptoflow_core.heartbeat import read_gap_candidates
 

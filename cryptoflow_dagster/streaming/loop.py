@@ -26,7 +26,7 @@ from pathlib import Path
 
 import duckdb
 
-from cryptoflow_dagster.defs.streaming.ingest import CHUNK_FILES, IngestResult, ingest_pending
+from cryptoflow_dagster.streaming.ingest import CHUNK_FILES, IngestResult, ingest_pending
 from cryptoflow_dagster.defs.streaming.tickers import ingest_tickers
 from cryptoflow_core import landing_files
 

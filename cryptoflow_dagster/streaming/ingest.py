@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from cryptoflow_dagster import dead_letters, lake, silver_trades
-from cryptoflow_dagster.defs.streaming import intraday_gold
+from cryptoflow_dagster.streaming import intraday_gold
 from cryptoflow_dagster.silver_trades import READABLE, with_trade_fields
 from cryptoflow_core import landing_files
 

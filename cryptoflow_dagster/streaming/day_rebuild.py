@@ -10,7 +10,7 @@ from datetime import date, datetime, time, timedelta, timezone
 import duckdb
 
 from cryptoflow_dagster import lake
-from cryptoflow_dagster.defs.streaming import intraday_gold
+from cryptoflow_dagster.streaming import intraday_gold
 from cryptoflow_dagster import silver_trades
 from cryptoflow_dagster.silver_trades import READABLE, with_trade_fields
 
