@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field, fields
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 from dotenv import dotenv_values
@@ -196,6 +196,43 @@ class Settings:
     )
     alert_rules: Path | None = _s("CRYPTOFLOW_ALERT_RULES", "", "Alert rules YAML. Empty: the packaged defaults.")
     digest_cron: str = _s("CRYPTOFLOW_DIGEST_CRON", "0 1 * * *", "When the daily Slack digest goes out (cron, UTC).")
+    lake_maintenance_cron: str = _s(
+        "CRYPTOFLOW_LAKE_MAINTENANCE_CRON",
+        "*/10 * * * *",
+        "Lake maintenance pass (cron, UTC): flush inlined rows to Parquet, rewrite delete-heavy files, merge small "
+        "files, expire old snapshots, delete old files. Every turn it takes holds the lake's writers for well under a "
+        "second (docs/decisions/0017).",
+    )
+    lake_catalog_upkeep_cron: str = _s(
+        "CRYPTOFLOW_LAKE_CATALOG_UPKEEP_CRON",
+        "40 2 * * *",
+        "Lake catalog upkeep (cron, UTC): delete orphaned data files, then SQLite VACUUM + ANALYZE or Postgres "
+        "VACUUM ANALYZE of the catalog.",
+    )
+    lake_snapshot_retention: timedelta | None = _s(
+        "CRYPTOFLOW_LAKE_SNAPSHOT_RETENTION",
+        "1 day",
+        "Lake snapshots older than this are expired: time travel (AT (VERSION => n), AT (TIMESTAMP => t)) works "
+        "inside it and fails with 'No snapshot found' beyond, e.g. '12 hours', '7 days'. 0: keep every snapshot.",
+    )
+    lake_file_cleanup_delay: timedelta | None = _s(
+        "CRYPTOFLOW_LAKE_FILE_CLEANUP_DELAY",
+        "1 hour",
+        "Data files no snapshot uses any more, and orphaned files, are deleted only this long after (a reader of an "
+        "older snapshot still has them; it must exceed the longest lake transaction). On a SQLite catalog not before "
+        "the UTC day they were replaced on has ended either (a DuckLake 1.5.5 limit). 0: as soon as possible.",
+    )
+    lake_target_file_size: str = _s(
+        "CRYPTOFLOW_LAKE_TARGET_FILE_SIZE",
+        "16MB",
+        "Lake maintenance merges small files into files of up to this size (KB, MB, GB; KiB, MiB, GiB); "
+        "files this big are left alone.",
+    )
+    lake_rewrite_delete_threshold: float = _s(
+        "CRYPTOFLOW_LAKE_REWRITE_DELETE_THRESHOLD",
+        "0.5",
+        "Lake maintenance rewrites a data file once at least this share of its rows is deleted (0-1).",
+    )
 
     @property
     def lake_dir(self) -> Path:
@@ -241,11 +278,28 @@ def _parse(name: str, raw: str, kind: type | str) -> object:
             return float(raw)
         if kind in (date, "date"):
             return date.fromisoformat(raw)
+        if str(kind).startswith("timedelta"):
+            return parse_duration(raw)
         if str(kind).startswith("tuple"):
             return _split(raw)
         return raw
     except ValueError as exc:
         raise SettingsError(f"{name}={raw!r}: {exc}") from None
+
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(second|minute|hour|day|week)s?", re.ASCII | re.IGNORECASE)
+_DURATION_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
+
+
+def parse_duration(raw: str) -> timedelta | None:
+    """``'1 day'``, ``'12 hours'``, ``'90 minutes'``, ``'1 week'``; ``'0'`` or empty is None (no limit)."""
+    text = raw.strip()
+    if text in ("", "0"):
+        return None
+    match = _DURATION_RE.fullmatch(text)
+    if match is None:
+        raise ValueError("expected a number and a unit (seconds, minutes, hours, days, weeks), e.g. '7 days', or 0")
+    return timedelta(seconds=float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()])
 
 
 def setting_docs() -> list[Setting]:
@@ -311,5 +365,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(
             f"CRYPTOFLOW_DUCKDB_MEMORY_LIMIT={values['duckdb_memory_limit']!r}: expected a number and a unit "
             "(KB, MB, GB, TB, KiB, MiB, GiB, TiB), e.g. 3GB"
+        )
+    if not MEMORY_LIMIT_RE.fullmatch(values["lake_target_file_size"]):
+        raise SettingsError(
+            f"CRYPTOFLOW_LAKE_TARGET_FILE_SIZE={values['lake_target_file_size']!r}: expected a number and a unit, e.g. 16MB"
+        )
+    if not 0 < values["lake_rewrite_delete_threshold"] <= 1:
+        raise SettingsError(
+            f"CRYPTOFLOW_LAKE_REWRITE_DELETE_THRESHOLD={values['lake_rewrite_delete_threshold']}: expected more than 0, "
+            "at most 1"
         )
     return Settings(**values)

@@ -24,6 +24,9 @@ BACKFILL_RUN_LIMIT = 2
 DEQUEUE_INTERVAL_S = 1
 # Runs with this tag write silver.trades after an anti-join (streaming ingest, gap repair): the queue runs one at a time.
 SILVER_WRITER_TAG = "cryptoflow/silver-writer"
+# Runs with this tag maintain the lake (compaction, snapshot expiry, catalog upkeep): the queue runs one at a time
+# (docs/decisions/0017; the maintenance also takes a host lock, for instances whose dagster.yaml predates this limit).
+LAKE_MAINTENANCE_TAG = "cryptoflow/lake-maintenance"
 # Sensor ticks run on this many threads: a slow one (Slack retrying inside alert delivery) must not hold back the
 # landing sensor. Dagster evaluates them one after another by default.
 SENSOR_THREADS = 4
@@ -55,6 +58,8 @@ def instance_config(settings: Settings) -> dict[str, Any]:
                     {"key": "dagster/backfill", "limit": BACKFILL_RUN_LIMIT},
                     # streaming ingest and gap repair both anti-join then insert into silver.trades: one at a time
                     {"key": SILVER_WRITER_TAG, "limit": 1},
+                    # lake maintenance jobs never run side by side
+                    {"key": LAKE_MAINTENANCE_TAG, "limit": 1},
                 ],
             },
             "pools": {"default_limit": DEFAULT_POOL_LIMIT},

@@ -5,7 +5,9 @@ For every trade ingested in the window (bronze.trades_raw, joined to its landing
 - landed:    the landing file's write time (in its name, see cryptoflow_core/landing_files.py) ``- event_time``;
 - silver:    the commit of the lake transaction that ingested the file ``- event_time``: the first DuckLake snapshot at
              or after the run's ingest time that inserted into ops.ingested_files (the file's row is written in that
-             same transaction, so the snapshot time is when readers could first see the trade);
+             same transaction, so the snapshot time is when readers could first see the trade). Lake maintenance
+             expires old snapshots; the transaction that expires them records these commits' times in
+             ops.ingest_commits first, and both are read here (docs/decisions/0017);
 - gold 24h stats: the streaming job refreshes gold.market_stats_24h in that same transaction, so its visibility is the
              same commit; reported as its own objective all the same;
 - alert delivered: ``delivered_at - event_time`` of every alert sent in the window (gold.alerts outbox), all rules;
@@ -33,12 +35,18 @@ from cryptoflow_core.settings import load_settings
 
 OBJECTIVES_P95_S = {"silver": 10.0, "gold_stats_24h": 15.0, "price_shock_delivered": 8.0}
 
+# The snapshots that inserted into ops.ingested_files (its table id is $files_table): small inserts are inlined into the
+# catalog (DuckLake data inlining), so either key marks the commit. Lake maintenance records the same snapshots in
+# ops.ingest_commits before it expires them (cryptoflow_dagster/maintenance/lake_upkeep.py).
+INGESTED = ("list_contains(coalesce(changes['tables_inserted_into'], []) || coalesce(changes['inlined_insert'], []), "
+            "$files_table)")
+INGEST_SNAPSHOTS = "SELECT snapshot_id, snapshot_time FROM ducklake_snapshots('{catalog}') WHERE " + INGESTED
+_RECORDED_COMMITS = ("UNION ALL SELECT committed_at FROM ops.ingest_commits "
+                     "WHERE committed_at >= $since - INTERVAL 1 DAY")
+
 _TRADES = """
     WITH snaps AS (
-        SELECT snapshot_time FROM ducklake_snapshots('{catalog}')
-        -- small inserts are inlined into the catalog (DuckLake data inlining): either key marks the commit
-        WHERE list_contains(coalesce(changes['tables_inserted_into'], []) || coalesce(changes['inlined_insert'], []),
-                            $files_table)
+        SELECT snapshot_time FROM ({ingest_snapshots}) {recorded}
     ), files AS (
         SELECT f.file, (SELECT min(s.snapshot_time) FROM snaps s WHERE s.snapshot_time >= f.ingested_at) AS committed
         FROM ops.ingested_files f WHERE f.ingested_at >= $since AND f.ingested_at < $until
@@ -81,7 +89,14 @@ def report(
     ).fetchone()
     if files_table is None:
         raise RuntimeError("the lake has no ops.ingested_files table: run `cryptoflow doctor` (schema not created?)")
-    trades = con.execute(_TRADES.format(catalog=catalog), {**window, "files_table": files_table[0]}).to_arrow_table()
+    # A lake from before ops.ingest_commits existed, opened read-only (nothing creates the table), has only snapshots.
+    recorded = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'ops' "
+        "AND table_name = 'ingest_commits'", [catalog]
+    ).fetchone()[0]
+    sql = _TRADES.format(ingest_snapshots=INGEST_SNAPSHOTS.format(catalog=catalog),
+                         recorded=_RECORDED_COMMITS if recorded else "")
+    trades = con.execute(sql, {**window, "files_table": files_table[0]}).to_arrow_table()
     alerts = con.execute(_ALERTS, window).to_arrow_table()
     con.register("_slo_trades", trades)
     con.register("_slo_alerts", alerts)

@@ -91,6 +91,11 @@ TABLES: dict[str, str] = {
         detected_at TIMESTAMPTZ NOT NULL, repaired_at TIMESTAMPTZ, repaired_rows BIGINT,
         gap_id VARCHAR, kind VARCHAR, first_missing_id BIGINT, last_missing_id BIGINT
     """,
+    # When the lake commits that inserted into ops.ingested_files became visible: recorded by lake maintenance from
+    # DuckLake's snapshots in the transaction that expires them, so `cryptoflow slo` still has them (ADR 0017).
+    "ops.ingest_commits": """
+        snapshot_id BIGINT NOT NULL, committed_at TIMESTAMPTZ NOT NULL, recorded_at TIMESTAMPTZ NOT NULL
+    """,
 }
 
 

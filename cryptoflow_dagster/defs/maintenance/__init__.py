@@ -1,1 +1,1 @@
-"""The `maintenance` domain: scheduled housekeeping jobs (landing_retention.py)."""
+"""The `maintenance` domain: scheduled housekeeping jobs (landing_retention.py; lake.py, ADR 0017)."""
