@@ -88,16 +88,17 @@ def ingest_landing_files(context: dg.OpExecutionContext, config: StreamingRunCon
                                     should_stop=gap_repair_waits)
     except BaseException as exc:
         # SIGTERM/SIGINT reach the run when the platform stops (its process group is signalled) or a deployment
-        # replaces it. Every chunk is one lake transaction, so stopping is safe at any point: a chunk in flight rolls
-        # back and the next run ingests its files. That is an orderly end, not a failure (which would page someone
-        # through the run-failure alert); a termination asked for in the UI still ends the run as canceled.
+        # replaces it. The loop defers the signal to the end of the lake transaction in flight (streaming/loop.py:
+        # DuckDB 1.5 can spin after a query interrupted mid-way), so every chunk is committed whole or not started.
+        # That is an orderly end, not a failure (which would page someone through the run-failure alert); a
+        # termination asked for in the UI, or by the demo's orderly stop through the instance, ends it canceled.
         if not _stop_signal(exc):
             raise
         run = context.instance.get_run_by_id(context.run_id)
         if run is not None and run.status in (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED):
             raise
-        context.log.warning("streaming run stopped by a signal (the platform is stopping): committed chunks stay, a "
-                            "chunk in flight was rolled back and the next streaming run ingests its files")
+        context.log.warning("streaming run stopped by a signal (the platform is stopping) after its chunk in flight "
+                            "committed; the next streaming run ingests the files still pending")
         return
     context.log.info(f"streaming run done: {total.files} files, {total.silver_rows} new silver rows, "
                      f"{total.dead_letters} dead letters")
