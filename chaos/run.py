@@ -154,12 +154,12 @@ class FaultClock(threading.Thread):
 
 
 def _kill_a_running_ingest(env: dict[str, str], after_s: float) -> int:
-    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE_INGEST], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
-    proc.stdout.readline()  # 'ready': Dagster and the definitions are imported, the run starts now
-    time.sleep(after_s)
-    proc.send_signal(signal.SIGKILL)
-    return proc.wait(30)
+    with subprocess.Popen([sys.executable, "-c", _KILLABLE_INGEST], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True) as proc:
+        proc.stdout.readline()  # 'ready': Dagster and the definitions are imported, the run starts now
+        time.sleep(after_s)
+        proc.send_signal(signal.SIGKILL)
+        return proc.wait(30)
 
 
 def run(duration_s: float = 600.0, *, kill_every_s: float = 60.0, disconnect_every_s: float = 30.0,
@@ -193,9 +193,9 @@ def run(duration_s: float = 600.0, *, kill_every_s: float = 60.0, disconnect_eve
         (home / "dagster_home").mkdir(parents=True, exist_ok=True)
         saved = dict(os.environ)
         os.environ.update(env)  # the in-process Dagster runs and sensors read settings from the environment
+        instance = dg.DagsterInstance.ephemeral()
         try:
             settings = load_settings()
-            instance = dg.DagsterInstance.ephemeral()
             resources = {"lake": LakeResource(), "slack": slack_resource()}
             cursor = market_cursor = None
             # The fault clock's thread ticks the heartbeat sensor after each kill while the main loop ticks it too: the
@@ -263,6 +263,7 @@ def run(duration_s: float = 600.0, *, kill_every_s: float = 60.0, disconnect_eve
             report.phase_s["delivery"] = round(time.monotonic() - mark, 1)
             _check(report, sim, settings, clock.shock)
         finally:
+            instance.dispose()  # and its temporary directory, if a run made one
             os.environ.clear()
             os.environ.update(saved)
     return report

@@ -9,6 +9,9 @@ import pytest
 from cryptoflow_core.settings import Settings, load_settings
 from exchange_sim.config import RECORDED_DATA
 
+# Any warning not filtered by name in pyproject.toml fails the run (tests/warnings_gate.py).
+pytest_plugins = ["warnings_gate"]
+
 
 @pytest.fixture
 def cryptoflow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -23,6 +26,16 @@ def cryptoflow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def settings(cryptoflow_home: Path) -> Settings:
     return load_settings()
+
+
+@pytest.fixture
+def dagster_instance():
+    """An ephemeral Dagster instance, disposed after the test: dg.materialize's fs_io_manager writes into a temporary
+    directory of the instance's, which only its disposal removes (else: an "Implicitly cleaning up" ResourceWarning)."""
+    import dagster as dg
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield instance
 
 
 @pytest.fixture(scope="session")

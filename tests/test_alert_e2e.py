@@ -46,8 +46,8 @@ def wait_for(condition, timeout_s: float = 20.0) -> None:
         time.sleep(0.2)
 
 
-def test_sim_price_shock_one_alert_and_sidecar_down_then_back(settings, monkeypatch):
-    instance = dg.DagsterInstance.ephemeral()
+def test_sim_price_shock_one_alert_and_sidecar_down_then_back(settings, monkeypatch, dagster_instance):
+    instance = dagster_instance
     with running_sim(trade_rate=6, upbit_markets=["KRW-BTC"], binance_symbols=["BTCUSDT"]) as sim:
         env = {**sim.env(), "CRYPTOFLOW_UPBIT_MARKETS": "KRW-BTC", "CRYPTOFLOW_BINANCE_SYMBOLS": "BTCUSDT",
                "CRYPTOFLOW_HEARTBEAT_STALE_S": "3",

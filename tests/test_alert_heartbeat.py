@@ -33,7 +33,7 @@ def test_one_alert_going_down_one_coming_back_none_while_unchanged():
     assert sidecar_transition(False, None, NOW, 30, False) == (False, None)
 
 
-def test_sharded_sidecars_are_watched_one_by_one(settings):
+def test_sharded_sidecars_are_watched_one_by_one(settings, dagster_instance):
     """Two shards: the one that stops is paged about by name, the live one is not; a pre-shard cursor carries over."""
     import dagster as dg
 
@@ -54,7 +54,7 @@ def test_sharded_sidecars_are_watched_one_by_one(settings):
     (landing / "_heartbeat.json").write_text(json.dumps({"updated_at": now.isoformat()}))  # an unsharded one too
     (landing / "_heartbeat.EVIL;.json").write_text("{}")  # not a shard name: ignored
     assert set(heartbeat_files(landing)) == {"", "kr", "global"}
-    instance = dg.DagsterInstance.ephemeral()
+    instance = dagster_instance
     resources = {"lake": LakeResource()}
     cursor = json.dumps({"down": False, "seen": True})  # written by the sensor before it knew shards
 

@@ -81,10 +81,10 @@ def bronze_rows(settings):
         ).fetchall()
 
 
-def test_pipelined_backfill_replaces_each_day_of_its_markets_and_logs_progress(sim_platform, settings):
+def test_pipelined_backfill_replaces_each_day_of_its_markets_and_logs_progress(sim_platform, settings, dagster_instance):
     today = datetime.now(timezone.utc).date()
     days = [today - timedelta(days=4), today - timedelta(days=3), today - timedelta(days=2)]
-    instance = dg.DagsterInstance.ephemeral()
+    instance = dagster_instance
     first = materialize_days(instance, days, ["KRW-BTC", "BTCUSDT"])
     before = bronze_rows(settings)
     assert {(d, m) for d, m, *_ in before} == {(d, m) for d in days for m in ("KRW-BTC", "BTCUSDT")}

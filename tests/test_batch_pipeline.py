@@ -34,11 +34,11 @@ def platform_env(cryptoflow_home, monkeypatch):
     return point_at
 
 
-def run_batch(days, instance=None) -> dg.ExecuteInProcessResult:
+def run_batch(days, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     tags = {"dagster/asset_partition_range_start": str(days[0]), "dagster/asset_partition_range_end": str(days[-1])}
     # The code location as Dagster loads it, with this test's settings (its resources are filled from them).
-    return load_code_location().get_job_def("daily_batch").execute_in_process(
-        instance=instance or dg.DagsterInstance.ephemeral(), tags=tags, raise_on_error=False
+    return load_code_location().resolve_job_def("daily_batch").execute_in_process(
+        instance=instance, tags=tags, raise_on_error=False
     )
 
 
@@ -61,9 +61,9 @@ def expected_minutes(sim, exchange: str, market: str, day) -> pl.DataFrame:
     )
 
 
-def test_two_days_two_markets_match_the_simulator_and_rebuild_replaces(sim, platform_env, settings):
+def test_two_days_two_markets_match_the_simulator_and_rebuild_replaces(sim, platform_env, settings, dagster_instance):
     platform_env(sim.env())
-    instance = dg.DagsterInstance.ephemeral()
+    instance = dagster_instance
     result = run_batch(DAYS, instance)
     assert result.success
     checks = checks_by_name(result)
@@ -102,11 +102,11 @@ def test_two_days_two_markets_match_the_simulator_and_rebuild_replaces(sim, plat
     assert [r[1] for r in runs] == [1, 1]
 
 
-def test_bad_rows_fail_the_right_checks_and_fill_dead_letters(sim, platform_env, settings):
+def test_bad_rows_fail_the_right_checks_and_fill_dead_letters(sim, platform_env, settings, dagster_instance):
     every = 20  # the simulator's own switch: Upbit minute candles on every 20th minute come back with low above high
     sim.set_faults(rest_bad_candle_every=every)
     platform_env(sim.env())
-    result = run_batch(DAYS[1:])
+    result = run_batch(DAYS[1:], dagster_instance)
     assert not result.success  # blocking checks failed
     checks = checks_by_name(result)
     failed = {name for name, c in checks.items() if not c.passed}

@@ -29,7 +29,8 @@ def upbit_day_candles_text(recorded_data) -> str:
 
 
 def binance_klines_text(recorded_data) -> str:
-    rows = list(csv.reader((recorded_data / "binance" / "klines_ADABTC_1m_2021-11-27_official_layout.csv").open()))
+    with (recorded_data / "binance" / "klines_ADABTC_1m_2021-11-27_official_layout.csv").open(newline="") as f:
+        rows = list(csv.reader(f))
     # The archive CSV holds the API's 12 fields in order; the API sends times and counts as numbers, the rest as strings.
     items = [[int(r[0]), *r[1:6], int(r[6]), r[7], int(r[8]), r[9], r[10], r[11]] for r in rows]
     return json.dumps(items), rows

@@ -138,6 +138,9 @@ def test_query_reads_whole_commits_while_another_process_writes(populated):
     finally:
         if writer.poll() is None:
             writer.kill()
+        writer.wait(60)
+        for pipe in (writer.stdin, writer.stdout, writer.stderr):
+            pipe.close()
     assert seen, "the writer finished before any query ran"
     # every read saw whole commits only, and never went back in time
     assert all(n % rows == 0 for n in seen), seen
@@ -207,7 +210,8 @@ def test_a_terminal_gets_colour_and_its_width_and_folds_instead_of_cutting(popul
             break
         chunks.append(data)
     os.close(main)
-    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    _, err = proc.communicate(timeout=120)  # reaps it and closes its stderr pipe
+    assert proc.returncode == 0, err
     raw = b"".join(chunks).decode()
     assert "\x1b[" in raw  # styled
     text = re.sub(r"\x1b\[[0-9;]*m", "", raw).replace("\r\n", "\n")

@@ -86,10 +86,11 @@ def serial_reference(sim, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRYPTOFLOW_UPBIT_MARKETS", UPBIT)
     monkeypatch.setenv("CRYPTOFLOW_BINANCE_SYMBOLS", BINANCE)
     defs = load_code_location()  # after the settings: its resources are filled from them
-    instance = dg.DagsterInstance.ephemeral()
     tags = {"dagster/asset_partition_range_start": str(START), "dagster/asset_partition_range_end": str(END)}
-    assert defs.get_job_def("daily_batch").execute_in_process(instance=instance, tags=tags).success
-    assert dg.materialize([gold_dbt_assets()], resources={"dbt": dbt_resource(), "lake": LakeResource()}, instance=instance).success
+    with dg.DagsterInstance.ephemeral() as instance:  # disposed: its artifact directory goes with it
+        assert defs.resolve_job_def("daily_batch").execute_in_process(instance=instance, tags=tags).success
+        assert dg.materialize([gold_dbt_assets()], resources={"dbt": dbt_resource(), "lake": LakeResource()},
+                              instance=instance).success
 
 
 def table_rows(settings: Settings, table: str) -> list[tuple]:

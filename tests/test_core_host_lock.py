@@ -32,10 +32,11 @@ def _holder(path):
 
 
 def _let_go(proc) -> None:
-    proc.stdin.write("go\n")
-    proc.stdin.flush()
-    assert proc.stdout.readline().strip() == "released"
-    proc.wait(10)
+    with proc:  # closes the pipes on the way out
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "released"
+        proc.wait(10)
 
 
 def test_try_hold_does_not_wait_and_tells_of_another_holder_since(tmp_path):

@@ -80,7 +80,7 @@ def test_column_schemas_from_the_ddl_equal_the_lake_tables(settings):
             assert [(c.name, c.type, c.constraints.nullable) for c in schema.columns] == described, path
 
 
-def test_daily_batch_reports_each_days_row_count_as_the_lake_holds_it(sim_session, settings, monkeypatch):
+def test_daily_batch_reports_each_days_row_count_as_the_lake_holds_it(sim_session, settings, monkeypatch, dagster_instance):
     for name, value in sim_session.env().items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("CRYPTOFLOW_UPBIT_MARKETS", "KRW-BTC")
@@ -89,7 +89,7 @@ def test_daily_batch_reports_each_days_row_count_as_the_lake_holds_it(sim_sessio
     days = [today - timedelta(days=2), today - timedelta(days=1)]
     tags = {"dagster/asset_partition_range_start": str(days[0]), "dagster/asset_partition_range_end": str(days[-1])}
     result = load_code_location().resolve_job_def("daily_batch").execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), tags=tags)
+        instance=dagster_instance, tags=tags)
     assert result.success
     events = result.get_asset_materialization_events()
     with lake.session(settings, read_only=True) as con:
@@ -107,13 +107,13 @@ def test_daily_batch_reports_each_days_row_count_as_the_lake_holds_it(sim_sessio
     assert per_day[days[0]] == 1  # silver/fear_greed: one entry a day
 
 
-def test_dbt_marts_report_row_counts_and_columns_from_the_lake(silver_lake):
+def test_dbt_marts_report_row_counts_and_columns_from_the_lake(silver_lake, dagster_instance):
     """dagster-dbt's fetch_row_counts() cannot open this profile's lake (see defs/gold/dbt.py): the asset counts."""
     from cryptoflow_dagster.dbt_project import dbt_resource
     from cryptoflow_dagster.defs.gold.dbt import gold_dbt_assets
 
     result = dg.materialize([gold_dbt_assets()], resources={"dbt": dbt_resource(), "lake": LakeResource()},
-                            instance=dg.DagsterInstance.ephemeral())
+                            instance=dagster_instance)
     assert result.success
     events = {e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()}
     assert set(events) == set(GOLD_MARTS)
@@ -170,13 +170,13 @@ def _check_stream_row_counts(settings, result, expected=frozenset({*STREAMING, "
     assert seen == set(expected)
 
 
-def test_day_rebuilds_report_the_partitions_row_counts(settings):
+def test_day_rebuilds_report_the_partitions_row_counts(settings, dagster_instance):
     from cryptoflow_dagster.defs.gold.intraday import intraday_gold_assets
     from cryptoflow_dagster.defs.silver.trades import trade_assets
     from cryptoflow_dagster.resources import build_resources
 
     _land_stream(settings)
-    instance = dg.DagsterInstance.ephemeral()
+    instance = dagster_instance
     _run_stream(instance)
     result = dg.materialize([trade_assets(settings)[1], intraday_gold_assets(settings)], partition_key="2026-07-30",
                             resources=build_resources(), instance=instance)

@@ -80,9 +80,9 @@ def _evaluations(result: dg.ExecuteInProcessResult) -> dict[str, list[bool]]:
     return by_check
 
 
-def test_materialize_gold_with_dbt_tests_as_asset_checks(silver_lake):
+def test_materialize_gold_with_dbt_tests_as_asset_checks(silver_lake, dagster_instance):
     settings = silver_lake
-    instance = dg.DagsterInstance.ephemeral()
+    instance = dagster_instance
     expected_checks = {
         f"{key.asset_key.to_user_string()}:{key.name}" for key in gold_dbt_assets().check_keys
     }
@@ -125,9 +125,9 @@ def test_materialize_gold_with_dbt_tests_as_asset_checks(silver_lake):
     assert [r.status.value for r in history][:2] == ["FAILED", "SUCCEEDED"]
 
 
-def test_gold_follows_silver_updates():
+def test_gold_follows_silver_updates(dagster_instance):
     defs = dg.Definitions(assets=[*silver_candle_assets(load_settings()), gold_dbt_assets()], resources=build_resources())
-    instance = dg.DagsterInstance.ephemeral()
+    instance = dagster_instance
     gold_keys = {gold_asset_key("model", m) for m in GOLD_MARTS}
 
     quiet = dg.evaluate_automation_conditions(defs=defs, instance=instance)

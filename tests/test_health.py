@@ -86,13 +86,13 @@ def test_empty_lake_and_no_sidecar_read_as_unknown(settings):
     assert figures["open_gaps"] == 0
 
 
-def test_platform_health_asset_records_numeric_metadata(settings):
+def test_platform_health_asset_records_numeric_metadata(settings, dagster_instance):
     from cryptoflow_dagster.defs.health.platform_health import platform_health
 
     with lake.session(settings) as con:
         lake.ensure_schema(con)
         _fill(con)
-    instance = dg.DagsterInstance.ephemeral()
+    instance = dagster_instance
     result = dg.materialize([platform_health], resources={"lake": LakeResource()}, instance=instance)
     assert result.success
     [mat] = result.asset_materializations_for_node("ops__platform_health")

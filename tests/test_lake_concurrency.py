@@ -89,6 +89,8 @@ def test_three_writer_processes_lose_and_duplicate_nothing(settings, tmp_path):
     finally:
         for p in procs:
             p.kill() if p.poll() is None else None
+            p.wait(10)
+            p.stdout.close()
     assert [p.returncode for p in procs] == [0] * WRITERS
 
     with lake.session(settings, read_only=True) as con:
@@ -125,6 +127,7 @@ class CatalogLocker:
     def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait(timeout=10)
+        self.proc.stdout.close()
 
 
 @pytest.fixture
@@ -226,3 +229,5 @@ def test_a_writer_kept_waiting_by_a_hung_one_says_which_process_holds_the_turn(s
         if hung.poll() is None:
             hung.kill()
         hung.wait(10)
+        hung.stdin.close()
+        hung.stdout.close()

@@ -24,8 +24,9 @@ def ticker(market: str, ms: int, price: float) -> bytes:
 
 
 def ingest_once() -> None:
-    assert streaming_ingest_job.execute_in_process(run_config=single_pass(), instance=dg.DagsterInstance.ephemeral(),
-                                                   resources=build_resources()).success
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert streaming_ingest_job.execute_in_process(run_config=single_pass(), instance=instance,
+                                                       resources=build_resources()).success
 
 
 def test_ticker_files_land_in_bronze_once_with_dead_letters(settings):
@@ -69,12 +70,12 @@ def test_retention_deletes_ingested_old_files_and_keeps_the_rest(settings):
     assert query(settings, "SELECT count(*) FROM silver.trades") == [(4,)]
 
 
-def test_retention_job_keeps_everything_younger_than_the_setting(settings, monkeypatch):
+def test_retention_job_keeps_everything_younger_than_the_setting(settings, monkeypatch, dagster_instance):
     b = MicroBatcher(settings.landing_dir, "0123456789abcdef", settings.home / "spill")
     land(b, "binance", "BTCUSDT", 1, T0, binance("BTCUSDT", 1, T0, "70000.0", "0.001"))
     b.flush()
     ingest_once()
     monkeypatch.setenv("CRYPTOFLOW_LANDING_RETENTION_DAYS", "7")
-    result = landing_retention_job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), resources=build_resources())
+    result = landing_retention_job.execute_in_process(instance=dagster_instance, resources=build_resources())
     assert result.success
     assert len(landing_files.list_files(settings.landing_dir)) == 1  # a minute-old file is kept for a week

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 
-import dagster as dg
 
 from cryptoflow_dagster import lake
 from cryptoflow_core.settings import load_settings
@@ -33,7 +32,7 @@ def shard_markets(name: str) -> list[tuple[str, str]]:
     return [("upbit", m) for m in upbit] + [("binance", s) for s in binance]
 
 
-def test_two_sidecar_shards_share_landing_and_lake_and_match_ground_truth(settings):
+def test_two_sidecar_shards_share_landing_and_lake_and_match_ground_truth(settings, dagster_instance):
     upbit = [m for u, _ in SHARDS.values() for m in u]
     binance = [s for _, b in SHARDS.values() for s in b]
     with running_sim(trade_rate=6, upbit_markets=upbit, binance_symbols=binance) as sim:
@@ -53,6 +52,7 @@ def test_two_sidecar_shards_share_landing_and_lake_and_match_ground_truth(settin
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait(10)
+                proc.stderr.close()
 
         # one heartbeat per shard, each naming only its own markets' streams, and one shared landing folder
         beats = {name: read_heartbeat(load_settings(env).heartbeat_path) for name, env in envs.items()}
@@ -61,7 +61,7 @@ def test_two_sidecar_shards_share_landing_and_lake_and_match_ground_truth(settin
         writers = {p.name.split("-")[1] for p in settings.landing_dir.rglob("*.parquet")}
         assert len(writers) == 2
 
-        ingest(dg.DagsterInstance.ephemeral())
+        ingest(dagster_instance)
         for name in SHARDS:  # each shard's connections have their own window
             counted = assert_matches_ground_truth(sim, settings, shard_markets(name))
             assert sum(counted.values()) >= 10 and all(counted[f"binance:{s}"] >= 5 for s in SHARDS[name][1])

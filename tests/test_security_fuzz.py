@@ -129,7 +129,8 @@ def test_ingest_turns_any_landed_frames_into_bronze_rows_or_dead_letters(setting
                   [f for f in binance if BINANCE.parse(f).kind == feeds.DEAD]
     batcher.flush()
 
-    result = streaming_ingest_job.execute_in_process(run_config=single_pass(), instance=dg.DagsterInstance.ephemeral(), resources=build_resources())
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = streaming_ingest_job.execute_in_process(run_config=single_pass(), instance=instance, resources=build_resources())
     assert result.success
 
     with lake.session(settings, read_only=True) as con:
@@ -162,8 +163,9 @@ def test_ingest_dead_letters_frames_that_pass_the_parser_but_hold_impossible_val
         frames.append((BINANCE, raw))
         landed += 1
     batcher.flush()
-    assert streaming_ingest_job.execute_in_process(run_config=single_pass(), instance=dg.DagsterInstance.ephemeral(),
-                                                   resources=build_resources()).success
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert streaming_ingest_job.execute_in_process(run_config=single_pass(), instance=instance,
+                                                       resources=build_resources()).success
     with lake.session(settings, read_only=True) as con:
         bronze = con.execute("SELECT count(*) FROM bronze.trades_raw").fetchone()[0]
         dead = con.execute("SELECT count(*) FROM bronze.dead_letters").fetchone()[0]

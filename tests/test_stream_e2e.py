@@ -14,7 +14,6 @@ import sys
 import time
 from datetime import datetime
 
-import dagster as dg
 import pytest
 
 from chaos.checks import compare_trades
@@ -109,18 +108,19 @@ def assert_matches_ground_truth(sim, settings, markets: list[tuple[str, str]]) -
     return {name: e["truth"] for name, e in entries.items()}
 
 
-def test_stream_then_stop_equals_ground_truth(stream_env, settings):
+def test_stream_then_stop_equals_ground_truth(stream_env, settings, dagster_instance):
     sim = stream_env()
     proc = sidecar()
     stream_until(proc, settings, 200)  # ~7 s at 3 markets x 6 trades/s (plus Upbit tickers)
     proc.send_signal(signal.SIGTERM)  # a clean stop flushes everything buffered
-    assert proc.wait(30) == 0, proc.stderr.read()
+    _, err = proc.communicate(timeout=30)  # reaps it and closes its stderr pipe
+    assert proc.returncode == 0, err
 
     beat = read_heartbeat(settings.heartbeat_path)
     assert {s["state"] for s in beat["streams"].values()} == {"stopped"}
     assert beat["counters"]["messages"] > 0 and beat["counters"]["files"] > 0 and beat["counters"]["malformed"] == 0
 
-    ingest(dg.DagsterInstance.ephemeral())
+    ingest(dagster_instance)
     counted = assert_matches_ground_truth(sim, settings, MARKETS)
     # the comparison had trades to compare on both exchanges (the window leaves the last 2 s out, and Binance's
     # connection may open a second after Upbit's)
@@ -136,7 +136,7 @@ def test_stream_then_stop_equals_ground_truth(stream_env, settings):
         assert streamed >= 2 and con.execute("SELECT count(*) FROM gold.market_stats_24h").fetchone() == (streamed,)
 
 
-def test_faults_and_sigkill_then_repair_still_equal_ground_truth(stream_env, settings):
+def test_faults_and_sigkill_then_repair_still_equal_ground_truth(stream_env, settings, dagster_instance):
     # The simulator counts messages per connection, and a connection lives 3 s (Binance ~18 messages, Upbit ~70): a
     # malformed frame every 15th message puts some in every connection (every 40th left the second sidecar's
     # connections without any whenever they were cut at exactly 3 s, and the malformed counter at 0: CI, once).
@@ -145,17 +145,18 @@ def test_faults_and_sigkill_then_repair_still_equal_ground_truth(stream_env, set
     first = sidecar()
     stream_until(first, settings, 80)
     first.send_signal(signal.SIGKILL)  # no flush: what it buffered is lost, to be found as a gap and repaired
-    first.wait(10)
+    first.communicate(timeout=10)
     time.sleep(2)  # downtime: trades happen that no sidecar sees
     second = sidecar()
     stream_until(second, settings, 150)  # long enough for the simulator's forced disconnects (every 3 s)
     second.send_signal(signal.SIGTERM)
-    assert second.wait(60) == 0, second.stderr.read()
+    _, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
 
     beat = read_heartbeat(settings.heartbeat_path)
     assert beat["counters"]["reconnects"] >= 1 and beat["counters"]["malformed"] >= 1
 
-    instance = dg.DagsterInstance.ephemeral()
+    instance = dagster_instance
     ingest(instance)
     result = gap_repair_job.execute_in_process(instance=instance, resources=build_resources())
     assert result.success

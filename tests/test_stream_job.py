@@ -71,9 +71,9 @@ def run_job(instance):
     return result
 
 
-def test_streaming_job_lands_bronze_silver_gold_and_dead_letters_exactly_once(settings):
+def test_streaming_job_lands_bronze_silver_gold_and_dead_letters_exactly_once(settings, dagster_instance):
     fill_landing(settings)
-    instance = dg.DagsterInstance.ephemeral()
+    instance = dagster_instance
     result = run_job(instance)
     materialized = {(e.asset_key.to_user_string(), e.partition) for e in result.get_asset_materialization_events()}
     assert ("silver/trades", "2026-07-30") in materialized and ("gold/kimchi_premium_1m", "2026-07-30") in materialized
@@ -117,9 +117,9 @@ def test_streaming_job_lands_bronze_silver_gold_and_dead_letters_exactly_once(se
     assert query(settings, "SELECT count(*) FROM bronze.dead_letters") == [(3,)]
 
 
-def test_a_day_rebuild_restores_silver_and_gold_from_bronze(settings):
+def test_a_day_rebuild_restores_silver_and_gold_from_bronze(settings, dagster_instance):
     fill_landing(settings)
-    instance = dg.DagsterInstance.ephemeral()
+    instance = dagster_instance
     run_job(instance)
     before = query(settings, "SELECT * EXCLUDE (ingest_time) FROM silver.trades ORDER BY ALL")
     bars_before = query(settings, "SELECT * EXCLUDE (updated_at) FROM gold.ohlcv_1m_from_trades ORDER BY ALL")
@@ -133,9 +133,9 @@ def test_a_day_rebuild_restores_silver_and_gold_from_bronze(settings):
     assert query(settings, "SELECT * EXCLUDE (updated_at) FROM gold.ohlcv_1m_from_trades ORDER BY ALL") == bars_before
 
 
-def test_sensor_requests_one_run_for_every_pending_file_and_waits_for_the_run_in_flight(settings):
+def test_sensor_requests_one_run_for_every_pending_file_and_waits_for_the_run_in_flight(settings, dagster_instance):
     defs = load_code_location()
-    instance = dg.DagsterInstance.ephemeral()
+    instance = dagster_instance
     ctx = dg.build_sensor_context(instance=instance, cursor=None, definitions=defs, resources=build_resources())
     assert isinstance(landing_files_sensor(ctx), dg.SkipReason)
 
@@ -173,7 +173,7 @@ KILLER = """
 import sys
 from cryptoflow_dagster import lake
 from cryptoflow_core.settings import load_settings
-from cryptoflow_dagster.defs.streaming import ingest
+from cryptoflow_dagster.streaming import ingest
 
 ingest.CHUNK_FILES = int(sys.argv[1])
 with lake.session() as con:
@@ -183,7 +183,7 @@ with lake.session() as con:
 """
 
 
-def test_a_run_killed_half_way_and_retried_neither_loses_nor_doubles(settings):
+def test_a_run_killed_half_way_and_retried_neither_loses_nor_doubles(settings, dagster_instance):
     b = MicroBatcher(settings.landing_dir, "0123456789abcdef", settings.home / "spill")
     n = 0
     for f in range(20):
@@ -192,16 +192,16 @@ def test_a_run_killed_half_way_and_retried_neither_loses_nor_doubles(settings):
             n += 1
         land(b, "binance", "BTCUSDT", n - 1, T0 + n - 1, binance("BTCUSDT", n - 1, T0 + n - 1, "70000.0", "0.001"))
         b.flush()
-    proc = subprocess.Popen([sys.executable, "-c", KILLER, "3"], stdout=subprocess.PIPE, env=os.environ.copy())
-    assert proc.stdout.readline().strip() == b"ready"
-    time.sleep(0.6)  # somewhere inside the chunks' transactions
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    with subprocess.Popen([sys.executable, "-c", KILLER, "3"], stdout=subprocess.PIPE, env=os.environ.copy()) as proc:
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(0.6)  # somewhere inside the chunks' transactions
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     partial = query(settings, "SELECT count(*) FROM bronze.trades_raw")[0][0]
     files_done = query(settings, "SELECT count(*) FROM ops.ingested_files")[0][0]
     assert partial == files_done * 101  # whatever committed, committed whole: bronze rows match ingested files
 
-    run_job(dg.DagsterInstance.ephemeral())
+    run_job(dagster_instance)
     assert query(settings, "SELECT count(*), count(DISTINCT trade_id) FROM silver.trades") == [(n, n)]
     assert query(settings, "SELECT count(*) FROM bronze.trades_raw") == [(20 * 101,)]
     assert query(settings, "SELECT count(*) FROM ops.ingested_files") == [(20,)]

@@ -120,7 +120,8 @@ def test_new_files_takes_a_shards_late_file_with_an_older_name_and_survives_a_cu
     assert hostile.taken == {}
 
 
-def test_market_alert_sensor_alerts_on_landed_files_with_history_not_yet_in_silver(settings, slack_server, monkeypatch):
+def test_market_alert_sensor_alerts_on_landed_files_with_history_not_yet_in_silver(settings, slack_server, monkeypatch,
+                                                                                    dagster_instance):
     monkeypatch.setenv("CRYPTOFLOW_SLACK_API_URL", slack_server.url)
     monkeypatch.setenv("CRYPTOFLOW_ALERT_WATCH_S", "0")  # one look per tick: each call below sees what landed before it
     now_ms = int(datetime.now(timezone.utc).timestamp() * 1000)
@@ -128,7 +129,7 @@ def test_market_alert_sensor_alerts_on_landed_files_with_history_not_yet_in_silv
     land(b, "upbit", "KRW-BTC", 1, now_ms - 60_000, upbit("KRW-BTC", 1, now_ms - 60_000, 100_000_000.0, 0.1))
     b.flush()
     resources = {"lake": LakeResource(), "slack": slack_resource()}
-    instance = dg.DagsterInstance.ephemeral()
+    instance = dagster_instance
     ctx = dg.build_sensor_context(instance=instance, cursor=None, resources=resources)
     assert "0 alerts" in market_alert_sensor(ctx).skip_message
     # +5% against a trade that is landed but not in silver (no streaming run yet): still a price move
@@ -143,18 +144,19 @@ def test_market_alert_sensor_alerts_on_landed_files_with_history_not_yet_in_silv
     assert "no new trade files" in market_alert_sensor(ctx).skip_message  # the cursor moved past both files
 
 
-def test_streaming_and_gap_repair_share_one_silver_writer_slot(cryptoflow_home, settings):
+def test_streaming_and_gap_repair_share_one_silver_writer_slot(cryptoflow_home, settings, dagster_instance):
     limits = instance_config(settings)["concurrency"]["runs"]["tag_concurrency_limits"]
     assert {"key": SILVER_WRITER_TAG, "limit": 1} in limits
     assert streaming_ingest_job.tags[SILVER_WRITER_TAG] == "true"
     result = streaming_ingest_job.execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), resources=build_resources(),
+        instance=dagster_instance, resources=build_resources(),
         run_config={"ops": {"ingest_landing_files": {"config": {"max_seconds": 30, "idle_seconds": 0}}}})
     assert result.success  # with nothing landed and idle 0, a long-lived run ends at once
     assert os.environ["CRYPTOFLOW_HOME"] == str(settings.home)
 
 
-def test_market_alert_sensor_tick_watches_and_alerts_on_a_file_landing_during_the_tick(settings, slack_server, monkeypatch):
+def test_market_alert_sensor_tick_watches_and_alerts_on_a_file_landing_during_the_tick(settings, slack_server, monkeypatch,
+                                                                                         dagster_instance):
     """Dagster starts a sensor tick at most every 5 s: the tick itself watches the landing folder, so a shock landing
     while it runs is alerted and delivered by that tick, not by the next one."""
     monkeypatch.setenv("CRYPTOFLOW_SLACK_API_URL", slack_server.url)
@@ -171,7 +173,7 @@ def test_market_alert_sensor_tick_watches_and_alerts_on_a_file_landing_during_th
         b.flush()
         landed_at.append(time.monotonic())
 
-    ctx = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), cursor=None,
+    ctx = dg.build_sensor_context(instance=dagster_instance, cursor=None,
                                   resources={"lake": LakeResource(), "slack": slack_resource()})
     writer = threading.Thread(target=shock_soon)
     started = time.monotonic()

@@ -39,7 +39,7 @@ def frame(exchange: str, market: str, t: dict) -> bytes:
     return json.dumps({"stream": f"{market.lower()}@trade", "data": data}).encode()
 
 
-def test_gold_bars_reconcile_with_exchange_candles_and_a_lost_trade_is_caught(settings, monkeypatch):
+def test_gold_bars_reconcile_with_exchange_candles_and_a_lost_trade_is_caught(settings, monkeypatch, dagster_instance):
     with running_sim(upbit_markets=["KRW-BTC"], binance_symbols=["BTCUSDT"], trade_rate=1) as sim:
         for key, value in sim.env().items():
             monkeypatch.setenv(key, value)
@@ -56,7 +56,7 @@ def test_gold_bars_reconcile_with_exchange_candles_and_a_lost_trade_is_caught(se
                 tid = t.get("sequential_id", t.get("trade_id"))
                 batcher.add(exchange, "trade", market, tid, t["ts"], int(time.time() * 1e6), "s", frame(exchange, market, t), None)
         batcher.flush()
-        instance = dg.DagsterInstance.ephemeral()
+        instance = dagster_instance
         assert streaming_ingest_job.execute_in_process(run_config=single_pass(), instance=instance, resources=build_resources()).success
 
         resources = {"lake": LakeResource(), "upbit": UpbitResource(), "binance": BinanceResource()}
