@@ -90,8 +90,9 @@ class Demo:
         return demo
 
     def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.put(line.rstrip("\n"))
+        with self.process.stdout:  # closed at end of file: an open pipe would warn when collected, in another test
+            for line in self.process.stdout:
+                self.lines.put(line.rstrip("\n"))
         self.lines.put(None)
 
     @property
@@ -152,7 +153,8 @@ class Demo:
             if not _gone(pgid):
                 os.killpg(pgid, signal.SIGKILL)
         self.reader.join(timeout=10)
-        self.process.stdout.close()
+        if self.reader.is_alive():  # the reader closes the pipe at end of file; only a stuck one leaves it open
+            self.process.stdout.close()
 
 
 def _group(pgid: int) -> list[str]:
