@@ -201,8 +201,8 @@ REVIEWED_SQL_INTERPOLATIONS = {
     "cryptoflow_dagster/lake/schema.py": {"CATALOG", "table", "columns", "schema"},
     "cryptoflow_dagster/lake/tables.py": {"CATALOG", "table", "where_sql", "columns"},
     "cryptoflow_dagster/slo.py": {"column", "relation", "catalog", "_TRADES.format(catalog=catalog)"},
-    "cryptoflow_dagster/defs/streaming/intraday_gold.py": {"RANGES", "_OHLCV", "_STATS", "_KIMCHI"},
-    "cryptoflow_dagster/defs/streaming/ingest.py": {"_MINE", "_STAGED"},
+    "cryptoflow_dagster/streaming/intraday_gold.py": {"RANGES", "_OHLCV", "_STATS", "_KIMCHI"},
+    "cryptoflow_dagster/streaming/ingest.py": {"_MINE", "_STAGED"},
     # new: built from the callers' constant SQL; count_by is checked to be an identifier
     "cryptoflow_dagster/silver_trades.py": {"COLUMNS", "new", "count_by", "candidates"},
     "cryptoflow_dagster/dead_letters.py": {"COLUMNS", "rows", "known", "'DISTINCT ' if once_per_batch else ''"},
