@@ -197,7 +197,9 @@ def test_lake_table_helpers_refuse_hostile_table_and_column_names(settings):
 # outside values go in as parameters (?, $name), never into the text.
 REVIEWED_SQL_INTERPOLATIONS = {
     "cryptoflow_dagster/lake/extensions.py": {"name", "literal(str(packaged_extension(name)))"},
-    "cryptoflow_dagster/lake/databases.py": {"CATALOG", "'CREATE OR REPLACE SECRET cryptoflow_s3 (' + ', '.join(options) + ')'"},
+    # alias: checked to be an ASCII identifier other than the live catalog's name (snapshot_attached)
+    "cryptoflow_dagster/lake/databases.py": {"CATALOG", "'CREATE OR REPLACE SECRET cryptoflow_s3 (' + ', '.join(options) + ')'",
+                                             "alias"},
     "cryptoflow_dagster/lake/schema.py": {"CATALOG", "table", "columns", "schema"},
     "cryptoflow_dagster/lake/tables.py": {"CATALOG", "table", "where_sql", "columns"},
     "cryptoflow_dagster/slo.py": {"column", "relation", "catalog", "_TRADES.format(catalog=catalog)"},
@@ -205,6 +207,14 @@ REVIEWED_SQL_INTERPOLATIONS = {
     "cryptoflow_dagster/streaming/ingest.py": {"_MINE", "_STAGED"},
     # new: built from the callers' constant SQL; count_by is checked to be an identifier
     "cryptoflow_dagster/silver_trades.py": {"COLUMNS", "new", "count_by", "candidates"},
+    # restore: tables pass is_table_name and are listed by the catalog; columns are quoted identifiers read from it;
+    # database is the live catalog or the snapshot's constant alias
+    "cryptoflow_dagster/cli/restore.py": {"SNAPSHOT_ALIAS", "_lit(lake.CATALOG)", "columns", "database", "lake.CATALOG",
+                                          "step.table", "table"},
+    "cryptoflow_dagster/cli/snapshots.py": {"lake.CATALOG", "meta"},
+    # lake upkeep: DuckLake's own metadata names (inlined table names checked against their pattern), ints, constants
+    "cryptoflow_dagster/maintenance/lake_upkeep.py": {"INGESTED", "METADATA", "int(table_id)", "int(target_bytes)",
+                                                      "lake.CATALOG", "name"},
     "cryptoflow_dagster/dead_letters.py": {"COLUMNS", "rows", "known", "'DISTINCT ' if once_per_batch else ''"},
     "cryptoflow_dagster/defs/streaming/tickers.py": {"_MINE"},
     "cryptoflow_dagster/defs/silver/candles.py": {"table"},
