@@ -122,3 +122,38 @@ def dagster_ui(dagster_ui_home: Path, sim_session):
         url = f"http://127.0.0.1:{port}"
         wait_until_loaded(url, timeout_s=240, still_running=lambda: dev.process.poll() is None)
         yield url
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway PostgreSQL cluster on loopback (Debian's package; tests/scaleout_servers.py), one per test module."""
+    from scaleout_servers import running_postgres
+
+    with running_postgres() as pg:
+        yield pg
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """moto's S3-compatible server on loopback with the lake's bucket, one per test module."""
+    from scaleout_servers import BUCKET, running_s3
+
+    with running_s3() as server:
+        server.client().create_bucket(Bucket=BUCKET)
+        yield server
+
+
+@pytest.fixture
+def scaled(postgres, s3, cryptoflow_home, monkeypatch, request):
+    """Settings for a fresh lake: its own Postgres database for the catalog and its own S3 prefix for the data.
+    Returns (settings, the S3 prefix)."""
+    from scaleout_servers import BUCKET, S3_ENV
+
+    name = "lake_" + request.node.name.replace("test_", "")[:40].lower()
+    postgres.create_database(name)
+    prefix = f"{name}/"
+    env = {**S3_ENV, "CRYPTOFLOW_LAKE_CATALOG": "postgres:" + postgres.libpq(name),
+           "CRYPTOFLOW_LAKE_DATA_PATH": f"s3://{BUCKET}/{prefix}", "CRYPTOFLOW_S3_ENDPOINT": s3.endpoint}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return load_settings(), prefix

@@ -90,6 +90,8 @@ class S3Server:
                             aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
+# The bucket the lake tests write their Parquet to (each test under its own prefix).
+BUCKET = "cryptoflow-lake"
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
 
 

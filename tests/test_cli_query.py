@@ -18,6 +18,7 @@ import polars as pl
 import pytest
 
 from cryptoflow_dagster import lake
+from lake_writer import start_writer
 
 CRYPTOFLOW = str(Path(sys.executable).parent / "cryptoflow")
 FEAR_GREED = pl.DataFrame(
@@ -95,36 +96,10 @@ def test_no_lake_yet_is_a_clear_error(settings):
     assert "no lake at" in result.stderr
 
 
-WRITER = r"""
-import sys
-from datetime import datetime, timezone
-import polars as pl
-from cryptoflow_dagster import lake
-batches, rows = int(sys.argv[1]), int(sys.argv[2])
-con = lake.connect()
-print("ready", flush=True)
-sys.stdin.readline()
-for b in range(batches):
-    now = datetime.now(timezone.utc)
-    frame = pl.DataFrame({"exchange": ["upbit"] * rows, "market": ["KRW-BTC"] * rows,
-        "trade_id": [b * rows + i for i in range(rows)], "ts": [now] * rows, "price": [1.0] * rows,
-        "volume": [1.0] * rows, "quote_volume": [1.0] * rows, "side": ["sell"] * rows, "ingest_time": [now] * rows})
-    lake.write(con, lambda c: lake.insert(c, "silver.trades", frame))
-print("done", flush=True)
-"""
-
-
 def test_query_reads_whole_commits_while_another_process_writes(populated):
     batches, rows = 30, 50
-    writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(batches), str(rows)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    writer = start_writer(batches, rows, "upbit", "KRW-BTC")
     try:
-        assert writer.stdout.readline().strip() == "ready", writer.stderr.read()
         writer.stdin.write("go\n")
         writer.stdin.flush()
         seen = []

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 from cryptoflow_dagster import lake
+from lake_writer import start_writer
 
 CRYPTOFLOW = str(Path(sys.executable).parent / "cryptoflow")
 FEAR_GREED_SQL = "SELECT day::VARCHAR AS day, value, classification FROM silver.fear_greed ORDER BY ALL"
@@ -250,33 +251,12 @@ def test_a_snapshot_session_is_never_the_live_lake(history, settings):
             con.close()
 
 
-WRITER = r"""
-import sys
-from datetime import datetime, timezone
-import polars as pl
-from cryptoflow_dagster import lake
-batches, rows = int(sys.argv[1]), int(sys.argv[2])
-con = lake.connect()
-print("ready", flush=True)
-sys.stdin.readline()
-for b in range(batches):
-    now = datetime.now(timezone.utc)
-    frame = pl.DataFrame({"exchange": ["binance"] * rows, "market": ["BTCUSDT"] * rows,
-        "trade_id": [b * rows + i for i in range(rows)], "ts": [now] * rows, "price": [1.0] * rows,
-        "volume": [1.0] * rows, "quote_volume": [1.0] * rows, "side": ["sell"] * rows, "ingest_time": [now] * rows})
-    lake.write(con, lambda c: lake.insert(c, "silver.trades", frame))
-print("done", flush=True)
-"""
-
-
 def test_restore_while_another_process_writes_loses_none_of_its_commits(history):
     states, _ = history
     a, c = sorted(states)[1], sorted(states)[-1]
     batches, rows = 20, 25
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(batches), str(rows)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    writer = start_writer(batches, rows, "binance", "BTCUSDT")
     try:
-        assert writer.stdout.readline().strip() == "ready", writer.stderr.read()
         writer.stdin.write("go\n")
         writer.stdin.flush()
         result = cryptoflow("restore", "--table", "silver.fear_greed", "--snapshot", str(a), "--yes")

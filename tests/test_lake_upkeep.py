@@ -337,37 +337,3 @@ def test_maintenance_on_postgres_catalog_and_s3_data(request):
         assert everything(con) == now_rows
 
 
-@pytest.fixture(scope="module")
-def postgres():
-    from scaleout_servers import running_postgres
-
-    with running_postgres() as pg:
-        yield pg
-
-
-@pytest.fixture(scope="module")
-def s3():
-    from scaleout_servers import running_s3
-    from test_scaleout_lake import BUCKET
-
-    with running_s3() as server:
-        server.client().create_bucket(Bucket=BUCKET)
-        yield server
-
-
-@pytest.fixture
-def scaled(postgres, s3, cryptoflow_home, monkeypatch):
-    """Settings for a fresh lake: a Postgres database of its own for the catalog, an S3 prefix for the data (as in
-    tests/test_scaleout_lake.py)."""
-    from scaleout_servers import S3_ENV
-    from test_scaleout_lake import BUCKET
-
-    name = "lake_upkeep"
-    postgres.create_database(name)
-    env = {**S3_ENV, "CRYPTOFLOW_LAKE_CATALOG": "postgres:" + postgres.libpq(name),
-           "CRYPTOFLOW_LAKE_DATA_PATH": f"s3://{BUCKET}/{name}/", "CRYPTOFLOW_S3_ENDPOINT": s3.endpoint}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    from cryptoflow_core.settings import load_settings
-
-    return load_settings(), f"{name}/"

@@ -11,7 +11,6 @@ from datetime import datetime, timezone
 
 import dagster as dg
 import polars as pl
-import pytest
 import yaml
 
 from cryptoflow_dagster import lake
@@ -19,37 +18,8 @@ from cryptoflow_dagster.defs.streaming.jobs import single_pass, streaming_ingest
 from cryptoflow_dagster.instance import ensure_dagster_yaml
 from cryptoflow_dagster.resources import build_resources
 from cryptoflow_core.settings import load_settings
-from scaleout_servers import S3_ENV, running_postgres, running_s3
+from scaleout_servers import BUCKET
 from test_stream_job import fill_landing
-
-BUCKET = "cryptoflow-lake"
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    with running_postgres() as pg:
-        yield pg
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with running_s3() as server:
-        server.client().create_bucket(Bucket=BUCKET)
-        yield server
-
-
-@pytest.fixture
-def scaled(postgres, s3, cryptoflow_home, monkeypatch, request):
-    """Settings for a fresh lake: its own Postgres database for the catalog and its own S3 prefix for the data."""
-    name = "lake_" + request.node.name.replace("test_", "")[:40].lower()
-    postgres.create_database(name)
-    prefix = f"{name}/"
-    env = {**S3_ENV, "CRYPTOFLOW_LAKE_CATALOG": "postgres:" + postgres.libpq(name),
-           "CRYPTOFLOW_LAKE_DATA_PATH": f"s3://{BUCKET}/{prefix}", "CRYPTOFLOW_S3_ENDPOINT": s3.endpoint}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return load_settings(), prefix
-
 
 def trades(exchange: str, market: str, ids: list[int]) -> pl.DataFrame:
     at = datetime(2026, 7, 30, 7, 4, tzinfo=timezone.utc)
