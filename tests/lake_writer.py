@@ -3,8 +3,10 @@ told (a line on stdin), so a test can run a reader or a restore against real con
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+from collections.abc import Iterator
 
 _SCRIPT = r"""
 import sys
@@ -25,14 +27,23 @@ print("done", flush=True)
 """
 
 
-def start_writer(batches: int, rows: int, exchange: str, market: str) -> subprocess.Popen:
-    """The writer process, ready (it printed "ready"); write a line to its stdin to start it. It prints "done"."""
+@contextlib.contextmanager
+def lake_writer(batches: int, rows: int, exchange: str, market: str) -> Iterator[subprocess.Popen]:
+    """The writer process, started: it prints "done" when its last commit is in. Killed and its pipes closed on exit."""
     writer = subprocess.Popen(
         [sys.executable, "-c", _SCRIPT, str(batches), str(rows), exchange, market],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    ready = writer.stdout.readline().strip()
-    if ready != "ready":
-        writer.kill()
-        raise RuntimeError(f"lake writer did not start: {writer.stderr.read()}")
-    return writer
+    try:
+        ready = writer.stdout.readline().strip()
+        if ready != "ready":
+            raise RuntimeError(f"lake writer did not start: {writer.stderr.read()}")
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        yield writer
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+        writer.wait(60)
+        for pipe in (writer.stdin, writer.stdout, writer.stderr):
+            pipe.close()

@@ -18,7 +18,7 @@ import polars as pl
 import pytest
 
 from cryptoflow_dagster import lake
-from lake_writer import start_writer
+from lake_writer import lake_writer
 
 CRYPTOFLOW = str(Path(sys.executable).parent / "cryptoflow")
 FEAR_GREED = pl.DataFrame(
@@ -98,10 +98,7 @@ def test_no_lake_yet_is_a_clear_error(settings):
 
 def test_query_reads_whole_commits_while_another_process_writes(populated):
     batches, rows = 30, 50
-    writer = start_writer(batches, rows, "upbit", "KRW-BTC")
-    try:
-        writer.stdin.write("go\n")
-        writer.stdin.flush()
+    with lake_writer(batches, rows, "upbit", "KRW-BTC") as writer:
         seen = []
         while writer.poll() is None and len(seen) < 3:
             result = cryptoflow("query", "SELECT count(*) AS n FROM silver.trades", "-f", "json")
@@ -110,12 +107,6 @@ def test_query_reads_whole_commits_while_another_process_writes(populated):
         done = writer.stdout.readline().strip()
         assert done == "done", f"writer exited with {writer.wait(timeout=60)}: {writer.stderr.read()}"
         assert writer.wait(timeout=300) == 0
-    finally:
-        if writer.poll() is None:
-            writer.kill()
-        writer.wait(60)
-        for pipe in (writer.stdin, writer.stdout, writer.stderr):
-            pipe.close()
     assert seen, "the writer finished before any query ran"
     # every read saw whole commits only, and never went back in time
     assert all(n % rows == 0 for n in seen), seen

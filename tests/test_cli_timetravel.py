@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from cryptoflow_dagster import lake
-from lake_writer import start_writer
+from lake_writer import lake_writer
 
 CRYPTOFLOW = str(Path(sys.executable).parent / "cryptoflow")
 FEAR_GREED_SQL = "SELECT day::VARCHAR AS day, value, classification FROM silver.fear_greed ORDER BY ALL"
@@ -255,20 +255,11 @@ def test_restore_while_another_process_writes_loses_none_of_its_commits(history)
     states, _ = history
     a, c = sorted(states)[1], sorted(states)[-1]
     batches, rows = 20, 25
-    writer = start_writer(batches, rows, "binance", "BTCUSDT")
-    try:
-        writer.stdin.write("go\n")
-        writer.stdin.flush()
+    with lake_writer(batches, rows, "binance", "BTCUSDT") as writer:
         result = cryptoflow("restore", "--table", "silver.fear_greed", "--snapshot", str(a), "--yes")
         assert result.returncode == 0, result.stderr
         assert writer.stdout.readline().strip() == "done", writer.stderr.read()
         assert writer.wait(timeout=300) == 0
-    finally:
-        if writer.poll() is None:
-            writer.kill()
-        writer.wait(60)
-        for pipe in (writer.stdin, writer.stdout, writer.stderr):
-            pipe.close()
     assert read(FEAR_GREED_SQL) == states[a]["fear_greed"]
     counts = read("SELECT exchange, count(*) AS n FROM silver.trades GROUP BY 1 ORDER BY 1")
     assert counts == [{"exchange": "binance", "n": batches * rows}, {"exchange": "upbit", "n": len(states[c]["trades"])}]
