@@ -92,6 +92,7 @@ class UpkeepReport:
     files_merged: int = 0  # small files merge_adjacent_files replaced
     files_rewritten: int = 0  # delete-heavy files rewrite_data_files replaced
     files_written: int = 0  # files the merges and rewrites wrote
+    rewrites_skipped: int = 0  # tables whose rewrite DuckLake refused while they held inlined rows (see rewrite_deletes)
     snapshots_expired: int = 0
     commits_recorded: int = 0  # ingest commits copied to ops.ingest_commits before their snapshots expired
     files_deleted: int = 0  # files no snapshot used any more, deleted
@@ -235,10 +236,21 @@ def rewrite_deletes(
     for table in only if only is not None else tables(con):
         if not heavy.get(table.table_id):
             continue
-        rows = turns.run(con, lambda c, t=table: c.execute(
-            "CALL ducklake_rewrite_data_files(?, ?, schema => ?, delete_threshold => ?)",
-            [lake.CATALOG, t.name, t.schema, threshold],
-        ).fetchall())
+        try:
+            rows = turns.run(con, lambda c, t=table: c.execute(
+                "CALL ducklake_rewrite_data_files(?, ?, schema => ?, delete_threshold => ?)",
+                [lake.CATALOG, t.name, t.schema, threshold],
+            ).fetchall())
+        except duckdb.Error as exc:
+            # DuckLake 1.5.5 refuses to commit a rewrite of a table that holds inlined rows ("Failed to read
+            # inlined-data aggregates"), which the stream's tables do after every commit, and a flush in the same
+            # transaction is refused too. The table's rewrite waits for the next pass; the pass goes on to merge and
+            # expire instead of failing the run (benchmarks/lake_day.py: 64 of 128 passes failed here).
+            if "inlined" not in str(exc):
+                raise
+            log.warning("rewrite of %s skipped, DuckLake refused it while the table holds inlined rows: %s", table, exc)
+            report.rewrites_skipped += 1
+            continue
         report.files_rewritten += sum(r[2] for r in rows)
         report.files_written += sum(r[3] for r in rows)
     return report
