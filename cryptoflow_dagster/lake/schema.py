@@ -82,6 +82,18 @@ TABLES: dict[str, str] = {
         ts TIMESTAMPTZ NOT NULL, asset VARCHAR NOT NULL, upbit_krw DOUBLE NOT NULL, binance_usdt DOUBLE NOT NULL,
         usdt_krw DOUBLE NOT NULL, premium_pct DOUBLE NOT NULL, updated_at TIMESTAMPTZ, day DATE
     """,
+    # Volatility forecasts (HAR-RV, GARCH(1,1), naive) and their out-of-sample evaluation: docs/decisions/0022.
+    # `day` is the first day a forecast is for; forecast_vol is a daily sigma like gold.volatility_daily's.
+    "gold.volatility_forecast": """
+        exchange VARCHAR NOT NULL, market VARCHAR NOT NULL, day DATE NOT NULL, model VARCHAR NOT NULL,
+        horizon_days INTEGER NOT NULL, forecast_vol DOUBLE NOT NULL, forecast_variance DOUBLE NOT NULL,
+        train_start DATE, train_end DATE, made_at TIMESTAMPTZ NOT NULL, params_json VARCHAR
+    """,
+    "gold.volatility_forecast_eval": """
+        exchange VARCHAR NOT NULL, market VARCHAR NOT NULL, as_of DATE NOT NULL, model VARCHAR NOT NULL,
+        horizon_days INTEGER NOT NULL, n BIGINT NOT NULL, qlike DOUBLE, mse DOUBLE, qlike_ratio DOUBLE, mse_ratio DOUBLE,
+        dm_stat DOUBLE, dm_pvalue DOUBLE
+    """,
     "ops.ingested_files": """
         file VARCHAR NOT NULL, rows BIGINT NOT NULL, ingested_at TIMESTAMPTZ NOT NULL, run_id VARCHAR,
         dead_letters BIGINT
