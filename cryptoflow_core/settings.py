@@ -73,8 +73,9 @@ class Setting:
     help: str
 
 
-def _s(env: str, default: str, help: str) -> object:
-    return field(default=None, metadata={"setting": Setting(env, default, help)})
+def _s(env: str, default: str, help: str, *, secret: bool = False) -> object:
+    # A secret's value stays out of the dataclass repr (and so out of any log line or error that prints settings).
+    return field(default=None, repr=not secret, metadata={"setting": Setting(env, default, help)})
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,26 @@ class Settings:
     ui_url: str = _s("CRYPTOFLOW_UI_URL", "http://127.0.0.1:3000", "Dagster UI base URL used in links.")
     ui_host: str = _s("CRYPTOFLOW_UI_HOST", "127.0.0.1", "Address the Dagster UI binds to.")
     ui_port: int = _s("CRYPTOFLOW_UI_PORT", "3000", "Port of the Dagster UI.")
+    api_host: str = _s(
+        "CRYPTOFLOW_API_HOST",
+        "127.0.0.1",
+        "Address `cryptoflow serve` (the market-data API) binds to. Anything but a loopback address requires "
+        "CRYPTOFLOW_API_KEYS.",
+    )
+    api_port: int = _s("CRYPTOFLOW_API_PORT", "8000", "Port of the market-data API (`cryptoflow serve`).")
+    api_keys: tuple[str, ...] = _s(
+        "CRYPTOFLOW_API_KEYS",
+        "",
+        "Secret: API keys of the market-data API, comma-separated; clients send one as X-API-Key or Authorization: "
+        "Bearer. Empty: no key asked (loopback only). Never logged or shown.",
+        secret=True,
+    )
+    api_rate_limit: float = _s(
+        "CRYPTOFLOW_API_RATE_LIMIT",
+        "50",
+        "Market-data API: requests per second per key (per client address without keys), bursts of one second's "
+        "worth; over it a 429 with Retry-After. 0: no limit.",
+    )
     sim_host: str = _s("CRYPTOFLOW_SIM_HOST", "127.0.0.1", "Address the exchange simulator binds to.")
     sim_port: int = _s("CRYPTOFLOW_SIM_PORT", "8765", "Port of the exchange simulator.")
     sim_seed: int = _s("CRYPTOFLOW_SIM_SEED", "42", "Simulator random seed (same seed, same trades).")
@@ -370,6 +391,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(
             f"CRYPTOFLOW_LAKE_TARGET_FILE_SIZE={values['lake_target_file_size']!r}: expected a number and a unit, e.g. 16MB"
         )
+    if values["api_rate_limit"] < 0:
+        raise SettingsError(f"CRYPTOFLOW_API_RATE_LIMIT={values['api_rate_limit']}: expected 0 (no limit) or more")
     if not 0 < values["lake_rewrite_delete_threshold"] <= 1:
         raise SettingsError(
             f"CRYPTOFLOW_LAKE_REWRITE_DELETE_THRESHOLD={values['lake_rewrite_delete_threshold']}: expected more than 0, "
