@@ -60,6 +60,18 @@ def validate_market(exchange: str, market: str) -> str:
     raise SettingsError(f"unknown exchange {exchange!r}: expected upbit or binance")
 
 
+# A market list given as a rule, resolved from the exchange's REST (cryptoflow_core/market_list.py): Upbit "ALL"
+# (every KRW- market), Binance "ALL" or "TOP<n>" (trading USDT symbols by 24 h quote volume).
+_SELECTOR_RE = {"upbit": re.compile(r"ALL", re.ASCII), "binance": re.compile(r"ALL|TOP[1-9][0-9]{0,3}", re.ASCII)}
+
+
+def market_selector(exchange: str, values: tuple[str, ...]) -> str | None:
+    """The selector a market setting holds (``("TOP50",)`` -> ``"TOP50"``), or None for a plain list of markets."""
+    if len(values) == 1 and _SELECTOR_RE[exchange].fullmatch(values[0].upper()):
+        return values[0].upper()
+    return None
+
+
 def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
@@ -123,10 +135,16 @@ class Settings:
         "CRYPTOFLOW_FEAR_GREED_URL", "https://api.alternative.me", "alternative.me base URL (or the simulator's)."
     )
     upbit_markets: tuple[str, ...] = _s(
-        "CRYPTOFLOW_UPBIT_MARKETS", ",".join(DEFAULT_UPBIT_MARKETS), "Upbit markets, comma-separated."
+        "CRYPTOFLOW_UPBIT_MARKETS",
+        ",".join(DEFAULT_UPBIT_MARKETS),
+        "Upbit markets, comma-separated; or ALL: every KRW- market /v1/market/all lists, resolved when the sidecar "
+        "starts (docs/width.md).",
     )
     binance_symbols: tuple[str, ...] = _s(
-        "CRYPTOFLOW_BINANCE_SYMBOLS", ",".join(DEFAULT_BINANCE_SYMBOLS), "Binance symbols, comma-separated."
+        "CRYPTOFLOW_BINANCE_SYMBOLS",
+        ",".join(DEFAULT_BINANCE_SYMBOLS),
+        "Binance symbols, comma-separated; or TOP<n> (e.g. TOP50): the n trading USDT symbols with the highest 24 h "
+        "quote volume, or ALL: every trading USDT symbol; resolved when the sidecar starts (docs/width.md).",
     )
     start_date: date = _s("CRYPTOFLOW_START_DATE", "2025-09-01", "First day of the daily partitions (UTC).")
     backfill_days_per_run: int = _s(
@@ -143,6 +161,12 @@ class Settings:
     )
     flush_interval_s: float = _s("CRYPTOFLOW_FLUSH_INTERVAL_S", "1.0", "Sidecar: seconds between micro-batch files.")
     flush_max_messages: int = _s("CRYPTOFLOW_FLUSH_MAX_MESSAGES", "5000", "Sidecar: messages that force a flush.")
+    stream_markets_per_connection: int = _s(
+        "CRYPTOFLOW_STREAM_MARKETS_PER_CONNECTION",
+        "100",
+        "Sidecar: at most this many markets per WebSocket connection; more markets open more connections, each with "
+        "its own reconnects and gap windows (Binance allows 1,024 streams per connection).",
+    )
     stream_run_max_s: float = _s(
         "CRYPTOFLOW_STREAM_RUN_MAX_S",
         "300",
@@ -155,6 +179,19 @@ class Settings:
     stream_poll_s: float = _s("CRYPTOFLOW_STREAM_POLL_S", "0.25", "Streaming run: seconds between looks for new files.")
     stream_gap_repair_s: float = _s(
         "CRYPTOFLOW_STREAM_GAP_REPAIR_S", "60", "Streaming run: seconds between its gap detection and repair passes."
+    )
+    gap_repair_budget_s: float = _s(
+        "CRYPTOFLOW_GAP_REPAIR_BUDGET_S",
+        "10",
+        "Gap repair: seconds one pass may spend fetching over REST; gaps left over stay open for the next pass, the "
+        "oldest first (after a reconnect on hundreds of markets, a pass must not hold up ingestion for minutes).",
+    )
+    stream_handover_s: float = _s(
+        "CRYPTOFLOW_STREAM_HANDOVER_S",
+        "45",
+        "Streaming run: the next run is requested this many seconds before the current one reaches "
+        "CRYPTOFLOW_STREAM_RUN_MAX_S; the current one ends only once the next is ready to take over (no freshness "
+        "spike at the hand-over, docs/decisions/0019). 0: no overlap (the next run starts after the last ended).",
     )
     landing_retention_days: int = _s(
         "CRYPTOFLOW_LANDING_RETENTION_DAYS",
@@ -372,10 +409,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     values["landing_dir"] = Path(values["landing_dir"]).resolve() if str(values["landing_dir"]) not in ("", ".") else home / "landing"
     if str(values["alert_rules"]) in ("", "."):
         values["alert_rules"] = None  # the rules packaged with the code location (alerting/rules.py)
-    for market in values["upbit_markets"]:
-        validate_upbit_market(market)
-    for symbol in values["binance_symbols"]:
-        validate_binance_symbol(symbol)
+    if market_selector("upbit", values["upbit_markets"]) is None:
+        for market in values["upbit_markets"]:
+            validate_upbit_market(market)
+    if market_selector("binance", values["binance_symbols"]) is None:
+        for symbol in values["binance_symbols"]:
+            validate_binance_symbol(symbol)
+    if values["stream_markets_per_connection"] < 1:
+        raise SettingsError("CRYPTOFLOW_STREAM_MARKETS_PER_CONNECTION: expected at least 1")
     if values["backfill_days_per_run"] < 1:
         raise SettingsError(f"CRYPTOFLOW_BACKFILL_DAYS_PER_RUN={values['backfill_days_per_run']}: expected at least 1")
     if not 0 <= values["alert_watch_s"] <= 45:  # a sensor tick must end well inside Dagster's 60 s evaluation timeout
