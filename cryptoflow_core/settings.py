@@ -153,6 +153,12 @@ class Settings:
         "Backfills: daily partitions per run (backfill policy). Fewer days per run means more runs at once, up to "
         "the instance's run limits.",
     )
+    forecast_min_train_days: int = _s(
+        "CRYPTOFLOW_FORECAST_MIN_TRAIN_DAYS",
+        "365",
+        "Volatility forecasts: days of realized variance a market needs before its first HAR/GARCH forecast (expanding "
+        "window after that; ADR 0022). At least 23 (HAR's 22-day monthly term plus one).",
+    )
     sidecar_shard: str = _s(
         "CRYPTOFLOW_SIDECAR_SHARD",
         "",
@@ -419,6 +425,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError("CRYPTOFLOW_STREAM_MARKETS_PER_CONNECTION: expected at least 1")
     if values["backfill_days_per_run"] < 1:
         raise SettingsError(f"CRYPTOFLOW_BACKFILL_DAYS_PER_RUN={values['backfill_days_per_run']}: expected at least 1")
+    if values["forecast_min_train_days"] < 23:
+        raise SettingsError(f"CRYPTOFLOW_FORECAST_MIN_TRAIN_DAYS={values['forecast_min_train_days']}: expected at least 23")
     if not 0 <= values["alert_watch_s"] <= 45:  # a sensor tick must end well inside Dagster's 60 s evaluation timeout
         raise SettingsError(f"CRYPTOFLOW_ALERT_WATCH_S={values['alert_watch_s']}: expected 0 to 45 seconds")
     if values["sidecar_shard"] and not SHARD_RE.fullmatch(values["sidecar_shard"]):  # it becomes part of a file name
