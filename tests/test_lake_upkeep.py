@@ -228,6 +228,39 @@ json.dump({"commits": i, "waits": waits}, open(out, "w"))
 """
 
 
+def bars(first_minute: int, n: int):
+    """``n`` 1-minute bars from ``first_minute``, replacing the bar of that minute first: how the stream's intraday gold
+    refresh rewrites the last, partial minute on every commit (n > 10: a file; n <= 10: inlined)."""
+    def work(c):
+        c.execute("DELETE FROM gold.ohlcv_1m_from_trades WHERE ts = TIMESTAMPTZ '2026-07-30 00:00:00+00' "
+                  "+ to_minutes($m)", {"m": first_minute})
+        c.execute("INSERT INTO gold.ohlcv_1m_from_trades SELECT 'upbit', 'KRW-BTC', TIMESTAMPTZ '2026-07-30 00:00:00+00'"
+                  " + to_minutes($m + range), 1, 2, 0.5, 1.5, 1, 1, 1, 1, now(), DATE '2026-07-30' FROM range($n)",
+                  {"m": first_minute, "n": n})
+    return work
+
+
+def test_a_gold_table_the_stream_rewrites_is_flushed_rewritten_and_merged_to_one_file(settings):
+    """Each commit replaces the bar of its first minute, so every file but the last has a deleted row, and the table
+    holds inlined rows when the pass starts. DuckLake never merges a file with deletes and refuses a rewrite while the
+    table holds inlined rows: without the flush-then-rewrite in one turn and the rewrite of small files with any
+    delete, the table keeps a file per commit for ever."""
+    with lake.session(settings) as con:
+        lake.ensure_schema(con)
+        for i in range(6):
+            lake.write(con, bars(i * 30, 31))  # files of 31 bars; the next commit replaces the last one
+        lake.write(con, bars(180, 3))  # inlined rows and an inlined delete
+        before = rows(con, "gold.ohlcv_1m_from_trades")
+        assert len(live_files(con, "gold.ohlcv_1m_from_trades")) == 6 and up.inlined_rows(con)
+        report = up.run_steps(con, settings, ["rewrite", "merge"])
+        assert report.rewrites_skipped == 0 and report.files_rewritten >= 5
+        assert len(live_files(con, "gold.ohlcv_1m_from_trades")) == 1
+        assert con.execute("SELECT count(*) FROM ducklake_list_files('lake', 'ohlcv_1m_from_trades', schema => 'gold') "
+                           "WHERE delete_file IS NOT NULL").fetchone()[0] == 0
+        assert rows(con, "gold.ohlcv_1m_from_trades") == before
+        assert len(before) == 183
+
+
 def test_maintenance_while_another_process_commits_loses_and_doubles_nothing(settings, tmp_path):
     """A writer process commits every ~0.1 s (trades, replaced stats, a ledger row) while maintenance passes run with
     a 1-second retention and files deleted as soon as scheduled: the end state is exactly what the writer committed,
@@ -262,6 +295,8 @@ def test_maintenance_while_another_process_commits_loses_and_doubles_nothing(set
                            ).fetchone() == (12, n - 1, n - 1)
         assert con.execute("SELECT count(*), count(DISTINCT file) FROM ops.ingested_files").fetchone() == (n, n)
         assert len(live_files(con, "silver.trades")) <= 2
+        assert len(live_files(con, "gold.market_stats_24h")) <= 2  # replaced every commit: rewritten, not piled up
+    assert sum(p.rewrites_skipped for p in passes) == 0  # flushed and rewritten in one turn: nothing inlined between
     merged = sum(p.files_merged for p in passes)
     longest_turn = max(p.longest_turn_s for p in passes)
     waits = sorted(result["waits"])

@@ -10,6 +10,7 @@ that extensions, the catalog, retries and transactions are handled in one place.
   :func:`snapshot_attached`);
 - ``transactions``: :func:`write` runs a unit of work in one transaction, the writers of a SQLite catalog taking turns
   across processes, and retries it when the commit lost a race: a failed attempt leaves nothing behind;
+  :func:`writer_turn` holds the turn over several transactions;
 - ``schema``: the DDL of the tables Python writes, :func:`ensure_schema`, the data file options;
 - ``tables``: :func:`insert` and :func:`replace_rows` for Polars/Arrow frames;
 - ``errors``: :class:`LakeError`, :func:`is_retryable`; ``sql``: the catalog's name, literals.
@@ -21,7 +22,7 @@ from cryptoflow_dagster.lake.extensions import DUCKDB_VERSION, install_extension
 from cryptoflow_dagster.lake.schema import DATA_FILE_OPTIONS, SCHEMAS, TABLES, ensure_schema
 from cryptoflow_dagster.lake.sql import CATALOG
 from cryptoflow_dagster.lake.tables import insert, replace_rows
-from cryptoflow_dagster.lake.transactions import write
+from cryptoflow_dagster.lake.transactions import write, writer_turn
 
 __all__ = [
     "CATALOG",
@@ -41,4 +42,5 @@ __all__ = [
     "session",
     "snapshot_attached",
     "write",
+    "writer_turn",
 ]

@@ -43,7 +43,7 @@ def write(
 
     def once() -> T:
         try:
-            with _writer_turn(con):
+            with writer_turn(con):
                 con.execute("BEGIN TRANSACTION")
                 result = work(con)
                 con.execute("COMMIT")
@@ -66,9 +66,11 @@ _TURNS = threading.local()
 
 
 @contextmanager
-def _writer_turn(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+def writer_turn(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """Writers to a SQLite catalog take turns across processes, transaction and all (a :class:`HostLock` on a file
-    beside the catalog; the OS drops it if its holder dies).
+    beside the catalog; the OS drops it if its holder dies). :func:`write` takes it for its transaction; hold it
+    yourself around several ``write`` calls when no other writer may commit between them (lake maintenance flushes a
+    table's inlined rows and rewrites its files with nothing inlined in between).
 
     DuckLake's commit fails ("database is locked") whenever another process committed since the transaction began, so
     racing, a long transaction (a streaming chunk: seconds of work) lost to every short commit of 4 backfill runs until
