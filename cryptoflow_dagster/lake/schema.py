@@ -92,7 +92,8 @@ TABLES: dict[str, str] = {
     "gold.volatility_forecast_eval": """
         exchange VARCHAR NOT NULL, market VARCHAR NOT NULL, as_of DATE NOT NULL, model VARCHAR NOT NULL,
         horizon_days INTEGER NOT NULL, n BIGINT NOT NULL, qlike DOUBLE, mse DOUBLE, qlike_ratio DOUBLE, mse_ratio DOUBLE,
-        dm_stat DOUBLE, dm_pvalue DOUBLE
+        dm_stat DOUBLE, dm_pvalue DOUBLE,  -- Diebold-Mariano on QLIKE differences; the MSE one beside it
+        dm_stat_mse DOUBLE, dm_pvalue_mse DOUBLE
     """,
     "ops.ingested_files": """
         file VARCHAR NOT NULL, rows BIGINT NOT NULL, ingested_at TIMESTAMPTZ NOT NULL, run_id VARCHAR,
