@@ -295,6 +295,37 @@ def sample(con, reader, settings, commit: int, day: Day) -> dict[str, Any]:
 # --- one mode -----------------------------------------------------------------------------------------------------
 
 
+def prefill_previous_day(con, trades: int) -> int:
+    """The day before ``DAY``, already in the lake as a compacted day would be: ``trades`` trades in silver (ids below
+    the day's, so none collides) and their 1-minute bars built by the stream's own refresh. Without it the 24-hour
+    stats at the day's start would read a few minutes of bars instead of the ~1,440 per market they read at 23:59 and
+    every minute of a platform that has run a day: the start of the measured day would be cheaper than any real one."""
+    from cryptoflow_dagster import lake
+    from cryptoflow_dagster.streaming import intraday_gold
+
+    per_market = trades // len(MARKETS)
+    prices = ", ".join(f"('{e}', '{m}', {PRICES[m]!r})" for e, m in MARKETS)
+    start = DAY_START - timedelta(days=1)
+
+    def work(c) -> None:
+        c.execute(f"""
+            INSERT INTO silver.trades BY NAME
+            SELECT exchange, market, r - $n AS trade_id, $start + to_microseconds(CAST(r * 86400e6 / $n AS BIGINT)) AS ts,
+                price * (1 + 0.01 * ((r * 7919) % 200 - 100) / 100) AS price, 0.001 * (1 + r % 17) AS volume,
+                price * (1 + 0.01 * ((r * 7919) % 200 - 100) / 100) * 0.001 * (1 + r % 17) AS quote_volume,
+                CASE WHEN r % 3 = 0 THEN 'sell' ELSE 'buy' END AS side, now() AS ingest_time, now() AS receive_time,
+                'ws' AS source, CAST($start AS DATE) AS day
+            FROM (VALUES {prices}) m(exchange, market, price), range($n) t(r)""", {"n": per_market, "start": start})
+        c.execute(f"CREATE TEMP TABLE {intraday_gold.RANGES} AS SELECT exchange, market, $lo AS lo, $hi AS hi "
+                  f"FROM (VALUES {prices}) m(exchange, market, price)",
+                  {"lo": start, "hi": DAY_START - timedelta(minutes=1)})
+        intraday_gold.refresh(c, datetime.now(timezone.utc))
+        c.execute(f"DROP TABLE {intraday_gold.RANGES}")
+
+    lake.write(con, work)
+    return per_market * len(MARKETS)
+
+
 def fill_day(work: Path, mode: str, commits: int, trades: int, maintain_every: int,
              stop_after: int | None = None) -> dict[str, Any]:
     home = work / f"home-{mode}"
@@ -322,6 +353,7 @@ def fill_day(work: Path, mode: str, commits: int, trades: int, maintain_every: i
     maintainer = None
     with lake.session(settings) as con:
         lake.ensure_schema(con)
+        prefilled = prefill_previous_day(con, commits * trades)
         if mode != "off":  # lake maintenance in a process of its own, as the Dagster run is: it takes writers' turns
             maintainer = subprocess.Popen(
                 [sys.executable, "-m", "benchmarks.lake_day", str(work), "--maintainer", str(passes_file),
@@ -362,7 +394,7 @@ def fill_day(work: Path, mode: str, commits: int, trades: int, maintain_every: i
                 maintainer.stdin.close()
                 maintainer.wait(timeout=3600)
                 maintainer = None
-            check = _check(con, day)
+            check = _check(con, day, prefilled)
         finally:
             reader.close()
             if maintainer is not None:
@@ -433,12 +465,13 @@ def maintainer(passes_file: Path, isolate: bool = False) -> int:
                 out.flush()
     return 0
 
-def _check(con, day: Day) -> dict[str, Any]:
+def _check(con, day: Day, prefilled: int) -> dict[str, Any]:
     silver, keys = con.execute(
         f"SELECT count(*), count(DISTINCT (exchange, market, trade_id)) FROM silver.trades WHERE day = DATE '{DAY}'"
     ).fetchone()
     per_market = dict(((m, (lo, hi)) for m, lo, hi in con.execute(
-        "SELECT market, min(trade_id), max(trade_id) FROM silver.trades GROUP BY ALL").fetchall()))
+        f"SELECT market, min(trade_id), max(trade_id) FROM silver.trades WHERE day = DATE '{DAY}' GROUP BY ALL"
+    ).fetchall()))
     expected = {m: (1, n - 1) for m, n in day.next_id.items()}
     return {
         "trades_written": day.distinct(), "silver_rows": silver, "silver_distinct": keys,
@@ -452,6 +485,7 @@ def _check(con, day: Day) -> dict[str, Any]:
         "bars": con.execute("SELECT count(*) FROM gold.ohlcv_1m_from_trades").fetchone()[0],
         "silver_in_other_days": con.execute(
             f"SELECT count(*) FROM silver.trades WHERE day <> DATE '{DAY}'").fetchone()[0],
+        "silver_previous_day_prefilled": prefilled,
     }
 
 
