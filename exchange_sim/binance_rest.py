@@ -208,11 +208,9 @@ def _from_id(sim: Sim, spec: MarketSpec, ident: int, agg: bool, want: int, now: 
 
 
 def _recent(sim: Sim, spec: MarketSpec, end: int) -> Trades:
-    for span in (HOUR_MS, DAY_MS, 7 * DAY_MS):
-        t = sim.model.trades("binance", spec.market, end - span, end)
-        if len(t) >= 1000:
-            break
-    return t
+    """The last 1000 trades (the most any call asks for) before ``end``, within a week."""
+    t = sim.model.last_trades(spec, end, 1000, days=8)
+    return t.slice(int(np.searchsorted(t.ts, end - 7 * DAY_MS, "left")), len(t))
 
 
 def agg_trades(sim: Sim, request: Request) -> list:

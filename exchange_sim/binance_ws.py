@@ -1,12 +1,19 @@
-"""Binance WebSocket: raw ``/ws/<stream>`` and combined ``/stream?streams=a/b``; trade, aggTrade and kline streams.
+"""Binance WebSocket: raw ``/ws``, ``/ws/<stream>[/<stream>...]`` and combined ``/stream?streams=a/b`` (or ``/stream`` plus
+SUBSCRIBE); trade, aggTrade and kline streams; SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS / SET_PROPERTY / GET_PROPERTY.
 
-Text frames; the server's WebSocket pings come from uvicorn (``--ws-ping-interval``, 20 s like Binance).
+A path segment without ``@`` is not a stream name: clients such as ccxt connect to ``/ws/<connection number>`` and
+subscribe afterwards, which Binance accepts, so such segments are ignored. A stream name the simulator does not serve
+is refused (close before accept: HTTP 403). Limits as Binance enforces them: 1024 streams per connection (a SUBSCRIBE
+beyond it gets an error answer, a URL beyond it is refused) and 5 incoming messages per second (the connection is
+closed). Text frames; the server's WebSocket pings come from uvicorn (``--ws-ping-interval``, 20 s like Binance).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
+from collections import deque
 
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -18,18 +25,24 @@ from exchange_sim.streams import Cursor, pump
 from exchange_sim.ws_common import Connection, asgi_endpoint
 
 STREAM_RE = re.compile(r"^([a-z0-9]+)@(trade|aggTrade|kline_(?:%s))$" % "|".join(INTERVALS))
+MAX_STREAMS = 1024  # per connection
+MAX_INCOMING_PER_S = 5  # messages from the client per second (Binance disconnects beyond it)
 KLINE_EVERY_MS = 1000  # an open kline is re-sent at most once a second (Binance: every 1-2 s); a closed one at once
 TRADE = '{"e":"trade","E":%d,"s":"%s","t":%d,"p":"%.8f","q":"%.8f","T":%d,"m":%s,"M":true}'
 
 
 class StreamError(ValueError):
-    pass
+    def __init__(self, msg: str, code: int = 2):
+        super().__init__(msg)
+        self.code = code
 
 
 def parse_streams(sim: Sim, names: list[str]) -> dict[str, tuple[str, str]]:
     """stream name -> (SYMBOL, kind); unknown names or symbols are refused."""
     out = {}
     for name in names:
+        if not isinstance(name, str):
+            raise StreamError(f"stream names are strings, got {name!r}")
         m = STREAM_RE.match(name)
         if not m:
             raise StreamError(f"unsupported stream {name!r} (served: <symbol>@trade, @aggTrade, @kline_<interval>)")
@@ -49,42 +62,43 @@ class BinanceConnection(Connection):
         self.streams, self.combined = streams, combined
         self.frames.drift_offset = 2 if combined else 1
         self.cursors: dict[str, Cursor] = {}
+        self.by_symbol: dict[str, list[tuple[str, str]]] = {}
         self.klines: dict[str, tuple[int, int]] = {}  # kline stream -> (open window start, wall ms it was last sent)
+        self.incoming: deque[float] = deque()
 
     def restart(self) -> None:
+        """(Re)start the stream after the subscriptions changed; a symbol still subscribed keeps its cursor (no gap)."""
         now = now_ms()
-        for symbol, _ in self.streams.values():
-            if symbol not in self.cursors:
-                self.cursors[symbol] = Cursor(self.sim, self.sim.binance[symbol], now)
-        live = {s for s, _ in self.streams.values()}
-        self.cursors = {s: c for s, c in self.cursors.items() if s in live}
+        self.by_symbol = {}
+        for name, (symbol, kind) in self.streams.items():
+            self.by_symbol.setdefault(symbol, []).append((name, kind))
+        self.cursors = {s: self.cursors.get(s) or Cursor(self.sim, self.sim.binance[s], now) for s in self.by_symbol}
         if self.cursors:
             self.start_stream(pump(self.sim, dict(self.cursors), self.emit))
         else:
             self.stop()
 
-    async def emit(self, symbol: str, t: Trades) -> None:
+    async def emit(self, batch: list[tuple[str, Trades]]) -> None:
         frames: list[str] = []
         sent = now_ms()
-        for name, (sym, kind) in self.streams.items():
-            if sym != symbol:
-                continue
-            if kind == "trade":
-                payloads = [
-                    TRADE % (max(sent, ts), symbol, i, p, v, ts, "false" if b else "true")
-                    for i, p, v, ts, b in zip(t.ids.tolist(), t.price.tolist(), t.volume.tolist(), t.ts.tolist(), t.buy.tolist())
-                ]
-            elif kind == "aggTrade":
-                payloads = [
-                    json.dumps({"e": "aggTrade", "E": max(sent, a["T"]), "s": symbol, **a}, separators=(",", ":"))
-                    for a in aggregate(t)
-                ]
-            else:
-                payloads = self._klines(name, symbol, kind.removeprefix("kline_"), t, sent)
-            if self.combined:
-                payloads = ['{"stream":"%s","data":%s}' % (name, p) for p in payloads]
-            frames.extend(payloads)
-        await self.send(frames, symbol, len(t))
+        for symbol, t in batch:
+            for name, kind in self.by_symbol.get(symbol, ()):
+                if kind == "trade":
+                    payloads = [
+                        TRADE % (max(sent, ts), symbol, i, p, v, ts, "false" if b else "true")
+                        for i, p, v, ts, b in zip(t.ids.tolist(), t.price.tolist(), t.volume.tolist(), t.ts.tolist(), t.buy.tolist())
+                    ]
+                elif kind == "aggTrade":
+                    payloads = [
+                        json.dumps({"e": "aggTrade", "E": max(sent, a["T"]), "s": symbol, **a}, separators=(",", ":"))
+                        for a in aggregate(t)
+                    ]
+                else:
+                    payloads = self._klines(name, symbol, kind.removeprefix("kline_"), t, sent)
+                if self.combined:
+                    payloads = ['{"stream":"%s","data":%s}' % (name, p) for p in payloads]
+                frames.extend(payloads)
+        await self.send(frames, {symbol: len(t) for symbol, t in batch})
 
     def _klines(self, name: str, symbol: str, interval: str, t: Trades, sent: int) -> list[str]:
         """Closed klines for every window this batch finished, then the open one (throttled), from the model's trades."""
@@ -115,6 +129,13 @@ class BinanceConnection(Connection):
         return json.dumps({"e": "kline", "E": max(sent, int(c.last_ts[0])), "s": symbol, "k": k}, separators=(",", ":"))
 
     async def on_text(self, text: str) -> None:
+        now = time.monotonic()
+        self.incoming.append(now)
+        while self.incoming and self.incoming[0] <= now - 1.0:
+            self.incoming.popleft()
+        if len(self.incoming) > MAX_INCOMING_PER_S:
+            await self.close(1008, "Too many requests: more than 5 incoming messages per second")
+            return
         try:
             req = json.loads(text)
             method, ident = req["method"], req.get("id")
@@ -123,8 +144,15 @@ class BinanceConnection(Connection):
             return
         params = req.get("params") or []
         try:
+            if ident is not None and (isinstance(ident, bool) or not isinstance(ident, (int, str))):
+                raise StreamError("Invalid request: request ID must be an unsigned integer or a string", code=1)
+            if method in ("SUBSCRIBE", "UNSUBSCRIBE") and not isinstance(params, list):
+                raise StreamError("Invalid request: params must be an array of stream names", code=1)
             if method == "SUBSCRIBE":
-                self.streams.update(parse_streams(self.sim, params))
+                wanted = parse_streams(self.sim, params)
+                if len(set(self.streams) | set(wanted)) > MAX_STREAMS:
+                    raise StreamError(f"Invalid request: at most {MAX_STREAMS} streams per connection")
+                self.streams.update(wanted)
                 self.restart()
                 result = None
             elif method == "UNSUBSCRIBE":
@@ -134,10 +162,20 @@ class BinanceConnection(Connection):
                 result = None
             elif method == "LIST_SUBSCRIPTIONS":
                 result = list(self.streams)
+            elif method == "SET_PROPERTY":
+                if params[:1] != ["combined"] or len(params) != 2 or not isinstance(params[1], bool):
+                    raise StreamError("Invalid request: SET_PROPERTY takes [\"combined\", true|false]", code=1)
+                self.combined = params[1]
+                self.frames.drift_offset = 2 if self.combined else 1
+                result = None
+            elif method == "GET_PROPERTY":
+                if params != ["combined"]:
+                    raise StreamError("Invalid request: GET_PROPERTY takes [\"combined\"]", code=1)
+                result = self.combined
             else:
                 raise StreamError(f"Invalid request: unknown method {method!r}")
         except StreamError as exc:
-            await self.send_now([json.dumps({"error": {"code": 2, "msg": str(exc)}, "id": ident})])
+            await self.send_now([json.dumps({"error": {"code": exc.code, "msg": str(exc)}, "id": ident})])
             return
         await self.send_now([json.dumps({"result": result, "id": ident})])
 
@@ -145,7 +183,9 @@ class BinanceConnection(Connection):
 async def _serve(websocket: WebSocket, send, names: list[str], combined: bool) -> None:
     sim: Sim = websocket.app.state.sim
     try:
-        streams = parse_streams(sim, names)
+        streams = parse_streams(sim, [n for n in names if "@" in n])  # "/ws/0" (ccxt): a connection name, no stream
+        if len(streams) > MAX_STREAMS:
+            raise StreamError(f"at most {MAX_STREAMS} streams per connection")
     except StreamError as exc:
         await websocket.close(code=1008, reason=str(exc)[:120])
         return

@@ -33,6 +33,9 @@ MINUTES = 1440
 EPOCH_DAY = 16_436  # 2015-01-01: the seeded daily walk starts here
 REF_DAY = 20_332  # 2025-09-01: where synthetic markets sit at their reference price
 WALK_DAYS = 30_000  # walk covers 2015..2097
+CHUNK_TRADES = 8192  # trades per generated chunk (whole minutes): the unit of generation, caching and folding
+BURST_MINUTES = 5  # a live shock raises the market's rate for this long...
+BURST_FACTOR = 4.0  # ...by this factor (news moves volume with price)
 UPBIT_EMPTY_MINUTE_P = 0.03  # Upbit candles have gaps; Binance majors trade every minute
 BINANCE_SWEEP_P = 0.3  # share of Binance fills that continue the previous taker order (same time, price, side)
 
@@ -44,6 +47,7 @@ class ModelConfig:
     live_epoch_ms: int  # minutes from here on use the live rate
     history_per_minute: float = 20.0
     live_rate: float = 3.0  # trades per second per market
+    live_rates: dict[str, float] = field(default_factory=dict)  # "exchange:market" -> trades/s, overrides live_rate
     real: dict[str, RealMinutes] = field(default_factory=dict)
 
     @property
@@ -107,18 +111,6 @@ class Candles:
         return len(self.start)
 
 
-@dataclass
-class Running:
-    """Per trade of one day: running high/low and left-fold totals up to and including that trade."""
-
-    high: np.ndarray
-    low: np.ndarray
-    volume: np.ndarray
-    quote: np.ndarray
-    bid_volume: np.ndarray
-    ask_volume: np.ndarray
-
-
 def seq_sum(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """Per-segment float sums in time order (a left fold), so anyone re-adding the trades gets the same digits.
 
@@ -180,24 +172,146 @@ def _bridge(a: float, b: float, z: np.ndarray, sigma: float) -> np.ndarray:
     return out
 
 
-class Model:
-    """Deterministic trades for any market and time; day blocks are cached, shocks applied on the way out."""
+@dataclass(frozen=True)
+class Totals:
+    """A day's trades folded in time order up to some point: what a day candle or a ticker reports.
 
-    def __init__(self, config: ModelConfig, cache_trades: int = 8_000_000):
+    Sums are left folds carried from chunk to chunk (``np.cumsum`` with the previous total in front), so they have the
+    same digits as one fold over the whole day and as anyone re-adding the served trades in order.
+    """
+
+    count: int = 0
+    open: float = math.nan
+    high: float = -math.inf
+    low: float = math.inf
+    close: float = math.nan
+    first_ts: int = 0
+    last_ts: int = 0
+    first_id: int = 0
+    last_id: int = 0
+    last_volume: float = 0.0
+    last_buy: bool = False
+    volume: float = 0.0
+    quote: float = 0.0
+    buy_volume: float = 0.0
+    buy_quote: float = 0.0
+    sell_volume: float = 0.0
+
+    def add(self, t: Trades) -> Totals:
+        if len(t) == 0:
+            return self
+        quote = t.price * t.volume
+        fold = lambda carry, values: float(np.cumsum(np.concatenate(([carry], values)))[-1])  # noqa: E731
+        first = self.count == 0
+        return Totals(
+            count=self.count + len(t),
+            open=float(t.price[0]) if first else self.open,
+            high=max(self.high, float(t.price.max())),
+            low=min(self.low, float(t.price.min())),
+            close=float(t.price[-1]),
+            first_ts=int(t.ts[0]) if first else self.first_ts,
+            last_ts=int(t.ts[-1]),
+            first_id=int(t.ids[0]) if first else self.first_id,
+            last_id=int(t.ids[-1]),
+            last_volume=float(t.volume[-1]),
+            last_buy=bool(t.buy[-1]),
+            volume=fold(self.volume, t.volume),
+            quote=fold(self.quote, quote),
+            buy_volume=fold(self.buy_volume, np.where(t.buy, t.volume, 0.0)),
+            buy_quote=fold(self.buy_quote, np.where(t.buy, quote, 0.0)),
+            sell_volume=fold(self.sell_volume, np.where(t.buy, 0.0, t.volume)),
+        )
+
+    def candle(self, day: int) -> Candles:
+        """The day candle (one row), or no row without trades."""
+        if self.count == 0:
+            return ohlcv(Trades.empty(), DAY_MS)
+        i = lambda v: np.array([v], np.int64)  # noqa: E731
+        f = lambda v: np.array([v], np.float64)  # noqa: E731
+        return Candles(i(day * DAY_MS), f(self.open), f(self.high), f(self.low), f(self.close), f(self.volume),
+                       f(self.quote), i(self.count), i(self.last_ts), i(self.first_id), i(self.last_id),
+                       f(self.buy_volume), f(self.buy_quote))
+
+
+@dataclass(frozen=True)
+class DayPlan:
+    """How many trades each minute of one market-day holds, and how the day splits into chunks. Cheap: no prices."""
+
+    n: np.ndarray  # int64 trades per minute
+    cont: np.ndarray  # int64 per minute: fills that continue the previous taker order (Binance)
+    first: np.ndarray  # int64 [1441]: trades before each minute
+    first_agg: np.ndarray  # int64 [1441]: aggTrades before each minute
+    bounds: np.ndarray  # chunk k covers minutes bounds[k] .. bounds[k+1]-1; last entry 1440
+    id0: int  # Binance trade id / aggTrade id of the day's first trade (Upbit: 0)
+    agg0: int
+
+    @property
+    def chunks(self) -> int:
+        return len(self.bounds) - 1
+
+    def chunk_of(self, minute: int) -> int:
+        return int(np.searchsorted(self.bounds, minute, "right")) - 1
+
+
+class _Lru(OrderedDict):
+    """A small LRU map; ``weigh`` gives an entry's cost against ``limit`` (default: one per entry)."""
+
+    def __init__(self, limit: int, weigh=lambda v: 1):
+        super().__init__()
+        self.limit, self.weigh, self.weight = limit, weigh, 0
+
+    def get_fresh(self, key):
+        value = self.get(key)
+        if value is not None:
+            self.move_to_end(key)
+        return value
+
+    def put(self, key, value) -> None:
+        if key in self:
+            self.weight -= self.weigh(self.pop(key))
+        self[key] = value
+        self.weight += self.weigh(value)
+        while self.weight > self.limit and len(self) > 1:
+            _, old = self.popitem(last=False)
+            self.weight -= self.weigh(old)
+
+    def drop(self, keep) -> None:
+        for key in [k for k in self if not keep(k, self[k])]:
+            self.weight -= self.weigh(self.pop(key))
+
+
+class Model:
+    """Deterministic trades for any market and time, generated in chunks of whole minutes; shocks applied on the way out.
+
+    Memory is bounded whatever the rate: a market-day is cut into chunks of about ``CHUNK_TRADES`` trades, chunks live
+    in an LRU bounded by trades held (``cache_trades``), and per-day totals are kept as one small fold per chunk. Any
+    evicted chunk is regenerated bit for bit on demand (seeded per chunk and per quantity), so REST history, candles,
+    the streams and /_sim ground truth always agree.
+    """
+
+    def __init__(self, config: ModelConfig, cache_trades: int = 3_000_000):
         self.config = config
-        self._blocks: OrderedDict[tuple, Trades] = OrderedDict()
-        # the block cache is bounded by trades held (~41 bytes each), not blocks: a live-rate day is 10x a history day
-        self._cache_trades = cache_trades
-        self._cached = 0
+        self._chunks = _Lru(cache_trades, weigh=lambda v: max(len(v[1]), 1))  # (key, day, first minute) -> (end, Trades)
+        self._plans = _Lru(2048)
+        self._paths = _Lru(4096)
+        self._reals = _Lru(64)
+        self._chains = _Lru(2048, weigh=lambda v: max(len(v), 1) // 64 + 1)  # (key, day) -> [Totals after chunk k]
         self._walks: dict[int, np.ndarray] = {}
         self._totals: dict[int, list[tuple[int, int]]] = {}  # spec.key -> [(trades, aggs)] per day from start_day
         self._shocks: dict[tuple[str, str], list[tuple[int, float]]] = {}
-        self._closes: dict[tuple, object] = {}  # finished-day candles and closes, keyed with the shock version
+        self._extremes: dict[tuple, object] = {}
+        self._versions: dict[tuple[str, str], int] = {}  # bumped when a shock changes a market's future trades
         self.shock_version = 0
 
     # ---- public API -------------------------------------------------------------------------------------------
     def spec(self, exchange: str, market: str) -> MarketSpec:
         return spec_for(exchange, market)
+
+    def version(self, spec: MarketSpec) -> int:
+        return self._versions.get((spec.exchange, spec.market), 0)
+
+    def live_rate(self, spec: MarketSpec) -> float:
+        return self.config.live_rates.get(f"{spec.exchange}:{spec.market}", self.config.live_rate)
 
     def trades(self, exchange: str, market: str, start_ms: int, end_ms: int) -> Trades:
         """Trades with start_ms <= ts < end_ms, shocks applied."""
@@ -207,105 +321,128 @@ class Model:
             return Trades.empty()
         parts = []
         for day in range(start_ms // DAY_MS, (end_ms - 1) // DAY_MS + 1):
-            block = self.day_trades(spec, day)
-            lo = int(np.searchsorted(block.ts, start_ms, "left"))
-            hi = int(np.searchsorted(block.ts, end_ms, "left"))
-            if hi > lo:
-                parts.append(block.slice(lo, hi))
-        return Trades.concat(parts)
+            plan = self.plan(spec, day)
+            lo_min = max(start_ms - day * DAY_MS, 0) // MIN_MS
+            hi_min = min(end_ms - day * DAY_MS - 1, DAY_MS - 1) // MIN_MS
+            for k in range(plan.chunk_of(lo_min), plan.chunk_of(hi_min) + 1):
+                block = self.chunk(spec, day, k)
+                lo = int(np.searchsorted(block.ts, start_ms, "left"))
+                hi = int(np.searchsorted(block.ts, end_ms, "left"))
+                if hi > lo:
+                    parts.append(block.slice(lo, hi))
+        t = Trades.concat(parts)
+        return self._shocked(spec, t)
+
+    def last_trades(self, spec: MarketSpec, end_ms: int, limit: int, days: int = 8) -> Trades:
+        """The last ``limit`` trades before ``end_ms`` (shocks applied), looking back at most ``days`` UTC days."""
+        parts, got = [], 0
+        for day in range((end_ms - 1) // DAY_MS, (end_ms - 1) // DAY_MS - days, -1):
+            if day < self.config.start_day:
+                break
+            plan = self.plan(spec, day)
+            top = plan.chunk_of(min(end_ms - 1 - day * DAY_MS, DAY_MS - 1) // MIN_MS)
+            for k in range(top, -1, -1):
+                block = self.chunk(spec, day, k)
+                hi = int(np.searchsorted(block.ts, end_ms, "left"))
+                lo = max(hi - (limit - got), 0)
+                if hi > lo:
+                    parts.append(block.slice(lo, hi))
+                    got += hi - lo
+                if got >= limit:
+                    break
+            if got >= limit:
+                break
+        return self._shocked(spec, Trades.concat(parts[::-1]))
 
     def day_trades(self, spec: MarketSpec, day: int) -> Trades:
-        """One UTC day of a market with shocks applied (the raw block is cached)."""
-        block = self._block(spec, day)
-        shocks = self._shocks.get((spec.exchange, spec.market))
-        if not shocks or len(block) == 0 or block.ts[-1] < shocks[0][0]:
-            return block
-        return Trades(block.ts, self.apply_shocks(spec, block.ts, block.price), block.volume, block.buy, block.ids, block.agg)
+        """One UTC day of a market with shocks applied (assembled from chunks: for light days and tests)."""
+        return self.trades(spec.exchange, spec.market, day * DAY_MS, (day + 1) * DAY_MS)
 
     def candles(self, exchange: str, market: str, start_ms: int, end_ms: int, window_ms: int) -> Candles:
         """Candles whose windows start in [start_ms, end_ms), from trades before end_ms."""
         first = start_ms - start_ms % window_ms
         return ohlcv(self.trades(exchange, market, first, end_ms), window_ms)
 
-    def day_candle(self, spec: MarketSpec, day: int, until_ms: int) -> Candles:
-        """The day's candle from trades before ``until_ms`` (finished days are cached: 200-day requests stay cheap)."""
-        if until_ms < (day + 1) * DAY_MS:
-            block = self.day_trades(spec, day)
-            return ohlcv(block.slice(0, int(np.searchsorted(block.ts, until_ms, "left"))), DAY_MS)
-        key = ("day", spec.key, day, self.shock_version)
-        candle = self._closes.get(key)
-        if candle is None:
-            candle = self._closes[key] = ohlcv(self.day_trades(spec, day), DAY_MS)
-        return candle
+    def totals(self, spec: MarketSpec, day: int, end_ms: int) -> Totals:
+        """The day's trades with ts < ``end_ms`` folded (a chain of per-chunk folds; only the last chunk is sliced)."""
+        if day < self.config.start_day or end_ms <= day * DAY_MS:
+            return Totals()
+        plan = self.plan(spec, day)
+        if end_ms >= (day + 1) * DAY_MS:
+            return self._chain(spec, day, plan.chunks)
+        k = plan.chunk_of((end_ms - day * DAY_MS) // MIN_MS)
+        block = self._shocked(spec, self.chunk(spec, day, k))
+        return self._chain(spec, day, k).add(block.slice(0, int(np.searchsorted(block.ts, end_ms, "left"))))
 
-    def running(self, spec: MarketSpec, day: int) -> Running:
-        """Running day totals per trade (cached): a ticker at any trade is one lookup, not a pass over the day."""
-        key = ("run", spec.key, day, self.shock_version)
-        run = self._closes.get(key)
-        if run is None:
-            t = self.day_trades(spec, day)
-            quote = t.price * t.volume
-            run = self._closes[key] = Running(
-                high=np.maximum.accumulate(t.price) if len(t) else t.price,
-                low=np.minimum.accumulate(t.price) if len(t) else t.price,
-                volume=np.cumsum(t.volume),
-                quote=np.cumsum(quote),
-                bid_volume=np.cumsum(np.where(t.buy, t.volume, 0.0)),
-                ask_volume=np.cumsum(np.where(t.buy, 0.0, t.volume)),
-            )
-            for old in [k for k in self._closes if k[:3] == ("run", spec.key, day - 2)]:
-                del self._closes[old]  # only today and yesterday are asked for
-        return run
+    def day_candle(self, spec: MarketSpec, day: int, until_ms: int) -> Candles:
+        """The day's candle from trades before ``until_ms``."""
+        return self.totals(spec, day, until_ms).candle(day)
 
     def extremes_before(self, spec: MarketSpec, day: int, days: int = 30) -> tuple[float, int, float, int] | None:
-        """(high, its day, low, its day) over the finished days in the ``days`` before ``day``.
-
-        Feeds the ticker's 52-week fields. Each day costs a block generation (~15 ms) the first time, so the window is
-        30 days, not 364: a full year would make a client's first ticker call take seconds per market.
-        """
-        key = ("52w", spec.key, day, self.shock_version)
-        if key not in self._closes:
+        """(high, its day, low, its day) over the finished days in the ``days`` before ``day`` (the ticker's 52-week
+        fields; 30 days, not 364, so a first ticker call does not generate a year per market)."""
+        key = (spec.key, day)
+        if key not in self._extremes:
             best = None
             for d in range(max(day - days, self.config.start_day), day):
-                c = self.day_candle(spec, d, (d + 1) * DAY_MS)
-                if not len(c):
+                c = self.totals(spec, d, (d + 1) * DAY_MS)
+                if not c.count:
                     continue
-                hi, lo = float(c.high[0]), float(c.low[0])
                 if best is None:
-                    best = [hi, d, lo, d]
-                if hi > best[0]:
-                    best[0], best[1] = hi, d
-                if lo < best[2]:
-                    best[2], best[3] = lo, d
-            self._closes[key] = tuple(best) if best else None
-        return self._closes[key]
+                    best = [c.high, d, c.low, d]
+                if c.high > best[0]:
+                    best[0], best[1] = c.high, d
+                if c.low < best[2]:
+                    best[2], best[3] = c.low, d
+            if len(self._extremes) > 4096:
+                self._extremes.clear()
+            self._extremes[key] = tuple(best) if best else None
+        return self._extremes[key]
 
     def day_close(self, spec: MarketSpec, day: int) -> float:
         """Close of the latest day <= ``day`` with trades (the prev_closing_price of the day after)."""
         for d in range(day, max(day - 7, self.config.start_day - 1), -1):
-            c = self.day_candle(spec, d, (d + 1) * DAY_MS)
-            if len(c):
-                return float(c.close[0])
+            c = self.totals(spec, d, (d + 1) * DAY_MS)
+            if c.count:
+                return c.close
         # before the history start: the model's own anchor, on the price grid
         return float(spec.round_price(np.array([math.exp(self._anchor(spec, day + 1))]))[0])
 
     def add_shock(self, exchange: str, market: str, at_ms: int, pct: float) -> None:
-        """From ``at_ms`` on, the market trades ``pct`` percent higher (recorded, so ground truth includes it)."""
+        """From ``at_ms`` on, the market trades ``pct`` percent higher (recorded, so ground truth includes it).
+
+        A shock during the live period also brings a burst: from the next whole minute, ``BURST_MINUTES`` minutes at
+        ``BURST_FACTOR`` times the market's rate. Trades before ``at_ms`` stay exactly as they were (every random
+        quantity is drawn per minute in order, so changing later minutes' counts leaves earlier trades alone).
+        """
         if pct <= -100:
             raise ValueError("pct must be above -100")
         spec = self.spec(exchange, market)
-        shocks = self._shocks.setdefault((spec.exchange, spec.market), [])
+        name = (spec.exchange, spec.market)
+        shocks = self._shocks.setdefault(name, [])
         if shocks and at_ms < shocks[-1][0]:
             raise ValueError("shocks must come in time order")
         shocks.append((at_ms, 1.0 + pct / 100.0))
         self.shock_version += 1
+        self._versions[name] = self._versions.get(name, 0) + 1
+        day = at_ms // DAY_MS
+        key = spec.key
+        # forget everything of this market from the shock on: chunks ending after it, plans and id totals of its day
+        # and later (a burst changes counts), folds past it
+        self._chunks.drop(lambda k, v: k[0] != key or (k[1] * DAY_MS + v[0] * MIN_MS) <= at_ms)
+        self._plans.drop(lambda k, v: k[0] != key or k[1] < day)
+        totals = self._totals.get(key)
+        if totals is not None:
+            del totals[max(day - self.config.start_day + 1, 0) :]
+        self._chains.drop(lambda k, v: k[0] != key or k[1] < day)
+        self._extremes = {k: v for k, v in self._extremes.items() if k[0] != key}
 
     def shocks(self) -> dict[str, list[dict]]:
         return {f"{e}:{m}": [{"at_ms": t, "factor": f} for t, f in v] for (e, m), v in self._shocks.items()}
 
     def apply_shocks(self, spec: MarketSpec, ts: np.ndarray, price: np.ndarray) -> np.ndarray:
         shocks = self._shocks.get((spec.exchange, spec.market))
-        if not shocks:
+        if not shocks or len(ts) == 0 or ts[-1] < shocks[0][0]:
             return price
         at = np.array([t for t, _ in shocks], np.int64)
         cum = np.concatenate(([1.0], np.cumprod([f for _, f in shocks])))
@@ -316,6 +453,10 @@ class Model:
         out = price.copy()
         out[hit] = spec.round_price(price[hit] * factor[hit])
         return out
+
+    def _shocked(self, spec: MarketSpec, t: Trades) -> Trades:
+        price = self.apply_shocks(spec, t.ts, t.price)
+        return t if price is t.price else Trades(t.ts, price, t.volume, t.buy, t.ids, t.agg)
 
     def id_base(self, spec: MarketSpec, day: int) -> tuple[int, int]:
         """Binance (trade id, aggTrade id) of the first trade of ``day``: prefix sums from the history start."""
@@ -345,25 +486,47 @@ class Model:
         zero = np.zeros(1, np.int64)
         return np.concatenate((zero, np.cumsum(arr[:, 0]))), np.concatenate((zero, np.cumsum(arr[:, 1])))
 
-    # ---- generation -------------------------------------------------------------------------------------------
-    def raw_block(self, spec: MarketSpec, day: int) -> Trades:
-        """The cached day block without shocks (streams apply shocks to what they send)."""
-        return self._block(spec, day)
-
-    def _block(self, spec: MarketSpec, day: int) -> Trades:
+    # ---- chunks -----------------------------------------------------------------------------------------------
+    def plan(self, spec: MarketSpec, day: int) -> DayPlan:
         key = (spec.key, day)
-        block = self._blocks.get(key)
-        if block is not None:
-            self._blocks.move_to_end(key)
-            return block
-        block = self._generate(spec, day) if day >= self.config.start_day else Trades.empty()
-        self._blocks[key] = block
-        self._cached += len(block)
-        while self._cached > self._cache_trades and len(self._blocks) > 1:
-            _, old = self._blocks.popitem(last=False)
-            self._cached -= len(old)
+        plan = self._plans.get_fresh(key)
+        if plan is None:
+            n, cont = self._counts(spec, day) if day >= self.config.start_day else (np.zeros(MINUTES, np.int64),) * 2
+            first = np.concatenate(([0], np.cumsum(n)))
+            first_agg = np.concatenate(([0], np.cumsum(n - cont)))
+            # a chunk starts where the running count crosses a multiple of CHUNK_TRADES: boundaries before a minute
+            # depend only on earlier minutes, so a burst later in the day never moves a chunk that was already sent
+            idx = first[:-1] // CHUNK_TRADES
+            bounds = np.concatenate(([0], np.flatnonzero(idx[1:] != idx[:-1]) + 1, [MINUTES]))
+            id0, agg0 = self.id_base(spec, day) if spec.exchange == "binance" else (0, 0)
+            plan = DayPlan(n, cont, first, first_agg, bounds, id0, agg0)
+            self._plans.put(key, plan)
+        return plan
+
+    def chunk(self, spec: MarketSpec, day: int, k: int) -> Trades:
+        """Chunk ``k`` of the market-day, raw (no shocks), from the LRU or generated."""
+        plan = self.plan(spec, day)
+        a, b = int(plan.bounds[k]), int(plan.bounds[k + 1])
+        key = (spec.key, day, a)
+        hit = self._chunks.get_fresh(key)
+        if hit is not None and hit[0] == b:
+            return hit[1]
+        block = self._generate(spec, day, plan, a, b) if day >= self.config.start_day else Trades.empty()
+        self._chunks.put(key, (b, block))
         return block
 
+    def _chain(self, spec: MarketSpec, day: int, k: int) -> Totals:
+        """Totals through chunks 0..k-1 of the day (shocks applied), extending the cached chain as needed."""
+        key = (spec.key, day)
+        chain = self._chains.get_fresh(key)
+        if chain is None:
+            chain = [Totals()]
+        while len(chain) <= k:
+            chain.append(chain[-1].add(self._shocked(spec, self.chunk(spec, day, len(chain) - 1))))
+        self._chains.put(key, chain)
+        return chain[k]
+
+    # ---- generation -------------------------------------------------------------------------------------------
     def _walk(self, spec: MarketSpec) -> np.ndarray:
         walk = self._walks.get(spec.key)
         if walk is None:
@@ -391,6 +554,10 @@ class Model:
         m0 = day * MINUTES
         if real.last_minute < m0 or real.first_minute >= m0 + MINUTES:
             return None
+        key = (spec.key, day)
+        cached = self._reals.get_fresh(key)
+        if cached is not None:
+            return cached
         minute = np.arange(m0, m0 + MINUTES)
         in_span = (minute >= real.first_minute) & (minute <= real.last_minute)
         lo, hi = np.searchsorted(real.minute, [m0, m0 + MINUTES])
@@ -402,15 +569,23 @@ class Model:
             col = np.full(MINUTES, np.nan)
             col[idx] = arr[lo:hi]
             cols.append(col)
-        return (in_span, has, *cols)
+        out = (in_span, has, *cols)
+        self._reals.put(key, out)
+        return out
 
     def _upbit_path(self, spec: MarketSpec, day: int) -> np.ndarray:
         """Boundary log prices x[0..1440] for an Upbit-style (own or real) path."""
+        key = (spec.key, day)
+        cached = self._paths.get_fresh(key)
+        if cached is not None:
+            return cached
         z = _rng(self.config.seed, spec.key, day, 2).standard_normal(MINUTES)
         sigma = spec.daily_vol / math.sqrt(MINUTES)
         real = self._real_day(spec, day)
         if real is None:
-            return _bridge(self._anchor(spec, day), self._anchor(spec, day + 1), z, sigma)
+            x = _bridge(self._anchor(spec, day), self._anchor(spec, day + 1), z, sigma)
+            self._paths.put(key, x)
+            return x
         in_span, has, o, _h, _l, c, _v = real
         x = np.full(MINUTES + 1, np.nan)
         # inside the real span: a minute starts at its open; an empty minute keeps the last close
@@ -435,31 +610,45 @@ class Model:
             b = self._anchor(spec, day + 1) if e == MINUTES else math.log(o[e])
             x[k : e + 1] = _bridge(a, b, z[k:e], sigma)
             k = e
+        self._paths.put(key, x)
         return x
 
     def _path(self, spec: MarketSpec, day: int) -> np.ndarray:
         if spec.exchange == "upbit" or spec.quote not in ("USDT", "FDUSD", "USDC"):
             return self._upbit_path(spec, day)
+        key = (spec.key, day)
+        cached = self._paths.get_fresh(key)
+        if cached is not None:
+            return cached
         # Binance USD symbols: the KRW path in dollars, with a premium the Upbit side pays over Binance
         krw = self._upbit_path(upbit_spec(f"KRW-{spec.base}"), day)
         usd_krw = self._upbit_path(upbit_spec(USD_KRW_MARKET), day)
-        prem = _rng(self.config.seed, spec.key, 9).random(WALK_DAYS)
         i = min(max(day - EPOCH_DAY, 0), WALK_DAYS - 2)
-        p0, p1 = 0.004 + 0.02 * prem[i], 0.004 + 0.02 * prem[i + 1]
+        p0, p1 = (0.004 + 0.02 * _rng(self.config.seed, spec.key, 9, j).random() for j in (i, i + 1))
         premium = p0 + (p1 - p0) * np.arange(MINUTES + 1) / MINUTES
         z = _rng(self.config.seed, spec.key, day, 2).standard_normal(MINUTES)
         noise = _bridge(0.0, 0.0, z, 0.0002)
-        return krw - usd_krw - np.log1p(premium) + noise
+        x = krw - usd_krw - np.log1p(premium) + noise
+        self._paths.put(key, x)
+        return x
 
     def _counts(self, spec: MarketSpec, day: int) -> tuple[np.ndarray, np.ndarray]:
-        """Trades per minute and the 'continues the previous taker order' flag per trade: cheap, no prices."""
-        rng = _rng(self.config.seed, spec.key, day, 1)
+        """Trades per minute and, per minute, how many fills continue the previous taker order: cheap, no prices.
+
+        Each quantity has its own seeded stream drawn minute by minute, so raising a later minute's rate (a shock's
+        burst) leaves every earlier minute as it was.
+        """
+        seed, key = self.config.seed, spec.key
         lam = np.full(MINUTES, self.config.history_per_minute)
         live_minute = self.config.live_epoch_ms // MIN_MS - day * MINUTES
         if live_minute < MINUTES:
-            lam[max(live_minute, 0) :] = self.config.live_rate * 60.0
-        n = rng.poisson(lam)
-        empty = rng.random(MINUTES)
+            lam[max(live_minute, 0) :] = self.live_rate(spec) * 60.0
+            for at, _factor in self._shocks.get((spec.exchange, spec.market), ()):
+                burst = -(-at // MIN_MS) - day * MINUTES
+                if at >= self.config.live_epoch_ms and burst < MINUTES and burst + BURST_MINUTES > 0:
+                    lam[max(burst, 0) : burst + BURST_MINUTES] *= BURST_FACTOR
+        n = _rng(seed, key, day, 1).poisson(lam).astype(np.int64)
+        empty = _rng(seed, key, day, 11).random(MINUTES)
         if spec.exchange == "upbit":
             n[empty < UPBIT_EMPTY_MINUTE_P] = 0
         else:
@@ -469,33 +658,46 @@ class Model:
             in_span, has = real[0], real[1]
             n[in_span & has] = np.maximum(n[in_span & has], 4)  # room for open, high, low, close
             n[in_span & ~has] = 0
-        total = int(n.sum())
-        cont = rng.random(total) < (BINANCE_SWEEP_P if spec.exchange == "binance" else 0.0)
-        starts = np.concatenate(([0], np.cumsum(n)[:-1]))[n > 0]
-        cont[starts] = False
+        if spec.exchange == "binance":
+            cont = _rng(seed, key, day, 12).binomial(np.maximum(n - 1, 0), BINANCE_SWEEP_P).astype(np.int64)
+        else:
+            cont = np.zeros(MINUTES, np.int64)
         return n, cont
 
-    def _generate(self, spec: MarketSpec, day: int) -> Trades:
-        n, cont = self._counts(spec, day)
+    def _generate(self, spec: MarketSpec, day: int, plan: DayPlan, a: int, b: int) -> Trades:
+        """Minutes a..b-1 of a market-day. Every per-trade quantity comes from its own stream seeded by the chunk's
+        first minute, drawn in time order, so the first trades of a chunk do not depend on how long the chunk is."""
+        n = plan.n[a:b]
         total = int(n.sum())
         if total == 0:
             return Trades.empty()
+        rng = lambda stream: _rng(self.config.seed, spec.key, day, a, stream)  # noqa: E731
         x = self._path(spec, day)
-        rng = _rng(self.config.seed, spec.key, day, 3)
-        mi = np.repeat(np.arange(MINUTES), n)
-        offsets = np.sort(mi * MIN_MS + rng.integers(0, MIN_MS, total))
+        mi = np.repeat(np.arange(a, b), n)
+        local_first = np.concatenate(([0], np.cumsum(n)[:-1]))
         idx = np.arange(total)
+        pos = idx - local_first[mi - a]  # position within its minute
+        offsets = np.sort(mi * MIN_MS + rng(3).integers(0, MIN_MS, total))
+        cont = np.zeros(total, bool)
+        if plan.cont[a:b].any():
+            # which fills continue a taker order: the minute's cont[m] lowest random keys among positions 1..n-1
+            keys = rng(4).random(total)
+            keys[pos == 0] = 2.0
+            order = np.lexsort((keys, mi))
+            rank = np.empty(total, np.int64)
+            rank[order] = pos
+            cont = rank < plan.cont[mi]
         lead = np.maximum.accumulate(np.where(cont, 0, idx))
         offsets = offsets[lead]
         u = (offsets - mi * MIN_MS) / MIN_MS
         sigma = spec.daily_vol / math.sqrt(MINUTES) * 0.3
-        logp = x[mi] + (x[mi + 1] - x[mi]) * u + rng.standard_normal(total) * sigma
+        logp = x[mi] + (x[mi + 1] - x[mi]) * u + rng(5).standard_normal(total) * sigma
         price = spec.round_price(np.exp(logp))
-        buy = rng.random(total) < 0.5
-        volume = rng.lognormal(math.log(spec.median_size), 1.0, total)
+        buy = rng(6).random(total) < 0.5
+        volume = rng(7).lognormal(math.log(spec.median_size), 1.0, total)
         real = self._real_day(spec, day)
         if real is not None:
-            price, volume = self._fit_real(real, n, mi, idx, price, volume, rng, spec)
+            price, volume = self._fit_real(real, plan, day, a, b, mi, pos, price, volume, rng(8), spec)
         price, buy = price[lead], buy[lead]
         volume = spec.round_volume(volume)
         ts = day * DAY_MS + offsets
@@ -505,20 +707,18 @@ class Model:
             ids = ts * 10_000 + rank
             agg = ids
         else:
-            tid0, aid0 = self.id_base(spec, day)
-            ids = tid0 + idx
-            agg = aid0 + np.cumsum(~cont) - 1
+            ids = plan.id0 + int(plan.first[a]) + idx
+            agg = plan.agg0 + int(plan.first_agg[a]) + np.cumsum(~cont) - 1
         return Trades(ts.astype(np.int64), price, volume, buy, ids.astype(np.int64), agg.astype(np.int64))
 
-    @staticmethod
-    def _fit_real(real, n, mi, idx, price, volume, rng, spec):
+    def _fit_real(self, real, plan, day, a, b, mi, pos, price, volume, rng, spec):
         """Make each real minute's trades open at O, touch H and L, close at C and add up to about V."""
         _in_span, has, o, h, lo, c, v = real
-        minute_start = np.concatenate(([0], np.cumsum(n)[:-1]))
-        pos = idx - minute_start[mi]
+        n = plan.n
         on = has[mi]
         nm = n[mi]
-        r1, r2, r3 = rng.random(MINUTES), rng.random(MINUTES), rng.random(len(idx))
+        r1, r2 = _rng(self.config.seed, spec.key, day, 13).random((2, MINUTES))
+        r3 = rng.random(len(mi))
         span = np.maximum(n - 2, 1)
         jh = 1 + np.floor(r1 * span).astype(np.int64)
         jl = 1 + (jh - 1 + 1 + np.floor(r2 * np.maximum(n - 3, 1)).astype(np.int64)) % span
@@ -529,7 +729,7 @@ class Model:
         fitted = np.where(pos == 0, o[mi], fitted)
         fitted = np.where(pos == nm - 1, c[mi], fitted)
         price = np.where(on, fitted, price)
-        weight_sum = np.bincount(mi, weights=volume, minlength=MINUTES)
-        scaled = np.nan_to_num(v[mi]) * volume / np.where(weight_sum[mi] > 0, weight_sum[mi], 1.0)
+        weight_sum = np.bincount(mi - a, weights=volume, minlength=b - a)
+        scaled = np.nan_to_num(v[mi]) * volume / np.where(weight_sum[mi - a] > 0, weight_sum[mi - a], 1.0)
         volume = np.where(on, scaled, volume)
         return price, volume

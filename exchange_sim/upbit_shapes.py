@@ -183,25 +183,22 @@ def ticker_fields(model: Model, spec: MarketSpec, at_ms: int) -> dict | None:
     """The ticker as of ``at_ms``: today's OHLC and totals, rolling 24 h totals, extremes (see Model.extremes_before)."""
     # the latest day with a trade so far (just after 00:00 UTC the ticker still shows yesterday's last trade)
     for day in range(at_ms // DAY_MS, at_ms // DAY_MS - 8, -1):
-        today = model.day_trades(spec, day)
-        n = int(np.searchsorted(today.ts, at_ms, "right"))
-        if n:
+        today = model.totals(spec, day, at_ms + 1)
+        if today.count:
             break
     else:
         return None
-    i = n - 1
-    run = model.running(spec, day)
     prev_close = model.day_close(spec, day - 1)
-    price = float(today.price[i])
-    acc_volume, acc_quote = float(run.volume[i]), float(run.quote[i])
-    yesterday = model.day_trades(spec, day - 1)
-    j = int(np.searchsorted(yesterday.ts, at_ms - DAY_MS, "right"))
+    price = today.close
+    acc_volume, acc_quote = today.volume, today.quote
+    # rolling 24 h: today so far plus yesterday after (at - 24 h), as differences of the day's running folds
     vol24, q24 = acc_volume, acc_quote
-    if j < len(yesterday):
-        before = model.running(spec, day - 1)
-        vol24 += float(before.volume[-1] - (before.volume[j - 1] if j else 0.0))
-        q24 += float(before.quote[-1] - (before.quote[j - 1] if j else 0.0))
-    high, low = float(run.high[i]), float(run.low[i])
+    whole = model.totals(spec, day - 1, day * DAY_MS)
+    before = model.totals(spec, day - 1, at_ms - DAY_MS + 1)
+    if whole.count > before.count:
+        vol24 += whole.volume - before.volume
+        q24 += whole.quote - before.quote
+    high, low = today.high, today.low
     hi, hi_day, lo, lo_day = high, day, low, day
     extremes = model.extremes_before(spec, day)
     if extremes is not None:
@@ -211,9 +208,9 @@ def ticker_fields(model: Model, spec: MarketSpec, at_ms: int) -> dict | None:
             lo, lo_day = extremes[2], extremes[3]
     change = round(price - prev_close, 8)
     rate = round(change / prev_close, 10) if prev_close else 0.0
-    ts = int(today.ts[i])
+    ts = today.last_ts
     return {
-        "opening_price": float(today.price[0]),
+        "opening_price": today.open,
         "high_price": high,
         "low_price": low,
         "trade_price": price,
@@ -223,7 +220,7 @@ def ticker_fields(model: Model, spec: MarketSpec, at_ms: int) -> dict | None:
         "signed_change_price": change,
         "change_rate": abs(rate),
         "signed_change_rate": rate,
-        "trade_volume": float(today.volume[i]),
+        "trade_volume": today.last_volume,
         "acc_trade_volume": acc_volume,
         "acc_trade_volume_24h": vol24,
         "acc_trade_price": acc_quote,
@@ -231,9 +228,9 @@ def ticker_fields(model: Model, spec: MarketSpec, at_ms: int) -> dict | None:
         "trade_date": ymd(ts, ""),
         "trade_time": hms(ts, ""),
         "trade_timestamp": ts,
-        "ask_bid": "BID" if today.buy[i] else "ASK",
-        "acc_ask_volume": float(run.ask_volume[i]),
-        "acc_bid_volume": float(run.bid_volume[i]),
+        "ask_bid": "BID" if today.last_buy else "ASK",
+        "acc_ask_volume": today.sell_volume,
+        "acc_bid_volume": today.buy_volume,
         "highest_52_week_price": hi,
         "highest_52_week_date": ymd(hi_day * DAY_MS),
         "lowest_52_week_price": lo,

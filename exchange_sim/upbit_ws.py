@@ -111,16 +111,16 @@ class UpbitConnection(Connection):
             return
         cursors = {code: Cursor(self.sim, self.sim.upbit[code], now) for code in realtime}
 
-        async def emit(code: str, t: Trades) -> None:
-            spec = self.sim.upbit[code]
+        async def emit(batch: list[tuple[str, Trades]]) -> None:
             frames: list[str] = []
-            if "trade" in realtime[code]:
-                frames.extend(self._encode_trades(code, t, trade_enc))
-            if "ticker" in realtime[code]:
-                fields = shapes.ticker_fields(self.sim.model, spec, int(t.ts[-1]))
-                if fields is not None:
-                    frames.append(shapes.ws_ticker(code, fields, "REALTIME", sub.simple, sub.list_format))
-            await self.send(frames, code, len(t))
+            for code, t in batch:
+                if "trade" in realtime[code]:
+                    frames.extend(self._encode_trades(code, t, trade_enc))
+                if "ticker" in realtime[code]:
+                    fields = shapes.ticker_fields(self.sim.model, self.sim.upbit[code], int(t.ts[-1]))
+                    if fields is not None:
+                        frames.append(shapes.ws_ticker(code, fields, "REALTIME", sub.simple, sub.list_format))
+            await self.send(frames, {code: len(t) for code, t in batch})
 
         await pump(self.sim, cursors, emit)
 
@@ -144,11 +144,11 @@ class UpbitConnection(Connection):
             t = latest_trade(self.sim, spec, now)
             if len(t):
                 prev = self.sim.model.day_close(spec, int(t.ts[0]) // DAY_MS - 1)
-                await self.send(enc.encode(code, spec, t, prev, "SNAPSHOT", now), code, 0)
+                await self.send(enc.encode(code, spec, t, prev, "SNAPSHOT", now))
         else:
             fields = shapes.ticker_fields(self.sim.model, spec, now)
             if fields is not None:
-                await self.send([shapes.ws_ticker(code, fields, "SNAPSHOT", sub.simple, sub.list_format)], code, 0)
+                await self.send([shapes.ws_ticker(code, fields, "SNAPSHOT", sub.simple, sub.list_format)])
 
 
 async def endpoint(websocket: WebSocket, send) -> None:

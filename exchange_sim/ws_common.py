@@ -83,14 +83,17 @@ class Connection(ABC):
             log.exception("stream failed")
             await self.close(1011, "internal error")
 
-    async def send(self, frames: list, code: str | None = None, trades: int = 0) -> None:
+    async def send(self, frames: list, sent: dict[str, int] | None = None) -> None:
+        """Send stream frames (faults applied); ``sent`` counts trades per market for /_sim/status."""
+        if not frames:
+            return
         if self.sim.faults.ws_active:
             frames = self.frames.arrange(frames)
         await self.send_now(frames)
         self.frames.delivered()
         c = self.sim.counters
         c.ws_messages += len(frames)
-        if code is not None and trades:
+        for code, trades in (sent or {}).items():
             c.per_market_sent[code] = c.per_market_sent.get(code, 0) + trades
 
     async def send_now(self, frames: list) -> None:
