@@ -14,8 +14,9 @@ from cryptoflow_core.settings import load_env_files
 from cryptoflow_dagster.cli import demo, doctor, query, restore, snapshots
 from cryptoflow_dagster.cli.delegated import BACKFILL, SIM, SLO, STREAM
 from cryptoflow_dagster.cli.errors import CliError
+from cryptoflow_dagster.cli.serve import SERVE
 
-COMMANDS = (demo, SIM, STREAM, query, snapshots, restore, doctor, BACKFILL, SLO)
+COMMANDS = (demo, SIM, STREAM, query, snapshots, restore, doctor, BACKFILL, SLO, SERVE)
 
 
 def build_parser() -> argparse.ArgumentParser:

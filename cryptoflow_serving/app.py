@@ -1,0 +1,58 @@
+"""The FastAPI application: :func:`create_app` builds it from settings (``cryptoflow serve`` runs it with uvicorn,
+tests and benchmarks run it the same way on a free port)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from cryptoflow_core.settings import Settings, load_settings
+from cryptoflow_serving import errors
+from cryptoflow_serving.auth import AuthMiddleware, Keys, RateLimiter
+from cryptoflow_serving.formats import JSONResponse
+from cryptoflow_serving.live import Feed
+from cryptoflow_serving.reads import Reader
+from cryptoflow_serving.routes import router
+
+API_VERSION = "1"
+
+
+def create_app(settings: Settings | None = None, *, poll_s: float = 0.5, queue_size: int = 1000,
+               read_workers: int = 4) -> FastAPI:
+    settings = settings or load_settings()
+    reader = Reader(settings, workers=read_workers)
+    feed = Feed(reader, poll_s=poll_s, queue_size=queue_size)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(feed.run(), name="live-feed")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            reader.close()
+
+    app = FastAPI(
+        title="CryptoFlow market data API",
+        version=API_VERSION,
+        description="Prices, bars, statistics, indicators, volatility, premium, sentiment, alerts and data health from "
+        "the CryptoFlow lake, read-only, each answer at one lake snapshot. Contract: docs/api.md.",
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+    )
+    app.state.settings, app.state.reader, app.state.feed = settings, reader, feed
+    app.state.keys = Keys(settings.api_keys)
+    app.add_middleware(AuthMiddleware, keys=app.state.keys, limiter=RateLimiter(settings.api_rate_limit))
+    errors.install(app)
+    app.include_router(router)
+
+    @app.get("/healthz", summary="Liveness: the process answers (no lake read)")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    return app

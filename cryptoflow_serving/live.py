@@ -1,0 +1,294 @@
+"""Live push (``WS /v1/live``): new trades, closed 1-minute bars and alerts as they reach silver and gold.
+
+One :class:`Feed` per process polls the lake every ``poll_s``: in one read transaction it takes the current snapshot
+and, when it moved past the feed's cursor, reads what was committed in between with DuckLake's change feed
+(``ducklake_table_changes``) of ``silver.trades``, ``gold.ohlcv_1m_from_trades`` and ``gold.alerts``. Each message is
+encoded once and put on the bounded queue of every subscriber that asked for its market and channel. A subscriber whose
+queue is full (a client that reads slower than the market trades) is dropped at once: taken off the feed, its queue
+released, its connection closed with code 4008 and a reason. The feed never waits for a client and the memory it holds
+is at most ``queue_size`` messages per client (ADR 0020: polling a snapshot against other live designs).
+
+The feed also keeps the latest trade of every market (``prices``), which ``GET /v1/markets`` answers from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import duckdb
+import orjson
+from fastapi import WebSocket, WebSocketDisconnect
+
+from cryptoflow_serving import queries
+from cryptoflow_serving.auth import Keys, key_from_headers
+from cryptoflow_serving.params import EXCHANGES
+from cryptoflow_serving.reads import Reader
+from cryptoflow_core.settings import SettingsError, validate_market
+
+log = logging.getLogger(__name__)
+
+CHANNELS = ("trades", "bars", "alerts")
+SLOW_CLIENT_CODE = 4008
+UNAUTHORIZED_CODE = 4001
+# A change older than this is history (a rebuild, a backfill), not news: it is not pushed.
+RECENT = timedelta(minutes=10)
+# A minute is closed when a later trade of its market has arrived, or this long after it ended.
+BAR_GRACE = timedelta(seconds=5)
+MAX_ROWS_PER_POLL = 20_000  # per table; a larger burst is history arriving, see RECENT
+CLOSE_WAIT_S = 10.0  # how long a dropped client gets to take its close frame (uvicorn's own close timeout)
+GONE = "client went away"
+
+_TRADES = """
+    SELECT exchange, market, trade_id, ts, price, volume, side
+    FROM ducklake_table_changes('lake', 'silver', 'trades', ?, ?)
+    WHERE change_type IN ('insert', 'update_postimage') AND ts >= ?
+    ORDER BY ts, trade_id LIMIT ?
+"""
+_BARS = """
+    SELECT exchange, market, ts, open, high, low, close, volume, quote_volume, trade_count, vwap
+    FROM ducklake_table_changes('lake', 'gold', 'ohlcv_1m_from_trades', ?, ?)
+    WHERE change_type IN ('insert', 'update_postimage') AND ts >= ?
+    ORDER BY ts LIMIT ?
+"""
+_ALERTS = """
+    SELECT alert_id, rule, exchange, market, event_time, triggered_at, value, threshold, message, status
+    FROM ducklake_table_changes('lake', 'gold', 'alerts', ?, ?)
+    WHERE change_type IN ('insert', 'update_postimage') AND triggered_at >= ?
+    ORDER BY triggered_at LIMIT ?
+"""
+
+
+@dataclass
+class Subscriber:
+    markets: frozenset[str] = frozenset()  # "exchange:market", or "*" for all
+    channels: frozenset[str] = frozenset()
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    dropped: str | None = None  # why the feed let go of it
+
+    def wants(self, channel: str, exchange: str | None, market: str | None) -> bool:
+        if channel not in self.channels:
+            return False
+        return "*" in self.markets or f"{exchange}:{market}" in self.markets
+
+
+@dataclass
+class Changes:
+    snapshot: int
+    trades: list[dict] = field(default_factory=list)
+    bars: list[dict] = field(default_factory=list)
+    alerts: list[dict] = field(default_factory=list)
+    prices: list[dict] | None = None  # the seed: the latest trade per market
+
+
+class Feed:
+    def __init__(self, reader: Reader, *, poll_s: float = 0.5, queue_size: int = 1000):
+        self.reader, self.poll_s, self.queue_size = reader, poll_s, queue_size
+        self.subscribers: set[Subscriber] = set()
+        self.prices: dict[tuple[str, str], dict] = {}
+        self.snapshot: int | None = None  # the feed's cursor: everything up to it has been published
+        self.ready = asyncio.Event()  # set after the first poll (prices seeded)
+        self.stats = {"polls": 0, "poll_errors": 0, "published": 0, "dropped_clients": 0, "max_queue_depth": 0,
+                      "cursor_resets": 0}
+        self._pending_bars: dict[tuple[str, str, datetime], dict] = {}
+
+    # --- polling (worker thread) -----------------------------------------------------------------------------------
+    async def run(self) -> None:
+        while True:
+            began = time.monotonic()
+            try:
+                changes = await self.reader.run(self._poll)
+                self._publish(changes)
+                self._send_closed_bars()  # also minutes that ended with no later trade
+                self.stats["polls"] += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a lake not there yet, a locked catalog: the next poll tries again
+                self.stats["poll_errors"] += 1
+                log.warning("live feed: poll failed (%s: %s); retrying", type(exc).__name__, str(exc)[:300])
+            finally:
+                if self.snapshot is not None or self.stats["poll_errors"]:
+                    self.ready.set()
+            await asyncio.sleep(max(0.0, self.poll_s - (time.monotonic() - began)))
+
+    def _poll(self, con: duckdb.DuckDBPyConnection, snapshot: int) -> Changes | None:
+        if self.snapshot is None:
+            return Changes(snapshot, prices=_rows(con, queries.LATEST_TRADES, [], missing_ok=True))
+        if snapshot == self.snapshot:
+            return None
+        since = datetime.now(timezone.utc) - RECENT
+        span = [self.snapshot + 1, snapshot, since, MAX_ROWS_PER_POLL]
+        try:
+            return Changes(snapshot, trades=_rows(con, _TRADES, span, missing_ok=True),
+                           bars=_rows(con, _BARS, span, missing_ok=True),
+                           alerts=_rows(con, _ALERTS, span, missing_ok=True))
+        except duckdb.InvalidInputException as exc:
+            if "No snapshot found" not in str(exc):
+                raise
+            # the cursor's snapshot was expired by lake maintenance: start again from now (nothing older is news)
+            self.stats["cursor_resets"] += 1
+            log.warning("live feed: snapshot %s expired; continuing from %s", self.snapshot, snapshot)
+            return Changes(snapshot, prices=_rows(con, queries.LATEST_TRADES, [], missing_ok=True))
+
+    # --- fan-out (event loop) --------------------------------------------------------------------------------------
+    def _publish(self, changes: Changes | None) -> None:
+        if changes is None:
+            return
+        snap = changes.snapshot
+        if changes.prices is not None:
+            self.prices = {(p["exchange"], p["market"]): {**p, "snapshot": snap} for p in changes.prices}
+        for t in changes.trades:
+            key = (t["exchange"], t["market"])
+            known = self.prices.get(key)
+            if known is None or (t["ts"], t["trade_id"]) >= (known["last_trade_ts"], known["last_trade_id"]):
+                self.prices[key] = {"exchange": key[0], "market": key[1], "last_price": t["price"],
+                                    "last_trade_ts": t["ts"], "last_trade_id": t["trade_id"], "snapshot": snap}
+            self._send("trades", t["exchange"], t["market"], {"type": "trade", **t, "snapshot": snap})
+        for b in changes.bars:
+            self._pending_bars[(b["exchange"], b["market"], b["ts"])] = {"type": "bar", **b, "snapshot": snap}
+        for a in changes.alerts:
+            self._send("alerts", a["exchange"], a["market"], {"type": "alert", **a, "snapshot": snap})
+        self.snapshot = snap
+
+    def _send_closed_bars(self) -> None:
+        now = datetime.now(timezone.utc)
+        for key, bar in sorted(self._pending_bars.items(), key=lambda kv: kv[0][2]):
+            exchange, market, ts = key
+            end = ts + timedelta(minutes=1)
+            latest = self.prices.get((exchange, market))
+            if (latest is not None and latest["last_trade_ts"] >= end) or now >= end + BAR_GRACE:
+                del self._pending_bars[key]
+                self._send("bars", exchange, market, bar)
+
+    def _send(self, channel: str, exchange: str | None, market: str | None, message: dict) -> None:
+        text: str | None = None
+        for sub in list(self.subscribers):
+            if not sub.wants(channel, exchange, market):
+                continue
+            text = text or orjson.dumps(message).decode()  # encoded once, shared by every queue
+            self.offer(sub, text)
+        if text is not None:
+            self.stats["published"] += 1
+
+    def offer(self, sub: Subscriber, text: str) -> None:
+        try:
+            sub.queue.put_nowait(text)
+        except asyncio.QueueFull:
+            self.drop(sub, f"slow consumer: {self.queue_size} messages waiting; reconnect and catch up from the "
+                           "REST endpoints")
+            return
+        self.stats["max_queue_depth"] = max(self.stats["max_queue_depth"], sub.queue.qsize())
+
+    def drop(self, sub: Subscriber, reason: str) -> None:
+        if sub.dropped is None:
+            self.stats["dropped_clients"] += 1
+            log.info("live feed: dropped a client: %s", reason)
+        self.end(sub, reason)
+
+    def end(self, sub: Subscriber, reason: str) -> None:
+        """Take ``sub`` off the feed and have its sender close the connection with ``reason``."""
+        if sub.dropped is not None:
+            return
+        sub.dropped = reason
+        self.subscribers.discard(sub)
+        while not sub.queue.empty():  # release the memory now, not when the connection finally goes
+            sub.queue.get_nowait()
+        sub.queue.put_nowait(None)  # wakes its sender, which closes the connection
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any], *, missing_ok: bool) -> list[dict]:
+    try:
+        cur = con.execute(sql, params)
+    except duckdb.CatalogException:
+        if missing_ok:  # the table is not built yet: nothing to push from it
+            return []
+        raise
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def parse_subscription(message: Any) -> tuple[frozenset[str], frozenset[str]]:
+    """``{"subscribe": {"markets": [...], "channels": [...]}}`` -> (markets, channels); ValueError says what is wrong."""
+    if not isinstance(message, dict) or not isinstance(message.get("subscribe"), dict):
+        raise ValueError('expected {"subscribe": {"markets": ["upbit:KRW-BTC" or "*"], "channels": '
+                         f'[{", ".join(repr(c) for c in CHANNELS)}]}}')
+    body = message["subscribe"]
+    markets, channels = body.get("markets", []), body.get("channels", list(CHANNELS))
+    if not isinstance(markets, list) or not markets or len(markets) > 200:
+        raise ValueError('markets: a list of 1 to 200 "exchange:market" codes, or ["*"]')
+    if not isinstance(channels, list) or not channels or not set(map(str, channels)) <= set(CHANNELS):
+        raise ValueError(f"channels: a non-empty list of {', '.join(CHANNELS)}")
+    for m in markets:
+        if m == "*":
+            continue
+        exchange, _, market = str(m).partition(":")
+        if exchange not in EXCHANGES:
+            raise ValueError(f"market {str(m)[:40]!r}: expected exchange:market with exchange one of "
+                             f"{', '.join(EXCHANGES)}, e.g. upbit:KRW-BTC")
+        try:
+            validate_market(exchange, market)
+        except SettingsError as exc:
+            raise ValueError(f"market {str(m)[:40]!r}: {exc}") from None
+    return frozenset(map(str, markets)), frozenset(map(str, channels))
+
+
+async def serve_client(ws: WebSocket, feed: Feed, keys: Keys) -> None:
+    """One WebSocket client: its subscribe messages in, its queue out (one sender, so frames never interleave)."""
+    await ws.accept()
+    authed = not keys.required or keys.check(key_from_headers(ws.headers)) is not None
+    sub = Subscriber(queue=asyncio.Queue(maxsize=feed.queue_size))
+    sender = asyncio.create_task(_send_loop(ws, sub))
+    try:
+        while True:
+            try:
+                raw = await ws.receive_text()
+            except WebSocketDisconnect:
+                return
+            try:
+                message = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                message = None
+            if not authed:
+                given = message.get("api_key") if isinstance(message, dict) else None
+                if keys.check(given if isinstance(given, str) else None) is None:
+                    feed.end(sub, "unauthorized: an API key is required (header, or api_key in the first message)")
+                    return
+                authed = True
+            try:
+                markets, channels = parse_subscription(message)
+            except ValueError as exc:
+                feed.offer(sub, orjson.dumps({"type": "error", "error": "bad_parameter", "message": str(exc)}).decode())
+                continue
+            if sub.dropped is not None:
+                return
+            sub.markets, sub.channels = markets, channels
+            feed.subscribers.add(sub)
+            feed.offer(sub, orjson.dumps({"type": "subscribed", "markets": sorted(markets),
+                                          "channels": sorted(channels), "snapshot": feed.snapshot}).decode())
+    finally:
+        feed.end(sub, GONE)
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+
+
+async def _send_loop(ws: WebSocket, sub: Subscriber) -> None:
+    while True:
+        text = await sub.queue.get()
+        if text is None or sub.dropped is not None:
+            break
+        try:
+            await ws.send_text(text)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return
+    if sub.dropped == GONE:
+        return
+    code = UNAUTHORIZED_CODE if (sub.dropped or "").startswith("unauthorized") else SLOW_CLIENT_CODE
+    # The close frame waits behind what the client has not read yet; a client that never reads again is left to the
+    # server's ping timeout, holding no more than the transport's write buffer.
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(ws.close(code=code, reason=(sub.dropped or "")[:120]), CLOSE_WAIT_S)
