@@ -47,6 +47,7 @@ class FeedConnection:
         flush_max_messages: int,
         gap_start: float | None = None,
         silence_timeout_s: float | None = None,
+        first_connect_delay_s: float = 0.0,
     ):
         self.feed = feed
         self.batcher = batcher
@@ -60,9 +61,15 @@ class FeedConnection:
         state.gap_since = gap_start
         self._reconnect_reason: str | None = None
         self._pending: _Pending | None = None
+        self.first_connect_delay_s = first_connect_delay_s
 
     async def run(self, stop: asyncio.Event) -> None:
         attempt = 0
+        if self.first_connect_delay_s > 0:  # one exchange's connections open spaced out (its new-connection limit)
+            try:
+                await asyncio.wait_for(stop.wait(), self.first_connect_delay_s)
+            except asyncio.TimeoutError:
+                pass
         while not stop.is_set():
             session = uuid.uuid4().hex[:16]
             self.state.state = "connecting"

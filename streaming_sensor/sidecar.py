@@ -14,7 +14,8 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-from cryptoflow_core.settings import Settings, load_env_files, load_settings
+from cryptoflow_core import market_list
+from cryptoflow_core.settings import Settings, load_env_files, load_settings, market_selector
 from streaming_sensor.batches import MicroBatcher
 from streaming_sensor.connection import FeedConnection
 from streaming_sensor.feeds import FEEDS, BinanceFeed, Feed, UpbitFeed
@@ -23,14 +24,33 @@ from cryptoflow_core.heartbeat import Heartbeat, StreamState, read_heartbeat
 log = logging.getLogger(__name__)
 
 
+# Upbit accepts 5 new connections per second per IP (docs/exchange-apis.md), Binance 300 per 5 minutes: the connections of
+# one exchange open this far apart at start (reconnects are spread by their own jittered backoff).
+CONNECT_SPACING_S = 0.25
+
+
 def build_feeds(settings: Settings, exchanges: tuple[str, ...]) -> list[Feed]:
+    """One feed per connection: each exchange's markets (a list, or a selector resolved from its REST and written
+    beside the heartbeat for the Dagster side, cryptoflow_core/market_list.py) in slices of
+    ``stream_markets_per_connection``."""
     out: list[Feed] = []
     for name in exchanges:
-        if name == "upbit" and settings.upbit_markets:
-            out.append(UpbitFeed(settings.upbit_ws_url, settings.upbit_markets))
-        elif name == "binance" and settings.binance_symbols:
-            out.append(BinanceFeed(settings.binance_ws_url, settings.binance_symbols))
+        values = market_list.setting_values(settings, name)
+        selector = market_selector(name, values)
+        if selector is not None:
+            markets = market_list.resolve(settings, name, selector)
+            market_list.write_list(settings.landing_dir, name, selector, markets)
+        else:
+            markets = values
+        feed_type, url = (UpbitFeed, settings.upbit_ws_url) if name == "upbit" else (BinanceFeed, settings.binance_ws_url)
+        per = settings.stream_markets_per_connection
+        out += [feed_type(url, markets[i:i + per]) for i in range(0, len(markets), per)]
     return out
+
+
+def stream_key(exchange: str, index: int) -> str:
+    """The heartbeat's name for an exchange's ``index``-th connection: ``binance``, then ``binance:2``, ``binance:3``."""
+    return exchange if index == 0 else f"{exchange}:{index + 1}"
 
 
 def downtime_start(heartbeat_path: Path, exchange: str) -> float | None:
@@ -38,14 +58,17 @@ def downtime_start(heartbeat_path: Path, exchange: str) -> float | None:
 
     A killed sidecar loses what it received after its last flush, and a disconnect window it had not written yet: the
     gap starts at the earlier of the two, moved back by how late trades were arriving (windows are in receive time).
+    A sidecar with several connections per exchange (``binance``, ``binance:2``, ...) ends at the earliest of them: the
+    markets may be split differently this time (a TOP<n> list re-ranked), so every connection opens the same window.
     """
     beat = read_heartbeat(heartbeat_path)
     if not beat:
         return None
-    stream = beat.get("streams", {}).get(exchange) or {}
-    stamps = [beat.get("flushed_through") or beat.get("started_at"), stream.get("gap_since")]
+    streams = [s or {} for key, s in beat.get("streams", {}).items() if key.split(":")[0] == exchange] or [{}]
+    stamps = [beat.get("flushed_through") or beat.get("started_at"), *(s.get("gap_since") for s in streams)]
     times = [datetime.fromisoformat(t).timestamp() for t in stamps if t]
-    return min(times) - float(stream.get("lag_s") or 0.0) if times else None
+    lag = max(float(s.get("lag_s") or 0.0) for s in streams)
+    return min(times) - lag if times else None
 
 
 class Sidecar:
@@ -58,8 +81,10 @@ class Sidecar:
         self.stop = asyncio.Event()
         self._flush_now = asyncio.Event()
         self.connections = []
+        per_exchange: dict[str, int] = {}
         for feed in build_feeds(settings, exchanges):
-            state = self.heartbeat.streams[feed.exchange] = StreamState()
+            index = per_exchange[feed.exchange] = per_exchange.get(feed.exchange, -1) + 1
+            state = self.heartbeat.streams[stream_key(feed.exchange, index)] = StreamState()
             self.connections.append(
                 FeedConnection(
                     feed,
@@ -70,8 +95,12 @@ class Sidecar:
                     settings.flush_max_messages,
                     gap_start=downtime_start(settings.heartbeat_path, feed.exchange),
                     silence_timeout_s=silence_timeout_s,
+                    first_connect_delay_s=index * CONNECT_SPACING_S,
                 )
             )
+        for exchange, last in per_exchange.items():
+            markets = sum(len(c.feed.markets) for c in self.connections if c.feed.exchange == exchange)
+            log.info("%s: %d markets over %d connections", exchange, markets, last + 1)
 
     async def _flusher(self) -> None:
         while not self.stop.is_set():

@@ -23,7 +23,7 @@ from cryptoflow_dagster.alerting.rules import RuleSet, load_rules, rules_path
 from cryptoflow_dagster.alerting.slack import SlackPoster, make_poster
 from cryptoflow_dagster.streaming.ingest import not_ingested, staged_trades
 from cryptoflow_core.settings import Settings, load_settings
-from cryptoflow_core import landing_files
+from cryptoflow_core import landing_files, market_list
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,8 @@ def record_landing_alerts(
 
 
 def _markets_of(settings: Settings, exchange: str) -> tuple[str, ...]:
-    return settings.upbit_markets if exchange == "upbit" else settings.binance_symbols
+    # a selector (ALL, TOP50) means the list the sidecar resolved and subscribed (cryptoflow_core/market_list.py)
+    return market_list.configured_markets(settings, exchange)
 
 
 def poster_from_env(settings: Settings | None = None) -> SlackPoster | None:

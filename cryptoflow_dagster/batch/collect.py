@@ -19,6 +19,7 @@ import duckdb
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.clients.binance import BinanceClient
 from cryptoflow_dagster.clients.upbit import Page, UpbitClient
+from cryptoflow_core import market_list
 from cryptoflow_core.settings import Settings, validate_market
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def exchange_of(market: str) -> str:
 
 def select_markets(settings: Settings, wanted: list[str] | None) -> list[tuple[str, str]]:
     """(exchange, market) pairs to collect: all configured ones, or the validated subset a run asked for."""
-    configured = [("upbit", m) for m in settings.upbit_markets] + [("binance", s) for s in settings.binance_symbols]
+    configured = market_list.all_configured(settings)  # a selector (ALL, TOP50): the list the sidecar resolved
     if not wanted:
         return list(dict.fromkeys(configured))
     chosen = []

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from cryptoflow_core.settings import Settings, SettingsError, load_settings
+from cryptoflow_core.settings import Settings, SettingsError, load_settings, market_selector
 
 HTTP_TIMEOUT_S = 5.0
 
@@ -92,7 +92,8 @@ def check_lake(settings: Settings) -> str:
 
 def exchange_probes(settings: Settings) -> list[tuple[str, str]]:
     """A cheap public GET per exchange that needs no key and that the simulator serves too."""
-    symbol = settings.binance_symbols[0] if settings.binance_symbols else "BTCUSDT"
+    listed = [] if market_selector("binance", settings.binance_symbols) else settings.binance_symbols  # TOP50: no symbol yet
+    symbol = listed[0] if listed else "BTCUSDT"
     return [
         ("upbit", f"{settings.upbit_rest_url.rstrip('/')}/v1/market/all"),
         ("binance", f"{settings.binance_rest_url.rstrip('/')}/api/v3/klines?symbol={symbol}&interval=1d&limit=1"),
