@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from cryptoflow_core.settings import Settings, load_settings
-from cryptoflow_serving import errors
+from cryptoflow_serving import dashboard, errors
 from cryptoflow_serving.auth import AuthMiddleware, Keys, RateLimiter
 from cryptoflow_serving.formats import JSONResponse
 from cryptoflow_serving.live import Feed
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, *, poll_s: float = 0.5, queue_s
     app.add_middleware(AuthMiddleware, keys=app.state.keys, limiter=RateLimiter(settings.api_rate_limit))
     errors.install(app)
     app.include_router(router)
+    dashboard.mount(app)  # the live dashboard at /dashboard/: static files reading this API (issue 18, ADR 0021)
 
     @app.get("/healthz", summary="Liveness: the process answers (no lake read)")
     async def healthz() -> JSONResponse:
