@@ -1,7 +1,9 @@
-"""Binance spot REST: exchangeInfo, klines, aggTrades, historicalTrades/trades; oldest first, request weight per minute."""
+"""Binance spot REST: exchangeInfo, klines, aggTrades, historicalTrades/trades, ticker/24hr, ticker/price,
+ticker/bookTicker, avgPrice, time, ping; oldest first, request weight per minute (per symbol count where Binance does)."""
 
 from __future__ import annotations
 
+import json
 from typing import Callable
 
 import numpy as np
@@ -17,7 +19,22 @@ INTERVALS = {
     "1m": MIN_MS, "3m": 3 * MIN_MS, "5m": 5 * MIN_MS, "15m": 15 * MIN_MS, "30m": 30 * MIN_MS, "1h": 60 * MIN_MS,
     "2h": 120 * MIN_MS, "4h": 240 * MIN_MS, "6h": 360 * MIN_MS, "8h": 480 * MIN_MS, "12h": 720 * MIN_MS, "1d": DAY_MS,
 }
-WEIGHTS = {"ping": 1, "time": 1, "exchangeInfo": 20, "klines": 2, "aggTrades": 4, "historicalTrades": 25, "trades": 25}
+WEIGHTS = {"ping": 1, "time": 1, "exchangeInfo": 20, "klines": 2, "aggTrades": 4, "historicalTrades": 25, "trades": 25,
+           "avgPrice": 2}
+
+
+def ticker_weight(request: Request) -> int:
+    """ticker/24hr: 2 for one symbol, 2/40/80 for 1-20/21-100/more symbols, 80 for all (Binance's table)."""
+    if request.query_params.get("symbol"):
+        return 2
+    raw = request.query_params.get("symbols")
+    n = len(raw.split(",")) if raw else 10_000
+    return 2 if n <= 20 else 40 if n <= 100 else 80
+
+
+def price_weight(request: Request) -> int:
+    """ticker/price and ticker/bookTicker: 2 for one symbol, 4 for several or all."""
+    return 2 if request.query_params.get("symbol") else 4
 HOUR_MS = 3_600_000
 
 
@@ -87,9 +104,10 @@ def _symbol(sim: Sim, request: Request) -> MarketSpec:
     return spec
 
 
-def weighted(sim: Sim, name: str, handler: Callable[[Sim, Request], object]):
+def weighted(sim: Sim, name: str, handler: Callable[[Sim, Request], object], weight: Callable[[Request], int] | None = None):
     async def endpoint(request: Request) -> Response:
-        verdict = sim.binance_limiter.check(client_of(request), WEIGHTS[name], now_ms() / 1000)
+        cost = weight(request) if weight is not None else WEIGHTS[name]
+        verdict = sim.binance_limiter.check(client_of(request), cost, now_ms() / 1000)
         if verdict.status == 429:
             body = {"code": -1003, "msg": f"Too much request weight used; current limit is {sim.config.binance_weight_per_min} "
                     "request weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API."}
@@ -253,6 +271,110 @@ def recent_trades(sim: Sim, request: Request) -> list:
     return trade_rows(t.slice(max(len(t) - limit, 0), len(t)))
 
 
+def _symbols(sim: Sim, request: Request) -> list[MarketSpec]:
+    """``symbol=X``, ``symbols=["X","Y"]`` (a JSON array) or neither (every symbol), as Binance reads them."""
+    q = request.query_params
+    if q.get("symbol") and q.get("symbols"):
+        raise BinanceError(-1101, "Combination of optional parameters invalid.")
+    if q.get("symbol"):
+        return [_symbol(sim, request)]
+    if q.get("symbols"):
+        try:
+            names = json.loads(q["symbols"])
+        except ValueError:
+            names = None
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise BinanceError(-1100, "Illegal characters found in parameter 'symbols'; legal range is '^\\[(\"[A-Z0-9-_.]{1,20}\"(,\"[A-Z0-9-_.]{1,20}\"){0,}){0,1}\\]$'.")
+        specs = [sim.spec_or_none("binance", n) for n in names]
+        if any(s is None for s in specs):
+            raise BinanceError(-1121, "Invalid symbol.")
+        return specs
+    return list(sim.binance.values())
+
+
+def _one_or_list(request: Request, rows: list):
+    return rows[0] if request.query_params.get("symbol") else rows
+
+
+def _book(spec: MarketSpec, price: float, buy: bool) -> tuple[float, float]:
+    """Best bid and ask around the last trade: a taker buy lifted the ask, a taker sell hit the bid (as Upbit's
+    trade messages report them)."""
+    return (price - spec.tick, price) if buy else (price, price + spec.tick)
+
+
+def ticker_24hr(sim: Sim, request: Request):
+    """The rolling 24 h window ending now (not the UTC day), as Binance computes it."""
+    specs = _symbols(sim, request)
+    kind = request.query_params.get("type", "FULL").upper()
+    if kind not in ("FULL", "MINI"):
+        raise BinanceError(-1100, "Illegal characters found in parameter 'type'.")
+    now = now_ms()
+    rows = []
+    for spec in specs:
+        w = sim.model.window(spec, now - DAY_MS + 1, now + 1)
+        before = sim.model.last_trades(spec, now - DAY_MS + 1, 1)
+        prev = float(before.price[0]) if len(before) else (w.open if w.count else 0.0)
+        last = w.close if w.count else prev
+        open_ = w.open if w.count else prev
+        change = last - open_ if w.count else 0.0
+        row = {"symbol": spec.market}
+        if kind == "FULL":
+            bid, ask = _book(spec, last, w.last_buy)
+            row.update({
+                "priceChange": fmt8(change),
+                "priceChangePercent": f"{(change / open_ * 100) if open_ else 0.0:.3f}",
+                "weightedAvgPrice": fmt8(w.quote / w.volume if w.volume else 0.0),
+                "prevClosePrice": fmt8(prev),
+                "lastPrice": fmt8(last),
+                "lastQty": fmt8(w.last_volume),
+                "bidPrice": fmt8(bid), "bidQty": fmt8(0.5), "askPrice": fmt8(ask), "askQty": fmt8(0.5),
+            })
+        else:
+            row["lastPrice"] = fmt8(last)
+        row.update({
+            "openPrice": fmt8(open_),
+            "highPrice": fmt8(w.high if w.count else 0.0),
+            "lowPrice": fmt8(w.low if w.count else 0.0),
+            "volume": fmt8(w.volume),
+            "quoteVolume": fmt8(w.quote),
+            "openTime": now - DAY_MS,
+            "closeTime": now,
+            "firstId": w.first_id if w.count else -1,
+            "lastId": w.last_id if w.count else -1,
+            "count": w.count,
+        })
+        rows.append(row)
+    return _one_or_list(request, rows)
+
+
+def ticker_price(sim: Sim, request: Request):
+    now = now_ms()
+    rows = []
+    for spec in _symbols(sim, request):
+        t = sim.model.last_trades(spec, now + 1, 1)
+        rows.append({"symbol": spec.market, "price": fmt8(float(t.price[0]) if len(t) else 0.0)})
+    return _one_or_list(request, rows)
+
+
+def book_ticker(sim: Sim, request: Request):
+    now = now_ms()
+    rows = []
+    for spec in _symbols(sim, request):
+        t = sim.model.last_trades(spec, now + 1, 1)
+        bid, ask = _book(spec, float(t.price[0]), bool(t.buy[0])) if len(t) else (0.0, 0.0)
+        rows.append({"symbol": spec.market, "bidPrice": fmt8(bid), "bidQty": fmt8(0.5), "askPrice": fmt8(ask),
+                     "askQty": fmt8(0.5)})
+    return _one_or_list(request, rows)
+
+
+def avg_price(sim: Sim, request: Request) -> dict:
+    """Volume-weighted price of the last 5 minutes, as Binance's avgPrice."""
+    spec = _symbol(sim, request)
+    now = now_ms()
+    w = sim.model.window(spec, now - 5 * MIN_MS + 1, now + 1)
+    return {"mins": 5, "price": fmt8(w.quote / w.volume if w.volume else 0.0), "closeTime": w.last_ts or now}
+
+
 def routes(sim: Sim) -> list[Route]:
     return [
         Route("/api/v3/ping", weighted(sim, "ping", lambda s, r: {})),
@@ -262,4 +384,8 @@ def routes(sim: Sim) -> list[Route]:
         Route("/api/v3/aggTrades", weighted(sim, "aggTrades", agg_trades)),
         Route("/api/v3/historicalTrades", weighted(sim, "historicalTrades", historical_trades)),
         Route("/api/v3/trades", weighted(sim, "trades", recent_trades)),
+        Route("/api/v3/ticker/24hr", weighted(sim, "ticker24hr", ticker_24hr, ticker_weight)),
+        Route("/api/v3/ticker/price", weighted(sim, "tickerPrice", ticker_price, price_weight)),
+        Route("/api/v3/ticker/bookTicker", weighted(sim, "bookTicker", book_ticker, price_weight)),
+        Route("/api/v3/avgPrice", weighted(sim, "avgPrice", avg_price)),
     ]

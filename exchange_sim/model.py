@@ -233,6 +233,37 @@ class Totals:
                        f(self.buy_volume), f(self.buy_quote))
 
 
+@dataclass
+class _Chain:
+    """Per chunk of one market-day: the totals before it (index k = chunks 0..k-1) and its own high and low."""
+
+    totals: list[Totals] = field(default_factory=lambda: [Totals()])
+    high: list[float] = field(default_factory=list)
+    low: list[float] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.totals)
+
+
+@dataclass
+class Window:
+    """A time window's trades summarised (see Model.window); sums are differences of left folds."""
+
+    count: int = 0
+    open: float = math.nan
+    high: float = -math.inf
+    low: float = math.inf
+    close: float = math.nan
+    first_id: int = 0
+    last_id: int = 0
+    first_ts: int = 0
+    last_ts: int = 0
+    last_volume: float = 0.0
+    last_buy: bool = False
+    volume: float = 0.0
+    quote: float = 0.0
+
+
 @dataclass(frozen=True)
 class DayPlan:
     """How many trades each minute of one market-day holds, and how the day splits into chunks. Cheap: no prices."""
@@ -517,14 +548,54 @@ class Model:
 
     def _chain(self, spec: MarketSpec, day: int, k: int) -> Totals:
         """Totals through chunks 0..k-1 of the day (shocks applied), extending the cached chain as needed."""
+        return self._chain_of(spec, day, k).totals[k]
+
+    def _chain_of(self, spec: MarketSpec, day: int, k: int) -> _Chain:
         key = (spec.key, day)
         chain = self._chains.get_fresh(key)
         if chain is None:
-            chain = [Totals()]
-        while len(chain) <= k:
-            chain.append(chain[-1].add(self._shocked(spec, self.chunk(spec, day, len(chain) - 1))))
+            chain = _Chain()
+        while len(chain.totals) <= k:
+            block = self._shocked(spec, self.chunk(spec, day, len(chain.totals) - 1))
+            chain.totals.append(chain.totals[-1].add(block))
+            chain.high.append(float(block.price.max()) if len(block) else -math.inf)
+            chain.low.append(float(block.price.min()) if len(block) else math.inf)
         self._chains.put(key, chain)
-        return chain[k]
+        return chain
+
+    def window(self, spec: MarketSpec, start_ms: int, end_ms: int) -> Window:
+        """Trades with start_ms <= ts < end_ms summarised (Binance's rolling 24 h ticker) without a pass over them:
+        sums are differences of day folds, extremes come from whole chunks plus the two partial ones at the edges."""
+        start_ms = max(start_ms, self.config.history_start_ms)
+        out = Window()
+        for day in range(start_ms // DAY_MS, (end_ms - 1) // DAY_MS + 1):
+            lo, hi = max(start_ms, day * DAY_MS), min(end_ms, (day + 1) * DAY_MS)
+            if hi <= lo:
+                continue
+            a, b = self.totals(spec, day, lo), self.totals(spec, day, hi)
+            if b.count == a.count:
+                continue
+            plan = self.plan(spec, day)
+            k0 = plan.chunk_of((lo - day * DAY_MS) // MIN_MS)
+            k1 = plan.chunk_of((hi - 1 - day * DAY_MS) // MIN_MS)
+            chain = self._chain_of(spec, day, k1)
+            edges = []
+            for k in sorted({k0, k1}):
+                block = self._shocked(spec, self.chunk(spec, day, k))
+                i, j = np.searchsorted(block.ts, [lo, hi], "left")
+                edges.append(block.slice(int(i), int(j)))
+            inner = range(k0 + 1, k1)
+            high = max([float(e.price.max()) for e in edges if len(e)] + [chain.high[k] for k in inner])
+            low = min([float(e.price.min()) for e in edges if len(e)] + [chain.low[k] for k in inner])
+            first = next(e for e in edges if len(e))
+            if out.count == 0:
+                out.open, out.first_id, out.first_ts = float(first.price[0]), int(first.ids[0]), int(first.ts[0])
+            out.count += b.count - a.count
+            out.high, out.low = max(out.high, high), min(out.low, low)
+            out.close, out.last_id, out.last_ts, out.last_volume, out.last_buy = b.close, b.last_id, b.last_ts, b.last_volume, b.last_buy
+            out.volume += b.volume - a.volume
+            out.quote += b.quote - a.quote
+        return out
 
     # ---- generation -------------------------------------------------------------------------------------------
     def _walk(self, spec: MarketSpec) -> np.ndarray:

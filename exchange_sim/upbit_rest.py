@@ -86,7 +86,8 @@ def limited(sim: Sim, group: str, handler: Callable[[Sim, Request], Awaitable[Re
 
 
 def market_all(sim: Sim, request: Request) -> Response:
-    details = request.query_params.get("is_details", "false").lower() == "true"
+    q = request.query_params
+    details = q.get("is_details", q.get("isDetails", "false")).lower() == "true"  # isDetails: the older spelling
     rows = []
     for market, spec in sim.upbit.items():
         row = {"market": market, "korean_name": spec.korean_name, "english_name": spec.english_name}
