@@ -1,0 +1,108 @@
+"""Daily realized variance and daily log returns from intraday bars (1-minute in the lake, 1-hour in the long recorded
+history): what the forecasts are fitted on and judged against (ADR 0022).
+
+RV_D is the sum of squared log returns r_i = ln(C_i / C_{i-1}) over the bars whose close falls in UTC day D, where
+C_{i-1} is the close of the bar before, whatever day it is in:
+
+- The day-boundary return (the previous day's last close to D's first close) belongs to D. Crypto trades through
+  midnight, so it is an ordinary intraday return; with it a full day of 1-minute bars has 1,440 returns and the RVs of
+  consecutive days add up to the variance of the whole span.
+- A missing bar (Upbit writes no candle for a minute without trades) is not filled: the return from the last close
+  before the hole to the first close after it spans the hole and carries its price move, so RV stays an unbiased
+  measure of the day's variance. A return spanning more than ``MAX_RETURN_SPAN`` is not an intraday return any more
+  (a day or more of missing data) and is dropped, counted in ``dropped_returns``.
+- A day with fewer than ``MIN_COVERAGE`` of its expected returns (1,440 for 1-minute bars, 24 for hourly) is skipped:
+  its RV and return are NaN here and the reason is in :attr:`Realized.skipped`. Forecasts that need a skipped day
+  are skipped in turn, with the reason; nothing NaN reaches a table.
+- A bar whose close is not a finite positive number makes its day skipped (a log return of it is meaningless), and so
+  does a day whose price never moved (RV = 0: nothing to take the log of or to divide a loss by).
+
+The daily log return (for GARCH) is ln(last close of D / last close of D-1), the sum of D's intraday returns; NaN when
+either day is skipped or absent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+
+MIN_COVERAGE = 0.5
+MAX_RETURN_SPAN = timedelta(hours=12)
+
+
+@dataclass
+class Realized:
+    """Per UTC day, contiguous from the first to the last day with bars: ``rv`` (variance, NaN if skipped), ``ret``
+    (daily log return, NaN if not computable), ``returns`` (intraday returns used), ``dropped_returns``."""
+
+    days: pd.DataFrame
+    skipped: dict[date, str] = field(default_factory=dict)
+
+    def rv(self) -> pd.Series:
+        return self.days["rv"]
+
+    def ret(self) -> pd.Series:
+        return self.days["ret"]
+
+    def before(self, day: date) -> "Realized":
+        """Only the days strictly before ``day``: what a forecast for ``day`` may see."""
+        keep = self.days.index < day
+        return Realized(self.days.loc[keep], {d: r for d, r in self.skipped.items() if d < day})
+
+
+def daily_realized(bars: pd.DataFrame, interval: timedelta) -> Realized:
+    """Realized variance per UTC day from bars with columns ``ts`` (UTC timestamps, bar start) and ``close``.
+
+    ``interval`` is the bar length (1 minute, 1 hour): it sets the expected number of returns per day."""
+    expected = int(timedelta(days=1) / interval)
+    if bars.empty:
+        return Realized(pd.DataFrame(columns=["rv", "ret", "returns", "dropped_returns"], index=pd.Index([], name="day")))
+    ts = pd.to_datetime(bars["ts"], utc=True)
+    frame = pd.DataFrame({"ts": ts.to_numpy(), "close": bars["close"].to_numpy(dtype=float)}).sort_values("ts")
+    if frame["ts"].duplicated().any():
+        raise ValueError("bars hold the same timestamp twice: deduplicate before computing realized variance")
+    frame["day"] = frame["ts"].dt.date
+    bad = ~(np.isfinite(frame["close"]) & (frame["close"] > 0))
+    skipped: dict[date, str] = {}
+    for day, n in frame.loc[bad].groupby("day").size().items():
+        skipped[day] = f"{n} bar(s) with a close that is not a finite positive price"
+    # bad closes are removed before the returns are taken, so they cannot spoil the neighbouring day's first return
+    frame = frame.loc[~bad]
+    span = frame["ts"].diff()
+    r = np.log(frame["close"]).diff()
+    use = r.notna() & (span <= MAX_RETURN_SPAN)
+    frame["r2"] = np.where(use, r * r, 0.0)
+    frame["used"] = use.astype(int)
+    frame["dropped"] = (r.notna() & ~use).astype(int)
+    per_day = frame.groupby("day").agg(
+        rv=("r2", "sum"), returns=("used", "sum"), dropped_returns=("dropped", "sum"), last=("close", "last")
+    )
+    all_days = [d.date() for d in pd.date_range(min(per_day.index.min(), *skipped) if skipped else per_day.index.min(),
+                                                  max(per_day.index.max(), *skipped) if skipped else per_day.index.max(),
+                                                  freq="D")]
+    per_day = per_day.reindex(pd.Index(all_days, name="day"))
+    for day, row in per_day.iterrows():
+        if day in skipped:
+            continue
+        if pd.isna(row["returns"]):
+            skipped[day] = "no bars"
+        elif row["returns"] < MIN_COVERAGE * expected:
+            skipped[day] = f"{int(row['returns'])} of {expected} returns (< {MIN_COVERAGE:.0%} coverage)"
+        elif row["rv"] <= 0:  # a price that never moved: no variance to take a log of or to divide a loss by
+            skipped[day] = "the price did not move all day (RV = 0)"
+    ok = ~per_day.index.isin(list(skipped))
+    last = per_day["last"].where(ok)
+    ret = np.log(last / last.shift(1))
+    days = pd.DataFrame(
+        {
+            "rv": per_day["rv"].where(ok),
+            "ret": ret,
+            "returns": per_day["returns"].fillna(0).astype(int),
+            "dropped_returns": per_day["dropped_returns"].fillna(0).astype(int),
+        },
+        index=per_day.index,
+    )
+    return Realized(days, dict(sorted(skipped.items())))
