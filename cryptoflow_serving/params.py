@@ -68,6 +68,8 @@ def instant(name: str, value: str | None) -> datetime | None:
             seconds = float(text)
             if not math.isfinite(seconds):
                 raise ValueError
+            # clamped to just outside the allowed span, so an epoch in milliseconds gets the range message below
+            seconds = min(max(seconds, EARLIEST.timestamp() - 1), LATEST.timestamp() + 1)
             when = datetime.fromtimestamp(seconds, tz=timezone.utc)
         else:
             when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))

@@ -36,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default=settings.api_host, help=f"address to bind (default {settings.api_host})")
     parser.add_argument("--port", type=int, default=settings.api_port, help=f"port (default {settings.api_port})")
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between live feed polls (default 0.5)")
+    parser.add_argument("--queue-size", type=int, default=1000,
+                        help="messages a live client may fall behind before it is dropped (default 1000)")
     args = parser.parse_args(argv)
     try:
         check_exposure(args.host, settings.api_keys)
@@ -47,10 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from cryptoflow_serving.app import create_app
 
-    app = create_app(settings, poll_s=args.poll)
+    app = create_app(settings, poll_s=args.poll, queue_size=args.queue_size)
     log.info("serving the market-data API on http://%s:%d (keys %s)", args.host, args.port,
              "required" if settings.api_keys else "not required")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", ws="websockets-sansio")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", ws="websockets-sansio",
+                timeout_graceful_shutdown=5)
     return 0
 
 
