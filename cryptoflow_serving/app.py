@@ -20,7 +20,7 @@ from cryptoflow_serving.routes import router
 API_VERSION = "1"
 
 
-def create_app(settings: Settings | None = None, *, poll_s: float = 0.5, queue_size: int = 1000,
+def create_app(settings: Settings | None = None, *, poll_s: float = 0.5, queue_size: int = 10_000,
                read_workers: int = 4) -> FastAPI:
     settings = settings or load_settings()
     reader = Reader(settings, workers=read_workers)

@@ -40,7 +40,10 @@ UNAUTHORIZED_CODE = 4001
 RECENT = timedelta(minutes=10)
 # A minute is closed when a later trade of its market has arrived, or this long after it ended.
 BAR_GRACE = timedelta(seconds=5)
-MAX_ROWS_PER_POLL = 20_000  # per table; a larger burst is history arriving, see RECENT
+# Per table and poll. More than this in half a second is a backfill or a rebuild, not a live market: the rest is not
+# pushed, subscribers get a "skipped" message saying where to read it, and the price table is read afresh.
+MAX_ROWS_PER_POLL = 5_000
+YIELD_EVERY = 500  # messages put on queues before the fan-out lets the senders run
 CLOSE_WAIT_S = 10.0  # how long a dropped client gets to take its close frame (uvicorn's own close timeout)
 GONE = "client went away"
 
@@ -83,11 +86,12 @@ class Changes:
     trades: list[dict] = field(default_factory=list)
     bars: list[dict] = field(default_factory=list)
     alerts: list[dict] = field(default_factory=list)
-    prices: list[dict] | None = None  # the seed: the latest trade per market
+    prices: list[dict] | None = None  # the latest trade per market, read whole (the seed, or after a skip)
+    skipped: tuple[str, ...] = ()  # channels that had more than MAX_ROWS_PER_POLL changes
 
 
 class Feed:
-    def __init__(self, reader: Reader, *, poll_s: float = 0.5, queue_size: int = 1000):
+    def __init__(self, reader: Reader, *, poll_s: float = 0.5, queue_size: int = 10_000):
         self.reader, self.poll_s, self.queue_size = reader, poll_s, queue_size
         self.subscribers: set[Subscriber] = set()
         self.prices: dict[tuple[str, str], dict] = {}
@@ -103,8 +107,8 @@ class Feed:
             began = time.monotonic()
             try:
                 changes = await self.reader.run(self._poll)
-                self._publish(changes)
-                self._send_closed_bars()  # also minutes that ended with no later trade
+                await self._publish(changes)
+                await self._send_closed_bars()  # also minutes that ended with no later trade
                 self.stats["polls"] += 1
             except asyncio.CancelledError:
                 raise
@@ -122,11 +126,11 @@ class Feed:
         if snapshot == self.snapshot:
             return None
         since = datetime.now(timezone.utc) - RECENT
-        span = [self.snapshot + 1, snapshot, since, MAX_ROWS_PER_POLL]
+        span = [self.snapshot + 1, snapshot, since, MAX_ROWS_PER_POLL + 1]
         try:
-            return Changes(snapshot, trades=_rows(con, _TRADES, span, missing_ok=True),
-                           bars=_rows(con, _BARS, span, missing_ok=True),
-                           alerts=_rows(con, _ALERTS, span, missing_ok=True))
+            changes = Changes(snapshot, trades=_rows(con, _TRADES, span, missing_ok=True),
+                              bars=_rows(con, _BARS, span, missing_ok=True),
+                              alerts=_rows(con, _ALERTS, span, missing_ok=True))
         except duckdb.InvalidInputException as exc:
             if "No snapshot found" not in str(exc):
                 raise
@@ -134,9 +138,16 @@ class Feed:
             self.stats["cursor_resets"] += 1
             log.warning("live feed: snapshot %s expired; continuing from %s", self.snapshot, snapshot)
             return Changes(snapshot, prices=_rows(con, queries.LATEST_TRADES, [], missing_ok=True))
+        over = tuple(c for c in CHANNELS if len(getattr(changes, c)) > MAX_ROWS_PER_POLL)
+        for channel in over:
+            del getattr(changes, channel)[MAX_ROWS_PER_POLL:]
+        if "trades" in over:  # the newest trades are among those left out: the prices are read whole
+            changes.prices = _rows(con, queries.LATEST_TRADES, [], missing_ok=True)
+        changes.skipped = over
+        return changes
 
     # --- fan-out (event loop) --------------------------------------------------------------------------------------
-    def _publish(self, changes: Changes | None) -> None:
+    async def _publish(self, changes: Changes | None) -> None:
         if changes is None:
             return
         snap = changes.snapshot
@@ -148,14 +159,20 @@ class Feed:
             if known is None or (t["ts"], t["trade_id"]) >= (known["last_trade_ts"], known["last_trade_id"]):
                 self.prices[key] = {"exchange": key[0], "market": key[1], "last_price": t["price"],
                                     "last_trade_ts": t["ts"], "last_trade_id": t["trade_id"], "snapshot": snap}
-            self._send("trades", t["exchange"], t["market"], {"type": "trade", **t, "snapshot": snap})
+            await self._send("trades", t["exchange"], t["market"], {"type": "trade", **t, "snapshot": snap})
         for b in changes.bars:
             self._pending_bars[(b["exchange"], b["market"], b["ts"])] = {"type": "bar", **b, "snapshot": snap}
         for a in changes.alerts:
-            self._send("alerts", a["exchange"], a["market"], {"type": "alert", **a, "snapshot": snap})
+            await self._send("alerts", a["exchange"], a["market"], {"type": "alert", **a, "snapshot": snap})
+        for channel in changes.skipped:
+            notice = {"type": "skipped", "channel": channel, "snapshot": snap,
+                      "message": f"more than {MAX_ROWS_PER_POLL} {channel} were committed at once (a backfill or a "
+                      "rebuild): only the first were pushed; read the rest from the REST endpoints"}
+            for sub in [s for s in self.subscribers if channel in s.channels]:
+                self.offer(sub, orjson.dumps(notice).decode())
         self.snapshot = snap
 
-    def _send_closed_bars(self) -> None:
+    async def _send_closed_bars(self) -> None:
         now = datetime.now(timezone.utc)
         for key, bar in sorted(self._pending_bars.items(), key=lambda kv: kv[0][2]):
             exchange, market, ts = key
@@ -163,9 +180,9 @@ class Feed:
             latest = self.prices.get((exchange, market))
             if (latest is not None and latest["last_trade_ts"] >= end) or now >= end + BAR_GRACE:
                 del self._pending_bars[key]
-                self._send("bars", exchange, market, bar)
+                await self._send("bars", exchange, market, bar)
 
-    def _send(self, channel: str, exchange: str | None, market: str | None, message: dict) -> None:
+    async def _send(self, channel: str, exchange: str | None, market: str | None, message: dict) -> None:
         text: str | None = None
         for sub in list(self.subscribers):
             if not sub.wants(channel, exchange, market):
@@ -174,8 +191,12 @@ class Feed:
             self.offer(sub, text)
         if text is not None:
             self.stats["published"] += 1
+            if self.stats["published"] % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # the senders drain the queues while a large poll is fanned out
 
     def offer(self, sub: Subscriber, text: str) -> None:
+        if sub.dropped is not None:
+            return
         try:
             sub.queue.put_nowait(text)
         except asyncio.QueueFull:

@@ -36,8 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default=settings.api_host, help=f"address to bind (default {settings.api_host})")
     parser.add_argument("--port", type=int, default=settings.api_port, help=f"port (default {settings.api_port})")
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between live feed polls (default 0.5)")
-    parser.add_argument("--queue-size", type=int, default=1000,
-                        help="messages a live client may fall behind before it is dropped (default 1000)")
+    parser.add_argument("--queue-size", type=int, default=10_000,
+                        help="messages a live client may fall behind before it is dropped (default 10000)")
     args = parser.parse_args(argv)
     try:
         check_exposure(args.host, settings.api_keys)
