@@ -247,6 +247,21 @@ class Settings:
     sim_seed: int = _s("CRYPTOFLOW_SIM_SEED", "42", "Simulator random seed (same seed, same trades).")
     sim_history_days: int = _s("CRYPTOFLOW_SIM_HISTORY_DAYS", "120", "Days of history the simulator serves.")
     sim_trade_rate: float = _s("CRYPTOFLOW_SIM_TRADE_RATE", "3", "Simulator live trades per second per market.")
+    sim_total_trade_rate: float = _s(
+        "CRYPTOFLOW_SIM_TOTAL_TRADE_RATE",
+        "0",
+        "Simulator: live trades per second over all its markets, split by volume share (exchange_sim/universe.py), "
+        "plus CRYPTOFLOW_SIM_MIN_TRADE_RATE per market. 0: CRYPTOFLOW_SIM_TRADE_RATE per market instead.",
+    )
+    sim_min_trade_rate: float = _s(
+        "CRYPTOFLOW_SIM_MIN_TRADE_RATE", "0.05", "Simulator: trades per second every market gets on top of its share."
+    )
+    sim_markets: str = _s(
+        "CRYPTOFLOW_SIM_MARKETS",
+        "",
+        "Simulator: ALL = it also lists every recorded Upbit KRW market and 50 Binance USDT symbols (so ALL/TOP50 "
+        "resolve from its REST as they would live). Empty: only CRYPTOFLOW_UPBIT_MARKETS / CRYPTOFLOW_BINANCE_SYMBOLS.",
+    )
     sim_history_start: str = _s(
         "CRYPTOFLOW_SIM_HISTORY_START",
         "",
