@@ -10,6 +10,7 @@ from datetime import date
 from pathlib import Path
 
 from cryptoflow_core.settings import load_settings, validate_binance_symbol, validate_upbit_market
+from exchange_sim import universe
 from exchange_sim.faults import Faults
 
 # Real recorded market data shipped with the simulator (PROVENANCE.md there says where each file comes from).
@@ -23,7 +24,9 @@ class SimConfig:
     seed: int = 42
     history_days: int = 120
     history_start: date | None = None  # overrides history_days (tests ask for 2025-09, where real data is)
-    trade_rate: float = 3.0  # live trades per second per market
+    trade_rate: float = 3.0  # live trades per second per market (when total_trade_rate is 0)
+    total_trade_rate: float = 0.0  # >0: live trades/s over all markets, split by volume share (universe.rates)
+    min_trade_rate: float = 0.05  # with total_trade_rate: trades/s every market gets on top of its share
     history_per_minute: float = 20.0
     upbit_markets: tuple[str, ...] = ("KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-USDT")
     binance_symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "XRPUSDT", "SOLUSDT")
@@ -63,9 +66,17 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
     p.add_argument("--history-start", type=date.fromisoformat, default=settings.sim_history_start or None,
                    help="first UTC day of history (YYYY-MM-DD); default: today minus --history-days")
     p.add_argument("--trade-rate", type=float, default=settings.sim_trade_rate, help="live trades/s per market")
+    p.add_argument("--total-trade-rate", type=float, default=settings.sim_total_trade_rate,
+                   help="live trades/s over all markets, split by volume share (0: --trade-rate per market)")
+    p.add_argument("--min-trade-rate", type=float, default=settings.sim_min_trade_rate,
+                   help="with --total-trade-rate: trades/s every market gets on top of its share")
+    p.add_argument("--markets", default=settings.sim_markets,
+                   help="ALL: also list every recorded market (Upbit KRW snapshot, 50 Binance USDT symbols)")
     p.add_argument("--history-per-minute", type=float, default=20.0, help="mean trades per minute before server start")
-    p.add_argument("--upbit-markets", default=",".join(settings.upbit_markets))
-    p.add_argument("--binance-symbols", default=",".join(settings.binance_symbols))
+    p.add_argument("--upbit-markets", default=",".join(settings.upbit_markets),
+                   help="comma-separated codes; ALL = every recorded KRW market, TOP<n> = the first n")
+    p.add_argument("--binance-symbols", default=",".join(settings.binance_symbols),
+                   help="comma-separated symbols; ALL / TOP50 = the recorded list, TOP<n> = its first n")
     p.add_argument("--real-csv", action="append", default=[], metavar="MARKET=PATH",
                    help="real 1-minute candles shaping a market's path (repeatable); default: exchange_sim/recorded/upbit/*_1m_*.csv")
     p.add_argument("--no-real-data", action="store_true", help="pure seeded model, no recorded candles")
@@ -108,13 +119,25 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
             history_start = date.fromisoformat(history_start)
         except ValueError:
             p.error(f"CRYPTOFLOW_SIM_HISTORY_START={history_start!r} is not YYYY-MM-DD")
-    return SimConfig(
-        host=a.host, port=a.port, seed=a.seed, history_days=a.history_days, history_start=history_start,
-        trade_rate=a.trade_rate, history_per_minute=a.history_per_minute,
-        upbit_markets=tuple(m.strip() for m in a.upbit_markets.split(",") if m.strip()),
-        binance_symbols=tuple(s.strip() for s in a.binance_symbols.split(",") if s.strip()),
-        real_csv=real, fear_greed_csv=a.fear_greed_csv, upbit_rate_per_s=a.upbit_rate, upbit_ban_after=a.upbit_ban_after,
-        upbit_ban_s=a.upbit_ban_s, binance_weight_per_min=a.binance_weight, binance_ban_after=a.binance_ban_after,
-        binance_ban_s=a.binance_ban_s, ws_ping_interval_s=a.ws_ping_interval, ws_idle_timeout_s=a.ws_idle_timeout,
-        firehose=a.firehose, live_epoch_ms=a.live_epoch_ms, faults=faults,
-    )
+    if a.markets.strip().upper() not in ("", "ALL"):
+        p.error(f"--markets / CRYPTOFLOW_SIM_MARKETS must be ALL or empty, got {a.markets!r}")
+    listing = ("ALL",) if a.markets.strip().upper() == "ALL" else ()
+    upbit = tuple(m.strip() for m in a.upbit_markets.split(",") if m.strip())
+    binance = tuple(s.strip() for s in a.binance_symbols.split(",") if s.strip())
+    upbit = universe.resolve("upbit", upbit + listing)
+    binance = universe.resolve("binance", binance + listing)
+    if a.total_trade_rate < 0 or a.min_trade_rate < 0:
+        p.error("--total-trade-rate and --min-trade-rate must not be negative")
+    try:
+        config = SimConfig(
+            host=a.host, port=a.port, seed=a.seed, history_days=a.history_days, history_start=history_start,
+            trade_rate=a.trade_rate, total_trade_rate=a.total_trade_rate, min_trade_rate=a.min_trade_rate,
+            history_per_minute=a.history_per_minute, upbit_markets=upbit, binance_symbols=binance,
+            real_csv=real, fear_greed_csv=a.fear_greed_csv, upbit_rate_per_s=a.upbit_rate, upbit_ban_after=a.upbit_ban_after,
+            upbit_ban_s=a.upbit_ban_s, binance_weight_per_min=a.binance_weight, binance_ban_after=a.binance_ban_after,
+            binance_ban_s=a.binance_ban_s, ws_ping_interval_s=a.ws_ping_interval, ws_idle_timeout_s=a.ws_idle_timeout,
+            firehose=a.firehose, live_epoch_ms=a.live_epoch_ms, faults=faults,
+        )
+    except ValueError as exc:  # a market code that is not one
+        p.error(str(exc))
+    return config

@@ -140,6 +140,9 @@ def status(sim: Sim):
             "firehose": sim.config.firehose,
             "upbit_markets": list(sim.upbit),
             "binance_symbols": list(sim.binance),
+            # live trades/s per market (before shock bursts): the total split by volume share, or the flat rate
+            "live_rates": {f"{e}:{m}": sim.model.live_rate(spec) for e, specs in (("upbit", sim.upbit),
+                           ("binance", sim.binance)) for m, spec in specs.items()},
             "shocks": sim.model.shocks(),
             "faults": sim.faults.as_dict(),
             "counters": {"rest_requests": c.rest_requests, "ws_connections": c.ws_connections,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cryptoflow_core.settings import validate_binance_symbol, validate_upbit_market
+from exchange_sim import universe
 
 # Price level on 2025-09-01 (KRW) and daily log-volatility per base asset; close to the real levels so charts look sane.
 _ASSETS: dict[str, tuple[str, str, float, float, float]] = {
@@ -102,9 +103,11 @@ def _key(exchange: str, market: str) -> int:
 def _asset(base: str) -> tuple[str, str, float, float, float]:
     if base in _ASSETS:
         return _ASSETS[base]
-    # Unknown assets still get a stable, plausible price level so any valid code can be simulated.
-    level = 10.0 ** (1 + zlib.crc32(base.encode()) % 5)
-    return (base, base.title(), level, 0.05, 1000.0 / level * 10)
+    kname, ename = universe.upbit_listing().get(f"KRW-{base}", (base, base.title()))
+    usd = universe.usd_prices().get(base)
+    # A listed asset sits near its approximate price; any other valid code still gets a stable, plausible level.
+    level = usd * _ASSETS["USDT"][2] if usd else 10.0 ** (1 + zlib.crc32(base.encode()) % 5)
+    return (kname, ename, level, 0.05, 1000.0 / level * 10)
 
 
 def upbit_spec(market: str) -> MarketSpec:
@@ -126,7 +129,7 @@ def binance_spec(symbol: str) -> MarketSpec:
     ref = usd if quote in ("USDT", "FDUSD", "USDC") else usd / (_ASSETS[quote][2] / _ASSETS["USDT"][2])
     tick, lot = _BINANCE_FILTERS.get(base, (None, None))
     if tick is None:
-        tick = 10.0 ** (np.floor(np.log10(ref)) - 4)
+        tick = max(10.0 ** (np.floor(np.log10(ref)) - 4), 1e-8)  # Binance prints 8 decimals: no finer tick
         lot = 10.0 ** max(-5, min(0, -int(np.floor(np.log10(max(ref, 1e-9)))) + 0))
     return MarketSpec("binance", symbol, base, quote, kname, ename, ref, vol, size, lot, tick, _key("binance", symbol))
 

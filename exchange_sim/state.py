@@ -12,6 +12,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from exchange_sim import universe
 from exchange_sim.config import SimConfig
 from exchange_sim.faults import Faults
 from exchange_sim.markets import MarketSpec
@@ -51,6 +52,8 @@ class Sim:
                 live_epoch_ms=config.live_epoch_ms if config.live_epoch_ms is not None else started // MIN_MS * MIN_MS,
                 history_per_minute=config.history_per_minute,
                 live_rate=config.trade_rate,
+                live_rates=universe.rates(config.upbit_markets, config.binance_symbols, config.total_trade_rate,
+                                          config.min_trade_rate) if config.total_trade_rate > 0 else {},
                 real=load_all(real_paths),
             )
         )
