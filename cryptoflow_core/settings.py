@@ -430,6 +430,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     values["landing_dir"] = Path(values["landing_dir"]).resolve() if str(values["landing_dir"]) not in ("", ".") else home / "landing"
     if str(values["alert_rules"]) in ("", "."):
         values["alert_rules"] = None  # the rules packaged with the code location (alerting/rules.py)
+    else:  # annotated `Path | None`, which _parse does not take for a Path: it was left a str (rules_for stats it)
+        values["alert_rules"] = Path(values["alert_rules"]).expanduser()
     if market_selector("upbit", values["upbit_markets"]) is None:
         for market in values["upbit_markets"]:
             validate_upbit_market(market)
