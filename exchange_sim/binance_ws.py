@@ -149,10 +149,9 @@ class BinanceConnection(Connection):
             if method in ("SUBSCRIBE", "UNSUBSCRIBE") and not isinstance(params, list):
                 raise StreamError("Invalid request: params must be an array of stream names", code=1)
             if method == "SUBSCRIBE":
-                wanted = parse_streams(self.sim, params)
-                if len(set(self.streams) | set(wanted)) > MAX_STREAMS:
+                if len(set(self.streams) | {p for p in params if isinstance(p, str)}) > MAX_STREAMS:
                     raise StreamError(f"Invalid request: at most {MAX_STREAMS} streams per connection")
-                self.streams.update(wanted)
+                self.streams.update(parse_streams(self.sim, params))
                 self.restart()
                 result = None
             elif method == "UNSUBSCRIBE":

@@ -144,6 +144,7 @@ def status(sim: Sim):
             "live_rates": {f"{e}:{m}": sim.model.live_rate(spec) for e, specs in (("upbit", sim.upbit),
                            ("binance", sim.binance)) for m, spec in specs.items()},
             "shocks": sim.model.shocks(),
+            "model_cache": sim.model.cache_info(),
             "faults": sim.faults.as_dict(),
             "counters": {"rest_requests": c.rest_requests, "ws_connections": c.ws_connections,
                          "ws_messages": c.ws_messages, "trades_sent": dict(c.per_market_sent)},

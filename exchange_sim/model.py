@@ -338,6 +338,12 @@ class Model:
     def spec(self, exchange: str, market: str) -> MarketSpec:
         return spec_for(exchange, market)
 
+    def cache_info(self) -> dict[str, int]:
+        """What the model holds in memory (for /_sim/status and the benchmark's memory figures)."""
+        return {"chunks": len(self._chunks), "chunk_trades": self._chunks.weight, "chunk_trades_limit": self._chunks.limit,
+                "plans": len(self._plans), "paths": len(self._paths), "day_chains": len(self._chains),
+                "walks": len(self._walks)}
+
     def version(self, spec: MarketSpec) -> int:
         return self._versions.get((spec.exchange, spec.market), 0)
 

@@ -123,3 +123,97 @@ def test_ticker_totals_are_the_day_candle_so_far():
     assert fields["acc_bid_volume"] + fields["acc_ask_volume"] == pytest.approx(fields["acc_trade_volume"])
     last_24h = m.trades("upbit", "KRW-SOL", at - DAY_MS + 1, at + 1)
     assert fields["acc_trade_volume_24h"] == pytest.approx(float(last_24h.volume.sum()), rel=1e-9)
+
+
+# ---- chunked generation: bounded memory, exact regeneration, shocks with a burst ---------------------------------
+def live_model(rate: float, cache_trades: int = 3_000_000) -> Model:
+    """Live from START_DAY 00:00 at ``rate`` trades/s per market: a day is far bigger than one chunk."""
+    return Model(ModelConfig(seed=42, history_start_ms=START_DAY * DAY_MS, live_epoch_ms=START_DAY * DAY_MS,
+                             live_rate=rate), cache_trades=cache_trades)
+
+
+def _same(a, b) -> bool:
+    return all(np.array_equal(getattr(a, n), getattr(b, n)) for n in ("ts", "price", "volume", "buy", "ids", "agg"))
+
+
+def test_live_trades_come_in_bounded_chunks_and_regenerate_bit_for_bit():
+    from exchange_sim.model import CHUNK_TRADES
+
+    m = live_model(100.0, cache_trades=60_000)
+    spec = m.spec("binance", "ETHUSDT")
+    plan = m.plan(spec, START_DAY)
+    sizes = np.diff(plan.first[plan.bounds])
+    assert plan.chunks > 100 and sizes.max() <= CHUNK_TRADES + plan.n.max()  # ~8k trades a chunk, whole minutes
+    first = m.trades("binance", "ETHUSDT", START_DAY * DAY_MS, START_DAY * DAY_MS + 600_000)
+    for hour in range(1, 6):  # walk five hours: the LRU evicts the first chunks
+        m.trades("binance", "ETHUSDT", START_DAY * DAY_MS + hour * 3_600_000, START_DAY * DAY_MS + hour * 3_600_000 + 600_000)
+        assert m.cache_info()["chunk_trades"] <= 60_000
+    again = m.trades("binance", "ETHUSDT", START_DAY * DAY_MS, START_DAY * DAY_MS + 600_000)
+    assert _same(first, again) and len(first) > 50_000  # evicted and regenerated: the same trades
+    assert _same(first, live_model(100.0).trades("binance", "ETHUSDT", START_DAY * DAY_MS, START_DAY * DAY_MS + 600_000))
+    assert np.array_equal(np.diff(first.ids), np.ones(len(first) - 1, np.int64))  # contiguous over chunks...
+    midnight = m.trades("binance", "ETHUSDT", (START_DAY + 1) * DAY_MS - 30_000, (START_DAY + 1) * DAY_MS + 30_000)
+    assert np.array_equal(np.diff(midnight.ids), np.ones(len(midnight) - 1, np.int64))  # ...and days
+
+
+def test_day_totals_are_left_folds_over_many_chunks_and_the_window_matches_its_trades():
+    m = live_model(30.0)
+    spec = m.spec("binance", "SOLUSDT")
+    at = START_DAY * DAY_MS + 7 * 3_600_000 + 12_345
+    trades = m.trades("binance", "SOLUSDT", START_DAY * DAY_MS, at)
+    tot = m.totals(spec, START_DAY, at)
+    assert m.plan(spec, START_DAY).chunk_of(7 * 60) > 20 and tot.count == len(trades)
+    assert tot.volume == reduce(add, trades.volume.tolist())  # exactly: a fold carried from chunk to chunk
+    assert tot.quote == reduce(add, (trades.price * trades.volume).tolist())
+    assert (tot.high, tot.low, tot.close) == (trades.price.max(), trades.price.min(), trades.price[-1])
+    start = at - 5 * 3_600_000 + 999
+    w = m.window(spec, start, at)
+    inside = m.trades("binance", "SOLUSDT", start, at)
+    assert (w.count, w.first_id, w.last_id, w.open, w.close) == (
+        len(inside), inside.ids[0], inside.ids[-1], inside.price[0], inside.price[-1])
+    assert (w.high, w.low) == (inside.price.max(), inside.price.min())
+    assert w.volume == pytest.approx(float(inside.volume.sum()), rel=1e-12)
+
+
+def test_a_live_shock_keeps_earlier_trades_and_brings_a_burst():
+    from exchange_sim.model import BURST_FACTOR, BURST_MINUTES
+
+    m = live_model(20.0)
+    day0 = START_DAY * DAY_MS
+    at = day0 + 5 * 3_600_000 + 30_123  # mid-minute, mid-chunk
+    span = (at - 600_000, at + 1_800_000)
+    before = m.trades("binance", "BTCUSDT", *span)
+    m.add_shock("binance", "BTCUSDT", at, 10.0)
+    after = m.trades("binance", "BTCUSDT", *span)
+    early = before.ts < at
+    assert _same(before.mask(early), after.mask(after.ts < at))  # nothing already sent changes
+    burst_start = (at // 60_000 + 1) * 60_000
+    in_burst = lambda t: int(((t.ts >= burst_start) & (t.ts < burst_start + BURST_MINUTES * 60_000)).sum())  # noqa: E731
+    assert in_burst(after) > 0.6 * BURST_FACTOR * in_burst(before)
+    assert np.array_equal(np.diff(after.ids), np.ones(len(after) - 1, np.int64))  # ids stay contiguous
+    late = after.ts >= at
+    assert np.all(after.price[late] > 0) and after.price[late].mean() > 1.05 * before.price[before.ts < at][-100:].mean()
+    next_day = m.trades("binance", "BTCUSDT", day0 + DAY_MS, day0 + DAY_MS + 60_000)
+    last_of_day = m.trades("binance", "BTCUSDT", day0 + DAY_MS - 60_000, day0 + DAY_MS)
+    assert next_day.ids[0] == last_of_day.ids[-1] + 1  # the burst's extra trades shift the next day's ids
+
+
+def test_a_stream_cursor_follows_a_shock_without_gaps_or_changes():
+    from exchange_sim.config import SimConfig
+    from exchange_sim.state import Sim
+    from exchange_sim.streams import Cursor
+
+    sim = Sim(SimConfig(seed=42, history_start=None, history_days=3, trade_rate=20.0, real_csv={},
+                        live_epoch_ms=None))
+    spec = sim.binance["BTCUSDT"]
+    t0 = sim.model.config.live_epoch_ms + 1_000
+    cursor = Cursor(sim, spec, t0)
+    sent = [cursor.take(t0 + 20_000, 100_000)]
+    at = sim.emitted_until[("binance", "BTCUSDT")] + 1
+    sim.model.add_shock("binance", "BTCUSDT", at, -3.0)
+    for step in range(1, 60):  # ten minutes, in 10 s steps, past the burst
+        sent.append(cursor.take(t0 + 20_000 + step * 10_000, 100_000))
+    got = [t for t in sent if len(t)]
+    ids = np.concatenate([t.ids for t in got])
+    truth = sim.model.trades("binance", "BTCUSDT", t0 + 1, int(got[-1].ts[-1]) + 1)
+    assert np.array_equal(ids, truth.ids) and np.array_equal(np.concatenate([t.price for t in got]), truth.price)
