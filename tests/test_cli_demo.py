@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -30,20 +30,20 @@ from cryptoflow_dagster.defs.streaming.jobs import streaming_ingest_job
 from cryptoflow_dagster.webserver import location_statuses
 
 CRYPTOFLOW = str(Path(sys.executable).parent / "cryptoflow")
-CHILDREN = {"simulator", "sidecar", "dagster-code-server", "dagster-webserver", "dagster-daemon"}
+CHILDREN = {"simulator", "sidecar", "dagster-code-server", "dagster-webserver", "dagster-daemon", "api"}
 # What an orderly stop must never leave: a failed run pages Slack; a STARTED one is a run nobody will ever end.
 NOT_IN_ORDER = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING,
                 dg.DagsterRunStatus.CANCELING)
 
 
 def demo_args(**overrides) -> argparse.Namespace:
-    values = {"ui_host": None, "ui_port": None, "sim_port": None, "history_start": None}
+    values = {"ui_host": None, "ui_port": None, "sim_port": None, "api_port": None, "history_start": None}
     return argparse.Namespace(**{**values, **overrides})
 
 
 def test_demo_points_every_part_at_the_simulator_without_touching_the_callers_env(cryptoflow_home):
     base = {"CRYPTOFLOW_HOME": str(cryptoflow_home), "PATH": os.environ["PATH"]}
-    demo = plan(demo_args(ui_port=3999, sim_port=8999), base, today=date(2026, 1, 31))
+    demo = plan(demo_args(ui_port=3999, sim_port=8999, api_port=8998), base, today=date(2026, 1, 31))
     env = demo.env
     assert demo.history_start == date(2026, 1, 17)
     assert env["CRYPTOFLOW_SIM_HISTORY_START"] == env["CRYPTOFLOW_START_DATE"] == "2026-01-17"
@@ -54,6 +54,7 @@ def test_demo_points_every_part_at_the_simulator_without_touching_the_callers_en
     assert env["CRYPTOFLOW_SLACK_API_URL"] == "http://127.0.0.1:8999/api/"
     assert env["SLACK_BOT_TOKEN"] == DEMO_SLACK_TOKEN
     assert env["CRYPTOFLOW_UI_URL"] == demo.ui_url == "http://127.0.0.1:3999"
+    assert env["CRYPTOFLOW_API_PORT"] == "8998" and demo.api_url == "http://127.0.0.1:8998"
     assert env["DAGSTER_HOME"] == str(cryptoflow_home / "dagster_home")
     assert "SLACK_BOT_TOKEN" not in base and "CRYPTOFLOW_UPBIT_REST_URL" not in base  # the caller's env is untouched
 
@@ -73,18 +74,20 @@ class Demo:
     process: subprocess.Popen
     ui_port: int
     sim_port: int
+    api_port: int
     lines: queue.Queue = field(default_factory=queue.Queue)
     seen: list[str] = field(default_factory=list)
     reader: threading.Thread | None = None
 
     @classmethod
-    def start(cls, home: Path) -> Demo:
-        ui_port, sim_port = free_port(), free_port()
+    def start(cls, home: Path, *extra: str) -> Demo:
+        ui_port, sim_port, api_port = free_port(), free_port(), free_port()
         process = subprocess.Popen(
-            [CRYPTOFLOW, "demo", "--ui-port", str(ui_port), "--sim-port", str(sim_port)],
+            [CRYPTOFLOW, "demo", "--ui-port", str(ui_port), "--sim-port", str(sim_port), "--api-port", str(api_port),
+             *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, cwd=REPO_ROOT,
         )
-        demo = cls(home, process, ui_port, sim_port)
+        demo = cls(home, process, ui_port, sim_port, api_port)
         demo.reader = threading.Thread(target=demo._read, daemon=True)
         demo.reader.start()
         return demo
@@ -102,6 +105,10 @@ class Demo:
     @property
     def sim(self) -> str:
         return f"http://127.0.0.1:{self.sim_port}"
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
 
     def wait_for(self, text: str | re.Pattern, timeout_s: float) -> str:
         deadline = time.monotonic() + timeout_s
@@ -219,8 +226,11 @@ def ready(demo: Demo) -> dict[str, int]:
     assert [(s.name, s.ok) for s in location_statuses(demo.ui)] == [("cryptoflow", True)]
     assert httpx.get(f"{demo.sim}/v1/market/all", timeout=10).status_code == 200
     assert httpx.get(f"{demo.sim}/_sim/slack", timeout=10).status_code == 200
+    assert httpx.get(f"{demo.api}/v1/markets", timeout=10).status_code == 200
+    assert httpx.get(f"{demo.api}/dashboard/", timeout=10).status_code == 200
     banner = "\n".join(demo.seen)
-    for where in (demo.ui, demo.sim, f"{demo.sim}/_sim/slack", str(demo.home), str(demo.home / ".env")):
+    for where in (demo.ui, demo.sim, f"{demo.sim}/_sim/slack", str(demo.home), str(demo.home / ".env"),
+                  f"{demo.api}/docs", f"{demo.api}/dashboard/"):
         assert where in banner
     assert (demo.home / "dagster_home" / "dagster.yaml").exists()
     return children
@@ -250,6 +260,7 @@ def stop_in_order(demo: Demo, sig: signal.Signals, children: dict[str, int], tim
     # every child and everything it started (its process group) is gone, and the ports are free again
     assert {name: _gone(pgid) for name, pgid in children.items()} == {name: True for name in children}
     assert port_is_free("127.0.0.1", demo.ui_port) and port_is_free("127.0.0.1", demo.sim_port)
+    assert port_is_free("127.0.0.1", demo.api_port)
     assert not (demo.home / ".env").exists()  # the demo's settings go with it
     return took
 
@@ -364,5 +375,37 @@ def test_demo_restarts_a_part_that_dies_logs_and_alerts_it_and_sigterm_stops_in_
         # the sidecar's log says it was restarted
         assert "restarting sidecar (exit code -9)" in (cryptoflow_home / "logs" / "sidecar.log").read_text()
         stop_in_order(demo, signal.SIGTERM, children)
+    finally:
+        demo.kill_all()
+
+
+def test_demo_first_start_builds_its_history_and_a_later_start_launches_none(cryptoflow_home):
+    """A first start finds the demo's days missing from silver and launches a backfill of them, visible in the UI's
+    backfills; gold follows (the automation sensor), the banner's progress lines say so, and the API serves the
+    history. A later start (its history step, run against the same demo) finds the days there and launches nothing.
+    Two days of history keep it short."""
+    from cryptoflow_core.settings import load_settings
+    from cryptoflow_dagster.cli import demo_history
+
+    start = (datetime.now(timezone.utc) - timedelta(days=2)).date()
+    end = start + timedelta(days=1)
+    demo = Demo.start(cryptoflow_home, "--history-start", start.isoformat())
+    try:
+        children = ready(demo)
+        assert any("backfill" in line and "of 2 days launched" in line for line in demo.seen), demo.tail()
+        demo.wait_for("history ready: 2 days in silver and gold", timeout_s=600)
+        with demo.instance() as instance:
+            assert [b.title for b in instance.get_backfills()] == [f"{demo_history.TITLE} {start}..{end}"]
+        daily = httpx.get(f"{demo.api}/v1/volatility/daily", params={"exchange": "upbit", "market": "KRW-BTC"},
+                          timeout=30).json()["data"]
+        assert sorted({row["day"] for row in daily}) == [start.isoformat(), end.isoformat()]
+        assert all(row["yang_zhang"] > 0 for row in daily)
+
+        settings = load_settings({"CRYPTOFLOW_HOME": str(cryptoflow_home)})
+        launched, note = demo_history.ensure_backfill(settings, demo.ui, start, end)
+        assert (launched, note) == (None, "2 days in silver, 2 in gold (built on an earlier start)")
+        with demo.instance() as instance:
+            assert len(instance.get_backfills()) == 1
+        stop_in_order(demo, signal.SIGINT, children)
     finally:
         demo.kill_all()

@@ -1,7 +1,8 @@
 """``cryptoflow demo`` (``make demo``): the whole platform offline on this machine.
 
 Starts the exchange simulator, the sidecar (when this installation has it), a Dagster code server, the webserver and
-the daemon, waits until the code location is LOADED, writes its settings to ``$CRYPTOFLOW_HOME/.env`` (so every command
+the daemon, the market-data API with its dashboard, waits until the code location is LOADED, on a first start launches
+a backfill of the demo's days so that gold and the API hold history within minutes (``demo_history``), writes its settings to ``$CRYPTOFLOW_HOME/.env`` (so every command
 typed in another shell talks to it) and prints where everything is. While it runs it is a small service manager: a
 child that exits is started again with backoff, logged and alerted (``service_restarted``, through gold.alerts to the
 Slack sink). Ctrl-C or SIGTERM stops everything in order: no new runs, the runs in flight end (CANCELED, never FAILURE
@@ -22,7 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-from cryptoflow_dagster.cli import services
+from cryptoflow_dagster.cli import demo_history, services
 from cryptoflow_dagster.cli.children import Child, Children, Exited, Restarted, RestartPolicy
 from cryptoflow_dagster.cli.errors import CliError
 from cryptoflow_core.settings import ENV_FILE, Settings, load_settings
@@ -48,6 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ui-host", help="address of the Dagster UI (default CRYPTOFLOW_UI_HOST, 127.0.0.1)")
     parser.add_argument("--ui-port", type=int, help="port of the Dagster UI (default CRYPTOFLOW_UI_PORT, 3000)")
     parser.add_argument("--sim-port", type=int, help="port of the simulator (default CRYPTOFLOW_SIM_PORT, 8765)")
+    parser.add_argument("--api-port", type=int,
+                        help="port of the market-data API and dashboard (default CRYPTOFLOW_API_PORT, 8000)")
     parser.add_argument(
         "--history-start",
         type=date.fromisoformat,
@@ -70,6 +73,10 @@ class DemoPlan:
     def ui_url(self) -> str:
         return f"http://{self.settings.ui_host}:{self.settings.ui_port}"
 
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.settings.api_host}:{self.settings.api_port}"
+
 
 def plan(args: argparse.Namespace, base_env: Mapping[str, str], today: date) -> DemoPlan:
     """Everything the demo will start with, decided before anything starts (pure: tested directly)."""
@@ -79,6 +86,7 @@ def plan(args: argparse.Namespace, base_env: Mapping[str, str], today: date) -> 
         ui_host=args.ui_host or settings.ui_host,
         ui_port=args.ui_port or settings.ui_port,
         sim_port=args.sim_port or settings.sim_port,
+        api_port=getattr(args, "api_port", None) or settings.api_port,
     )
     history_start = args.history_start or today - timedelta(days=DEMO_HISTORY_DAYS)
     return DemoPlan(settings, history_start, child_env(settings, base_env, history_start), settings.home / "logs")
@@ -107,6 +115,8 @@ def child_env(settings: Settings, base_env: Mapping[str, str], history_start: da
             "CRYPTOFLOW_UI_HOST": settings.ui_host,
             "CRYPTOFLOW_UI_PORT": str(settings.ui_port),
             "CRYPTOFLOW_UI_URL": ui_url,
+            "CRYPTOFLOW_API_HOST": settings.api_host,
+            "CRYPTOFLOW_API_PORT": str(settings.api_port),
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -143,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
     children = Children()
     alerts = RestartAlerts(load_settings(demo.env))
     env_file = None
+    reporter = None
     try:
         sim = children.start("simulator", services.sim_argv(settings), env=demo.env, log_path=demo.logs_dir / "simulator.log")
         _wait_for_http(f"{settings.sim_url}/v1/market/all", sim, args.ready_timeout)
@@ -157,9 +168,19 @@ def run(args: argparse.Namespace) -> int:
         except services.CodeServerError as exc:
             raise CliError(str(exc)) from None
         _wait_for_ui(demo.ui_url, web, args.ready_timeout)
+        api_state = "not installed"
+        if services.module_available("cryptoflow_serving.app"):
+            api = children.start("api", services.cryptoflow_argv("serve"), env=demo.env,
+                                 log_path=demo.logs_dir / "api.log")
+            _wait_for_http(f"{demo.api_url}/v1/health", api, args.ready_timeout)
+            api_state = "running"
+        history_id, history_note = _launch_history(demo)
         env_file = write_env_file(settings.home, demo_env_values(demo), datetime.now(timezone.utc))
         sidecar_state = "running" if sidecar else "off (--no-sidecar)" if args.no_sidecar else "not installed"
-        _print_banner(demo, dagster_yaml, sidecar_state, env_file)
+        _print_banner(demo, dagster_yaml, sidecar_state, env_file, api_state, history_note)
+        start, end = demo_history.history_days(demo.history_start, datetime.now(timezone.utc).date())
+        reporter = demo_history.HistoryReporter(load_settings(demo.env), demo.ui_url, history_id, start, end)
+        reporter.start_reporting()
         return _supervise(children, alerts)
     except (KeyboardInterrupt, _Stop):
         print("\nstopping the demo ...", flush=True)
@@ -168,6 +189,8 @@ def run(args: argparse.Namespace) -> int:
         # One orderly stop: a second Ctrl-C or SIGTERM while it runs must not abandon it half-way.
         for sig in previous:
             signal.signal(sig, _already_stopping)
+        if reporter is not None:
+            reporter.close()
         forced = services.stop_dagster(children, settings.dagster_home,
                                        daemon_timeout_s=settings.alert_watch_s + children.stop_timeout_s)
         children.stop()  # the sidecar and the simulator, last: a run ending in order may still repair a gap
@@ -179,6 +202,18 @@ def run(args: argparse.Namespace) -> int:
         if forced:
             print(f"runs that did not end in time were marked canceled: {', '.join(forced)}", flush=True)
         print("demo stopped: every process it started has exited", flush=True)
+
+
+def _launch_history(demo: DemoPlan) -> tuple[str | None, str]:
+    """The first-start history backfill (demo_history); a webserver that refuses it is reported, never fatal."""
+    from cryptoflow_dagster.backfill import BackfillError
+
+    start, end = demo_history.history_days(demo.history_start, datetime.now(timezone.utc).date())
+    try:
+        return demo_history.ensure_backfill(load_settings(demo.env), demo.ui_url, start, end)
+    except BackfillError as exc:
+        log.warning("the demo's history backfill was not launched: %s", exc)
+        return None, f"not launched ({exc}); run: cryptoflow backfill --start {start} --end {end}"
 
 
 def _raise_stop(signum: int, frame: object) -> None:
@@ -195,6 +230,7 @@ def _preflight(settings: Settings) -> None:
     for what, host, port, flag in (
         ("Dagster UI", settings.ui_host, settings.ui_port, "--ui-port"),
         ("simulator", settings.sim_host, settings.sim_port, "--sim-port"),
+        ("market-data API", settings.api_host, settings.api_port, "--api-port"),
     ):
         if not services.port_is_free(host, port):
             raise CliError(f"port {port} on {host} for the {what} is in use: stop what uses it or pass {flag}")
@@ -225,15 +261,20 @@ def _wait_for_ui(url: str, web: Child, timeout_s: float) -> None:
         raise CliError(f"{exc}: see {web.log_path}") from None
 
 
-def _print_banner(demo: DemoPlan, dagster_yaml: Path, sidecar_state: str, env_file: Path) -> None:
+def _print_banner(demo: DemoPlan, dagster_yaml: Path, sidecar_state: str, env_file: Path, api_state: str,
+                  history_note: str) -> None:
     s = demo.settings
+    api = ([f"  market-data API   {demo.api_url}/v1  (OpenAPI: {demo.api_url}/docs)",
+            f"  dashboard         {demo.api_url}/dashboard/"] if api_state == "running" else
+           [f"  market-data API   {api_state}"])
     lines = [
         READY_LINE,
         f"  Dagster UI        {demo.ui_url}",
+        *api,
         f"  exchange sim      {s.sim_url}  (Upbit, Binance and Fear & Greed APIs)",
         f"  Slack sink        {s.sim_url}/_sim/slack  (alerts land here; CRYPTOFLOW_SLACK_API_URL={demo.env['CRYPTOFLOW_SLACK_API_URL']})",
         f"  streaming sidecar {sidecar_state}",
-        f"  history           from {demo.history_start} (daily partitions start there)",
+        f"  history           from {demo.history_start} (daily partitions start there): {history_note}",
         f"  data directory    {s.home}",
         f"  Dagster home      {s.dagster_home}  ({dagster_yaml.name})",
         f"  logs              {demo.logs_dir}",
@@ -345,6 +386,7 @@ DEMO_ENV_KEYS = (
     "CRYPTOFLOW_UPBIT_REST_URL", "CRYPTOFLOW_UPBIT_WS_URL", "CRYPTOFLOW_BINANCE_REST_URL", "CRYPTOFLOW_BINANCE_WS_URL",
     "CRYPTOFLOW_FEAR_GREED_URL", "CRYPTOFLOW_SIM_HOST", "CRYPTOFLOW_SIM_PORT", "CRYPTOFLOW_SIM_HISTORY_START",
     "CRYPTOFLOW_START_DATE", "CRYPTOFLOW_UI_HOST", "CRYPTOFLOW_UI_PORT", "CRYPTOFLOW_UI_URL",
+    "CRYPTOFLOW_API_HOST", "CRYPTOFLOW_API_PORT",
 )
 
 
