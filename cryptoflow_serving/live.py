@@ -43,7 +43,8 @@ BAR_GRACE = timedelta(seconds=5)
 # Per table and poll. More than this in half a second is a backfill or a rebuild, not a live market: the rest is not
 # pushed, subscribers get a "skipped" message saying where to read it, and the price table is read afresh.
 MAX_ROWS_PER_POLL = 5_000
-YIELD_EVERY = 500  # messages put on queues before the fan-out lets the senders run
+YIELD_EVERY = 100  # messages put on queues before the fan-out lets the senders drain them (a sender empties
+# its queue in one go while its connection takes data, so a client that keeps up never nears its bound)
 CLOSE_WAIT_S = 10.0  # how long a dropped client gets to take its close frame (uvicorn's own close timeout)
 GONE = "client went away"
 
@@ -67,7 +68,7 @@ _ALERTS = """
 """
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: a set member
 class Subscriber:
     markets: frozenset[str] = frozenset()  # "exchange:market", or "*" for all
     channels: frozenset[str] = frozenset()
@@ -287,6 +288,8 @@ async def serve_client(ws: WebSocket, feed: Feed, keys: Keys) -> None:
                 continue
             if sub.dropped is not None:
                 return
+            # After the feed's first look at the lake: "subscribed at snapshot n" then means every later commit is pushed
+            await feed.ready.wait()
             sub.markets, sub.channels = markets, channels
             feed.subscribers.add(sub)
             feed.offer(sub, orjson.dumps({"type": "subscribed", "markets": sorted(markets),
