@@ -56,8 +56,9 @@ def instance_config(settings: Settings) -> dict[str, Any]:
                 "max_concurrent_runs": MAX_CONCURRENT_RUNS,
                 "tag_concurrency_limits": [
                     {"key": "dagster/backfill", "limit": BACKFILL_RUN_LIMIT},
-                    # streaming ingest and gap repair both anti-join then insert into silver.trades: one at a time
-                    {"key": SILVER_WRITER_TAG, "limit": 1},
+                    # streaming ingest and gap repair both anti-join then insert into silver.trades: one at a time; a
+                    # streaming run's successor (value "handover") starts beside it and waits for its lock (ADR 0019)
+                    {"key": SILVER_WRITER_TAG, "value": "true", "limit": 1},
                     # lake maintenance jobs never run side by side
                     {"key": LAKE_MAINTENANCE_TAG, "limit": 1},
                 ],

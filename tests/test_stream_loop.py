@@ -146,7 +146,7 @@ def test_market_alert_sensor_alerts_on_landed_files_with_history_not_yet_in_silv
 
 def test_streaming_and_gap_repair_share_one_silver_writer_slot(cryptoflow_home, settings, dagster_instance):
     limits = instance_config(settings)["concurrency"]["runs"]["tag_concurrency_limits"]
-    assert {"key": SILVER_WRITER_TAG, "limit": 1} in limits
+    assert {"key": SILVER_WRITER_TAG, "value": "true", "limit": 1} in limits  # a "handover" successor overlaps
     assert streaming_ingest_job.tags[SILVER_WRITER_TAG] == "true"
     result = streaming_ingest_job.execute_in_process(
         instance=dagster_instance, resources=build_resources(),

@@ -12,6 +12,7 @@ recomputed, all in one transaction with the ``ops.gaps`` update: a repair is nev
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -225,6 +226,7 @@ class RepairReport:
     repaired: int = 0
     rows: int = 0
     failed: int = 0
+    deferred: int = 0  # open gaps left for the next pass (the pass's fetch budget was spent)
 
 
 def detect_and_repair(
@@ -234,15 +236,27 @@ def detect_and_repair(
     binance: BinanceClient | None,
     run_id: str | None = None,
     now: datetime | None = None,
+    budget_s: float | None = None,
+    clock=time.monotonic,
 ) -> RepairReport:
+    """Record new gaps, fetch open ones over REST (the oldest first) and apply them in one transaction.
+
+    ``budget_s``: fetching stops starting new gaps after this long; the rest stay open, in order, for the next pass.
+    After a reconnect on a few hundred markets every one has a gap (an Upbit window per market): at Upbit's 10 requests
+    a second, fetching them all in one pass would hold the streaming run (whose loop runs the pass) for minutes.
+    """
     now = now or datetime.now(timezone.utc)
     today = now.date()
     report = RepairReport()
     report.detected = record_gaps(con, binance_id_gaps(con, today) + upbit_window_gaps(landing), now)
     fetched: list[tuple[Gap, list[str]]] = []
+    deadline = None if not budget_s else clock() + budget_s
     for gap in open_gaps(con):
         if gap.exchange == "upbit" and (today - gap.gap_end.date()).days > UPBIT_TICK_DAYS:
             continue  # out of Upbit's reach; stays open and the asset check reports it
+        if deadline is not None and clock() >= deadline:
+            report.deferred += 1
+            continue
         try:
             if gap.exchange == "binance" and binance is not None:
                 fetched.append((gap, fetch_binance(binance, gap)))

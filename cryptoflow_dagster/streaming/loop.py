@@ -9,6 +9,9 @@ Why bounded: a run lives at most ``max_s`` (a redeploy's code takes over at the 
 ``idle_s`` without a new file (a stopped stream does not hold a run slot). Everything the loop does is the same
 exactly-once ``ingest_pending`` a single pass does, so a run killed at any point loses and doubles nothing.
 
+Why no gap between runs (ADR 0019, handover.py): past ``max_s`` the loop ends only once the next run, started ahead of
+time, waits for the silver-writer lock (or ``2 x handover_s`` later, if none comes); it hands that run its landing cursor.
+
 While a run is in flight it is the only silver writer (the sensor and the gap-repair schedule wait for it), so it also
 detects and repairs trade gaps every ``repair_every_s``.
 """
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import duckdb
 
+from cryptoflow_dagster.streaming.handover import Handover, StopWaiting
 from cryptoflow_dagster.streaming.ingest import CHUNK_FILES, IngestResult, ingest_pending
 from cryptoflow_dagster.defs.streaming.tickers import ingest_tickers
 from cryptoflow_core import landing_files
@@ -39,11 +43,20 @@ class LoopLimits:
     poll_s: float
     repair_every_s: float
     report_every_s: float = 30.0  # how often the run reports materializations (the UI plots them over time)
+    handover_s: float = 0.0  # > 0: past max_s, keep going until the next run waits to take over (at most 2 x this)
 
     @classmethod
     def from_settings(cls, settings) -> LoopLimits:
         return cls(max_s=settings.stream_run_max_s, idle_s=settings.stream_run_idle_s, poll_s=settings.stream_poll_s,
-                   repair_every_s=settings.stream_gap_repair_s)
+                   repair_every_s=settings.stream_gap_repair_s, handover_s=settings.stream_handover_s)
+
+    def done(self, ran_s: float, successor_ready: Callable[[], bool]) -> bool:
+        """Has a run that ingested for ``ran_s`` reached its end (idle aside)?"""
+        if ran_s < self.max_s:
+            return False
+        if self.handover_s <= 0 or self.max_s <= 0:
+            return True
+        return ran_s >= self.max_s + 2 * self.handover_s or successor_ready()
 
 
 def merge(into: IngestResult, part: IngestResult) -> None:
@@ -67,6 +80,8 @@ def run_ingest_loop(
     repair: Callable[[], None] | None = None,
     report: Callable[[IngestResult], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    handover: Handover | None = None,
+    on_turn: Callable[[], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> IngestResult:
@@ -75,11 +90,25 @@ def run_ingest_loop(
     ``repair`` runs every ``limits.repair_every_s``, ``report`` gets what was ingested since its last call (at most every
     ``limits.report_every_s``, and once at the end), ``should_stop`` is asked between looks (another silver writer waits).
     SIGTERM or SIGINT ends the loop after the lake transaction or gap-repair pass in flight (:class:`StopRequested`).
+    ``handover``: the silver-writer lock is taken first (waiting for the run before, which then ends, handover.py),
+    ``on_turn()`` is called once it is held, and it is handed on with the landing cursor at the end.
     """
     total, unreported = IngestResult(), IngestResult()
-    start = last_new = last_repair = last_report = clock()
-    new_files = landing_files.NewFiles(root, channels=landing_files.CHANNELS)
     with _stop_signals_deferred() as stop_signal:
+        cursor = None
+        if handover is not None:
+            try:
+                cursor = handover.take_turn(lambda: bool(stop_signal))
+            except StopWaiting:
+                raise StopRequested(stop_signal.signum) from None
+            if on_turn is not None:
+                on_turn()
+        new_files = landing_files.NewFiles(root, channels=landing_files.CHANNELS)
+        if cursor is not None:  # the last run's reader state: no listing of the whole landing folder at start
+            new_files = landing_files.NewFiles.from_cursor(root, cursor)
+            new_files.channels = landing_files.CHANNELS
+        start = last_new = last_repair = last_report = clock()
+        successor_ready = handover.successor_ready if handover is not None else (lambda: False)
         try:
             while not stop_signal:
                 # The first look lists every file (a backlog is taken in one go); later ones only names near the newest.
@@ -111,10 +140,12 @@ def run_ingest_loop(
                     report(unreported)
                     unreported, last_report = IngestResult(), now
                 stop = should_stop is not None and should_stop()
-                if now - start >= limits.max_s or now - last_new >= limits.idle_s or stop or stop_signal:
+                if limits.done(now - start, successor_ready) or now - last_new >= limits.idle_s or stop or stop_signal:
                     break
                 sleep(limits.poll_s)
         finally:
+            if handover is not None:  # also on a stop signal or an error: the next writer starts where this one ended
+                handover.hand_over(new_files.cursor())
             # also when the loop ends on a stop signal or an error: what it counted so far is reported
             if report is not None and (unreported.files or unreported.ticker_rows):
                 report(unreported)

@@ -12,6 +12,7 @@ import duckdb
 
 from cryptoflow_dagster.clients.resources import BinanceResource, UpbitResource
 from cryptoflow_dagster.streaming.gaps import detect_and_repair
+from cryptoflow_dagster.streaming.handover import Handover, lock_dir
 from cryptoflow_dagster.streaming.ingest import IngestResult
 from cryptoflow_dagster.streaming.loop import LoopLimits, run_ingest_loop
 from cryptoflow_dagster.defs.gold.intraday import GOLD_KEYS
@@ -19,7 +20,13 @@ from cryptoflow_dagster.defs.lake_tables import row_count_metadata, row_counts, 
 from cryptoflow_dagster.defs.silver.trades import BRONZE_TRADES, SILVER_TRADES
 from cryptoflow_dagster.defs.streaming.tickers import BRONZE_TICKERS
 from cryptoflow_dagster.resources import LakeResource
-from cryptoflow_dagster.defs.streaming.sensors import GAP_REPAIR_JOB, SILVER_WRITER_TAGS, STREAMING_JOB
+from cryptoflow_dagster.defs.streaming.sensors import (
+    GAP_REPAIR_JOB,
+    IN_FLIGHT,
+    INGESTING_SINCE_TAG,
+    SILVER_WRITER_TAGS,
+    STREAMING_JOB,
+)
 
 # How often the loop asks the instance whether a gap-repair run waits for the silver-writer slot this run holds.
 _YIELD_CHECK_S = 5.0
@@ -41,8 +48,16 @@ def ingest_landing_files(context: dg.OpExecutionContext, config: StreamingRunCon
     limits = LoopLimits(
         max_s=limits.max_s if config.max_seconds is None else config.max_seconds,
         idle_s=limits.idle_s if config.idle_seconds is None else config.idle_seconds,
-        poll_s=limits.poll_s, repair_every_s=limits.repair_every_s,
+        poll_s=limits.poll_s, repair_every_s=limits.repair_every_s, handover_s=limits.handover_s,
     )
+    handover = Handover(lock_dir(settings.home), context.run_id)
+
+    def took_turn() -> None:
+        # the landing sensor times the next run's request from this tag (ADR 0019), not from the run's start: a run
+        # that waited for its turn has ingested for less than it has lived
+        context.instance.add_run_tags(context.run_id, {INGESTING_SINCE_TAG: f"{time.time():.3f}"})
+        if handover.waited_s:
+            context.log.info(f"took over the silver-writer lock after waiting {handover.waited_s:.1f} s")
 
     next_yield_check = 0.0
 
@@ -52,8 +67,8 @@ def ingest_landing_files(context: dg.OpExecutionContext, config: StreamingRunCon
         if now < next_yield_check:
             return False
         next_yield_check = now + _YIELD_CHECK_S
-        queued = context.instance.get_run_records(
-            dg.RunsFilter(job_name=GAP_REPAIR_JOB, statuses=[dg.DagsterRunStatus.QUEUED]), limit=1)
+        # queued behind this run's tag, or started and waiting for the silver-writer lock behind a hand-over
+        queued = context.instance.get_run_records(dg.RunsFilter(job_name=GAP_REPAIR_JOB, statuses=IN_FLIGHT), limit=1)
         if queued:
             context.log.info("a gap-repair run waits for the silver-writer slot: ending this streaming run")
         return bool(queued)
@@ -79,13 +94,14 @@ def ingest_landing_files(context: dg.OpExecutionContext, config: StreamingRunCon
                             asset_key=key, partition=day.isoformat(), metadata={**metadata, **counts.get((key, day), {})}))
 
             def repair() -> None:
-                gaps = detect_and_repair(con, settings.landing_dir, up, bn, context.run_id)
-                if gaps.detected or gaps.repaired or gaps.failed:
+                gaps = detect_and_repair(con, settings.landing_dir, up, bn, context.run_id,
+                                         budget_s=settings.gap_repair_budget_s)
+                if gaps.detected or gaps.repaired or gaps.failed or gaps.deferred:
                     context.log.info(f"gaps: {gaps.detected} new, {gaps.repaired} repaired ({gaps.rows} trades back), "
-                                     f"{gaps.failed} failed")
+                                     f"{gaps.failed} failed, {gaps.deferred} left for the next pass (fetch budget)")
 
             total = run_ingest_loop(con, settings.landing_dir, context.run_id, limits, repair=repair, report=report,
-                                    should_stop=gap_repair_waits)
+                                    should_stop=gap_repair_waits, handover=handover, on_turn=took_turn)
     except BaseException as exc:
         # SIGTERM/SIGINT reach the run when the platform stops (its process group is signalled) or a deployment
         # replaces it. The loop defers the signal to the end of the lake transaction in flight (streaming/loop.py:

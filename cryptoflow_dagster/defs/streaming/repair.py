@@ -6,6 +6,8 @@ import dagster as dg
 
 from cryptoflow_dagster.clients.resources import BinanceResource, UpbitResource
 from cryptoflow_dagster.streaming.gaps import detect_and_repair
+from cryptoflow_dagster.streaming.handover import LOCK, lock_dir
+from cryptoflow_core.host_lock import HostLock
 from cryptoflow_dagster.defs.silver.trades import SILVER_TRADES
 from cryptoflow_dagster.resources import LakeResource
 from cryptoflow_dagster.defs.streaming.sensors import GAP_REPAIR_JOB, SILVER_WRITER_TAGS, silver_writer_in_flight
@@ -16,9 +18,12 @@ OPEN_GAP_LIMIT = timedelta(minutes=15)  # a few repair runs, with REST retries a
 @dg.op(description="Record new trade gaps (Binance id holes, Upbit disconnect windows) and fill open ones over REST.")
 def repair_trade_gaps(context: dg.OpExecutionContext, lake: LakeResource, upbit: UpbitResource, binance: BinanceResource) -> None:
     settings = lake.settings()
-    with lake.connect() as con, upbit.client() as up, binance.client() as bn:
-        report = detect_and_repair(con, settings.landing_dir, up, bn, context.run_id)
-    context.log.info(f"gaps: {report.detected} new, {report.repaired} repaired ({report.rows} trades back), {report.failed} failed")
+    # the streaming runs' lock (streaming/handover.py): never writing silver beside one, whatever the run queue does
+    with HostLock(lock_dir(settings.home) / LOCK), lake.connect() as con, upbit.client() as up, binance.client() as bn:
+        report = detect_and_repair(con, settings.landing_dir, up, bn, context.run_id,
+                                   budget_s=settings.gap_repair_budget_s)
+    context.log.info(f"gaps: {report.detected} new, {report.repaired} repaired ({report.rows} trades back), "
+                     f"{report.failed} failed, {report.deferred} left for the next run (fetch budget)")
     if report.failed:
         raise dg.Failure(f"{report.failed} gap repairs failed; they stay open and are retried next run")
 
