@@ -16,8 +16,7 @@ from cryptoflow_dagster.forecast.daily import DayForecasts
 from cryptoflow_dagster.forecast.evaluation import Score
 from cryptoflow_dagster.forecast.realized import Realized, daily_realized
 
-BARS_TABLE = "silver.candles_1m"
-INTERVAL = timedelta(minutes=1)
+INTERVAL = timedelta(minutes=1)  # silver.candles_1m's bars
 FORECAST_TABLE = "gold.volatility_forecast"
 EVAL_TABLE = "gold.volatility_forecast_eval"
 
@@ -40,14 +39,14 @@ def _midnight(day: date) -> datetime:
 def markets(con: duckdb.DuckDBPyConnection, before: date) -> list[tuple[str, str]]:
     """Every (exchange, market) with 1-minute bars before ``before``."""
     return [tuple(r) for r in con.execute(
-        f"SELECT DISTINCT exchange, market FROM {BARS_TABLE} WHERE ts < ? ORDER BY 1, 2", [_midnight(before)]
+        "SELECT DISTINCT exchange, market FROM silver.candles_1m WHERE ts < ? ORDER BY 1, 2", [_midnight(before)]
     ).fetchall()]
 
 
 def realized(con: duckdb.DuckDBPyConnection, exchange: str, market: str, before: date) -> Realized:
     """Daily realized variance of one market from its 1-minute bars strictly before ``before`` (00:00 UTC)."""
     bars = con.execute(
-        f"SELECT ts, close FROM {BARS_TABLE} WHERE exchange = ? AND market = ? AND ts < ? ORDER BY ts",
+        "SELECT ts, close FROM silver.candles_1m WHERE exchange = ? AND market = ? AND ts < ? ORDER BY ts",
         [exchange, market, _midnight(before)],
     ).pl().to_pandas()  # through Polars: DuckDB's own .df() trips a pandas deprecation warning
     return daily_realized(bars, INTERVAL)
@@ -74,7 +73,7 @@ def write_forecasts(con: duckdb.DuckDBPyConnection, day: date, frame: pl.DataFra
 
 def read_forecasts(con: duckdb.DuckDBPyConnection, exchange: str, market: str, through: date) -> pd.DataFrame:
     return con.execute(
-        f"SELECT day, model, horizon_days, forecast_variance FROM {FORECAST_TABLE} "
+        "SELECT day, model, horizon_days, forecast_variance FROM gold.volatility_forecast "
         "WHERE exchange = ? AND market = ? AND day <= ? ORDER BY day",
         [exchange, market, through],
     ).pl().to_pandas().assign(day=lambda f: pd.to_datetime(f["day"]).dt.date)

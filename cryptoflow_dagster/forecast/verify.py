@@ -35,11 +35,12 @@ def finite_positive(con: duckdb.DuckDBPyConnection, first: date, last: date) -> 
         "AND abs(forecast_vol * forecast_vol - forecast_variance) <= 1e-9 * forecast_variance)"
     )
     params = [first, last]
-    count = con.execute(f"SELECT count(*) FROM ({sql})", params).fetchone()[0]
+    # offending rows are fetched whole: there are none unless something is broken
+    rows = con.execute(sql, params).fetchall()
+    count = len(rows)
     scanned = con.execute("SELECT count(*) FROM gold.volatility_forecast WHERE day BETWEEN ? AND ?", params).fetchone()[0]
-    sample = [dict(zip(("exchange", "market", "day", "model", "horizon_days", "forecast_vol", "forecast_variance"),
-                       (str(v) if not isinstance(v, (int, float)) else v for v in row)))
-              for row in con.execute(f"{sql} LIMIT {SAMPLE}", params).fetchall()] if count else []
+    names = ("exchange", "market", "day", "model", "horizon_days", "forecast_vol", "forecast_variance")
+    sample = [dict(zip(names, (v if isinstance(v, (int, float)) else str(v) for v in row))) for row in rows[:SAMPLE]]
     return Outcome(count == 0, {"offending_rows": count, "rows_scanned": scanned}, sample)
 
 
@@ -57,13 +58,15 @@ def no_look_ahead(con: duckdb.DuckDBPyConnection, first: date, last: date,
     offending: list[dict[str, Any]] = []
     compared = 0
     for market, result in made.items():
+        stored = {_key(f): f.variance for f in result.forecasts}
         again = {_key(f): f.variance for f in recomputed[market].forecasts}
-        for f in result.forecasts:
+        # both ways: a model that forecast only with (or only without) the day's bars saw the day too
+        for key in sorted(stored.keys() | again.keys()):
             compared += 1
-            other = again.get(_key(f))
-            if other is None or not np.isclose(f.variance, other, rtol=1e-12, atol=0):
-                offending.append({"market": "/".join(market), "model": f.model, "horizon_days": f.horizon_days,
-                                  "made": f.variance, "from_bars_before_day": other})
+            mine, other = stored.get(key), again.get(key)
+            if mine is None or other is None or not np.isclose(mine, other, rtol=1e-12, atol=0):
+                offending.append({"market": "/".join(market), "model": key[0], "horizon_days": key[1],
+                                  "made": mine, "from_bars_before_day": other})
     return Outcome(late == 0 and not offending,
                    {"rows_trained_on_their_day": late, "forecasts_compared": compared, "differing": len(offending)},
                    offending[:SAMPLE])
