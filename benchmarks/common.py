@@ -130,6 +130,18 @@ def proc_rss_mib(pid: int) -> float:
     return 0.0
 
 
+def disk_bytes(path: Path) -> int:
+    """Bytes of every file under ``path`` (a file removed while walking is skipped)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total
+
+
 def python_child(module: str, *args: str, env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:
     out = open(log, "ab") if log else subprocess.DEVNULL
     return subprocess.Popen([sys.executable, "-m", module, *args], env=env, cwd=REPO, stdout=out, stderr=out)

@@ -50,7 +50,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, Result
+from benchmarks.common import RESULTS, Result, disk_bytes
 
 DAY = date(2026, 7, 30)  # the day filled (a fixed UTC day: any day works, trade times only need to advance through it)
 DAY_START = datetime(DAY.year, DAY.month, DAY.day, tzinfo=timezone.utc)
@@ -241,17 +241,6 @@ def _median_ms(con, sql: str, times: int = 3) -> float:
     return statistics.median(out)
 
 
-def _disk_bytes(path: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.path.getsize(os.path.join(root, f))
-            except OSError:
-                pass
-    return total
-
-
 def sample(con, reader, settings, commit: int, day: Day) -> dict[str, Any]:
     from cryptoflow_dagster.maintenance import lake_upkeep as up
 
@@ -280,7 +269,7 @@ def sample(con, reader, settings, commit: int, day: Day) -> dict[str, Any]:
         "live_files": health["live_files"], "delete_files": health["delete_files"],
         "inlined_rows": health["inlined_rows"], "snapshots": health["snapshots"],
         "catalog_bytes": health["catalog_bytes"], "files_awaiting_deletion": health["files_awaiting_deletion"],
-        "disk_bytes": _disk_bytes(Path(settings.data_path)),
+        "disk_bytes": disk_bytes(Path(settings.data_path)),
         "live_files_per_table": {k[len("live_files."):]: v for k, v in health.items()
                                  if k.startswith("live_files.") and v},
         "delete_files_per_table": deletes, "inlined_rows_per_table": inlined,
