@@ -31,6 +31,7 @@ class ApiHandle:
     port: int
     process: subprocess.Popen
     log_path: Path
+    final_output: str | None = None  # kept when the process stops (its log folder is removed then)
 
     @property
     def url(self) -> str:
@@ -41,6 +42,9 @@ class ApiHandle:
         return f"ws://127.0.0.1:{self.port}/v1/live"
 
     def output(self) -> str:
+        """Everything the process wrote to stdout and stderr so far (all of it, after it stopped)."""
+        if self.final_output is not None:
+            return self.final_output
         return self.log_path.read_text(errors="replace")
 
 
@@ -67,6 +71,7 @@ def running_api(env: Mapping[str, str], *args: str, timeout_s: float = 60.0) -> 
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(15)
+            handle.final_output = log_path.read_text(errors="replace")
 
 
 def _wait_until_up(api: ApiHandle, timeout_s: float) -> None:
