@@ -6,8 +6,8 @@ labelled as such, with the reason.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date, datetime, time, timezone
+from dataclasses import dataclass, replace
+from datetime import date, datetime, time, timedelta, timezone
 
 import duckdb
 
@@ -15,6 +15,8 @@ from cryptoflow_dagster.alerting.model import Alert
 
 
 ROLLING_WINDOW = 20
+# The one forecast the digest shows: next-day HAR-RV in logs, with its out-of-sample record against naive (ADR 0022).
+FORECAST_MODEL = "har_log"
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,11 @@ class MarketLine:
     rsi: float | None
     cross: str | None
     alerts: int
+    forecast_day: date | None = None
+    forecast_vol_pct: float | None = None
+    forecast_qlike_ratio: float | None = None
+    forecast_dm_pvalue: float | None = None
+    forecast_n: int | None = None
 
     def render(self) -> str:
         parts = [f"*{self.exchange} {self.market}*"]
@@ -42,6 +49,12 @@ class MarketLine:
             parts.append(f"RSI {self.rsi:.1f}")
         if self.cross:
             parts.append(":large_green_circle: golden cross" if self.cross == "golden_cross" else ":red_circle: dead cross")
+        if self.forecast_vol_pct is not None:
+            record = "not evaluated yet"
+            if self.forecast_qlike_ratio is not None:
+                p = f", DM p {self.forecast_dm_pvalue:.3f}" if self.forecast_dm_pvalue is not None else ""
+                record = f"QLIKE {self.forecast_qlike_ratio:.2f}x naive{p}, n {self.forecast_n}"
+            parts.append(f"forecast {self.forecast_day} {self.forecast_vol_pct:.2f}% ({FORECAST_MODEL}; {record})")
         parts.append(f"{self.alerts} alert{'s' if self.alerts != 1 else ''}")
         return " · ".join(parts)
 
@@ -102,7 +115,32 @@ def market_lines(con: duckdb.DuckDBPyConnection, figures_day: date, alerts_day: 
         {"day": figures_day, "from": datetime.combine(alerts_day, time(), timezone.utc),
          "to": datetime.combine(alerts_day, time(23, 59, 59, 999999), timezone.utc)},
     ).fetchall()
-    return [MarketLine(*r) for r in rows]
+    forecasts = forecast_figures(con, figures_day)
+    return [replace(MarketLine(*r), **forecasts.get((r[0], r[1]), {})) for r in rows]
+
+
+def forecast_figures(con: duckdb.DuckDBPyConnection, figures_day: date) -> dict[tuple[str, str], dict]:
+    """Per market: the latest next-day forecast for a day up to the one after ``figures_day`` (made from data through
+    it) and the model's latest evaluation against naive as of ``figures_day``."""
+    if not (_table_exists(con, "gold.volatility_forecast") and _table_exists(con, "gold.volatility_forecast_eval")):
+        return {}
+    rows = con.execute(
+        """
+        WITH f AS (
+            SELECT exchange, market, max(day) AS day, arg_max(forecast_vol, day) AS vol FROM gold.volatility_forecast
+             WHERE model = $model AND horizon_days = 1 AND day <= $next GROUP BY 1, 2
+        ),
+        e AS (
+            SELECT exchange, market, arg_max(qlike_ratio, as_of) AS ratio, arg_max(dm_pvalue, as_of) AS p,
+                   arg_max(n, as_of) AS n FROM gold.volatility_forecast_eval
+             WHERE model = $model AND horizon_days = 1 AND as_of <= $day GROUP BY 1, 2
+        )
+        SELECT f.exchange, f.market, f.day, f.vol * 100, e.ratio, e.p, e.n FROM f LEFT JOIN e USING (exchange, market)
+        """,
+        {"model": FORECAST_MODEL, "next": figures_day + timedelta(days=1), "day": figures_day},
+    ).fetchall()
+    names = ("forecast_day", "forecast_vol_pct", "forecast_qlike_ratio", "forecast_dm_pvalue", "forecast_n")
+    return {(r[0], r[1]): dict(zip(names, r[2:])) for r in rows}
 
 
 def build_digest(con: duckdb.DuckDBPyConnection, day: date, now: datetime, failure: str | None = None) -> Alert:
