@@ -80,8 +80,14 @@ def _connect(port: int, path: str, subscribe: list | None) -> tuple[socket.socke
     return sock, buf.split(b"\r\n\r\n", 1)[1]
 
 
-def _frames(data: bytes) -> tuple[list[bytes], bytes]:
-    """Complete frames' payloads off the front of ``data`` and the rest (server frames are unmasked)."""
+def _pong(payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    return bytes([0x8A, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def _frames(data: bytes, pings: list[bytes] | None = None) -> tuple[list[bytes], bytes]:
+    """Complete frames' payloads off the front of ``data`` and the rest (server frames are unmasked); the payloads
+    of PING frames go to ``pings`` (the reader must pong, or the server closes the connection after its ping timeout)."""
     out, pos = [], 0
     while len(data) - pos >= 2:
         size, header = data[pos + 1] & 0x7F, 2
@@ -95,8 +101,11 @@ def _frames(data: bytes) -> tuple[list[bytes], bytes]:
             size, header = int.from_bytes(data[pos + 2 : pos + 10], "big"), 10
         if len(data) - pos < header + size:
             break
-        if data[pos] & 0x0F in (0x1, 0x2):  # text or binary; pings are skipped
+        opcode = data[pos] & 0x0F
+        if opcode in (0x1, 0x2):  # text or binary
             out.append(data[pos + header : pos + header + size])
+        elif opcode == 0x9 and pings is not None:
+            pings.append(data[pos + header : pos + header + size])
         pos += header + size
     return out, data[pos:]
 
@@ -111,6 +120,7 @@ class Reader(threading.Thread):
         self.lateness: list[np.ndarray] = []
         self.frames = 0
         self.error: str | None = None
+        self.closed_early_s: float | None = None
 
     def run(self) -> None:
         try:
@@ -122,10 +132,14 @@ class Reader(threading.Thread):
                     chunk = sock.recv(1 << 20)
                 except socket.timeout:
                     continue
-                if not chunk:
+                if not chunk:  # the server closed the connection: reported with the results
+                    self.closed_early_s = round(self.stop_at - time.time(), 1)
                     break
                 now_ms = time.time() * 1000
-                payloads, rest = _frames(rest + chunk)
+                pings: list[bytes] = []
+                payloads, rest = _frames(rest + chunk, pings)
+                for ping in pings:
+                    sock.sendall(_pong(ping))
                 if now_ms / 1000 < self.score_from or not payloads:
                     continue
                 self.frames += len(payloads)
@@ -193,7 +207,9 @@ def measure_sim(rate: float, seconds: float) -> dict:
             "configured_trades_per_s": round(sum(status["live_rates"].values()), 1),
             "lateness": _percentiles(lateness), "by_exchange": {r.kind: _percentiles(r.values()) for r in readers},
             "model_cache_at_end": status["model_cache"],
-            "errors": [r.error for r in readers if r.error], **_process_figures(samples, WARMUP_S), "samples": samples}
+            "errors": [r.error for r in readers if r.error] + [f"{r.kind} closed {r.closed_early_s} s early" for r in readers
+                                                                 if r.closed_early_s],
+            **_process_figures(samples, WARMUP_S), "samples": samples}
 
 
 # ---- baseline: a bare websockets server sending ready-made frames at the same rate -------------------------------
@@ -243,7 +259,8 @@ def measure_baseline(rate: float, seconds: float) -> dict:
         proc.wait(10)
     v = reader.values()
     return {"rate": rate, "seconds": seconds, "received_trades_per_s": round(len(v) / (seconds - WARMUP_S), 1),
-            "lateness": _percentiles(v), "errors": [reader.error] if reader.error else [],
+            "lateness": _percentiles(v), "errors": ([reader.error] if reader.error else [])
+            + ([f"closed {reader.closed_early_s} s early"] if reader.closed_early_s else []),
             **_process_figures(samples, WARMUP_S), "samples": samples}
 
 
