@@ -41,6 +41,11 @@ bench: install
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
+# The hour at every market (issue 17): ENDURANCE_ARGS="--minutes 4 --sample-minutes 1" for a smoke run; docs/endurance.md.
+endurance: install
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
+	$(BIN)/python -m benchmarks.endurance $(ENDURANCE_ARGS)
+
 # The long chaos run (not part of `make test`, which runs a 30 s version): CHAOS_ARGS="--duration 1200" to change it.
 chaos: install
 	$(BIN)/python -m chaos --report data/chaos-report.json $(CHAOS_ARGS)
