@@ -17,7 +17,7 @@ from benchmarks.common import RESULTS, write_result
 from benchmarks.report import update_markdown
 
 # Run order: cheapest and most independent first; freshness needs the whole platform for minutes.
-BENCHMARKS = ("sidecar_ingest", "backfill", "dagster_overhead", "batch", "freshness", "lake_day")
+BENCHMARKS = ("sidecar_ingest", "backfill", "dagster_overhead", "batch", "freshness", "lake_day", "api")
 
 
 def main(argv: list[str] | None = None) -> int:

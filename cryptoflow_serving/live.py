@@ -8,7 +8,11 @@ queue is full (a client that reads slower than the market trades) is dropped at 
 released, its connection closed with code 4008 and a reason. The feed never waits for a client and the memory it holds
 is at most ``queue_size`` messages per client (ADR 0020: polling a snapshot against other live designs).
 
-The feed also keeps the latest trade of every market (``prices``), which ``GET /v1/markets`` answers from.
+The feed also keeps what "now" answers are made of: the latest trade of every market (``prices``, kept from the trade
+changes) and the newest 24-hour statistics row of every market (``latest_stats``, read again in the poll's transaction
+whenever the snapshot moved). ``GET /v1/markets`` and ``GET /v1/stats/24h`` answer from them without a lake read: at
+most one poll behind the lake, at the snapshot they name (ADR 0020: a read of the lake costs more than the 20 ms
+those answers are allowed).
 """
 
 from __future__ import annotations
@@ -89,6 +93,7 @@ class Changes:
     alerts: list[dict] = field(default_factory=list)
     prices: list[dict] | None = None  # the latest trade per market, read whole (the seed, or after a skip)
     skipped: tuple[str, ...] = ()  # channels that had more than MAX_ROWS_PER_POLL changes
+    stats: list[dict] | None = None  # gold.market_stats_24h's newest row per market (None: table not there)
 
 
 class Feed:
@@ -96,6 +101,8 @@ class Feed:
         self.reader, self.poll_s, self.queue_size = reader, poll_s, queue_size
         self.subscribers: set[Subscriber] = set()
         self.prices: dict[tuple[str, str], dict] = {}
+        self.latest_stats: list[dict] | None = None  # newest gold.market_stats_24h row per market; None: no table
+        self.latest_stats_snapshot: int | None = None
         self.snapshot: int | None = None  # the feed's cursor: everything up to it has been published
         self.ready = asyncio.Event()  # set after the first poll (prices seeded)
         self.stats = {"polls": 0, "poll_errors": 0, "published": 0, "dropped_clients": 0, "max_queue_depth": 0,
@@ -123,7 +130,8 @@ class Feed:
 
     def _poll(self, con: duckdb.DuckDBPyConnection, snapshot: int) -> Changes | None:
         if self.snapshot is None:
-            return Changes(snapshot, prices=_rows(con, queries.LATEST_TRADES, [], missing_ok=True))
+            return Changes(snapshot, prices=_rows(con, queries.LATEST_TRADES, [], missing_ok=True),
+                           stats=_latest_stats(con))
         if snapshot == self.snapshot:
             return None
         since = datetime.now(timezone.utc) - RECENT
@@ -138,7 +146,9 @@ class Feed:
             # the cursor's snapshot was expired by lake maintenance: start again from now (nothing older is news)
             self.stats["cursor_resets"] += 1
             log.warning("live feed: snapshot %s expired; continuing from %s", self.snapshot, snapshot)
-            return Changes(snapshot, prices=_rows(con, queries.LATEST_TRADES, [], missing_ok=True))
+            return Changes(snapshot, prices=_rows(con, queries.LATEST_TRADES, [], missing_ok=True),
+                           stats=_latest_stats(con))
+        changes.stats = _latest_stats(con)
         over = tuple(c for c in CHANNELS if len(getattr(changes, c)) > MAX_ROWS_PER_POLL)
         for channel in over:
             del getattr(changes, channel)[MAX_ROWS_PER_POLL:]
@@ -152,6 +162,7 @@ class Feed:
         if changes is None:
             return
         snap = changes.snapshot
+        self.latest_stats, self.latest_stats_snapshot = changes.stats, snap
         if changes.prices is not None:
             self.prices = {(p["exchange"], p["market"]): {**p, "snapshot": snap} for p in changes.prices}
         for t in changes.trades:
@@ -221,6 +232,14 @@ class Feed:
         while not sub.queue.empty():  # release the memory now, not when the connection finally goes
             sub.queue.get_nowait()
         sub.queue.put_nowait(None)  # wakes its sender, which closes the connection
+
+
+def _latest_stats(con: duckdb.DuckDBPyConnection) -> list[dict] | None:
+    sql, params = queries.latest_sql(queries.RESOURCES["stats_24h"], queries.Filters())
+    try:
+        return _rows(con, sql, params, missing_ok=False)
+    except duckdb.CatalogException:
+        return None
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any], *, missing_ok: bool) -> list[dict]:

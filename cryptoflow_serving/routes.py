@@ -79,12 +79,8 @@ async def _page(request: Request, name: str, c: Common, extra: tuple[tuple[str, 
     return JSONResponse({"data": data, "count": len(data), "next_cursor": next_cursor, "snapshot": snapshot})
 
 
-@router.get("/markets", summary="Markets and their latest trade price")
-async def markets(request: Request, exchange: Exchange = None, market: Market = None) -> Response:
-    """The latest trade of every market in `silver.trades`, kept in memory by the live feed (as fresh as its last poll,
-    0.5 s by default; `snapshot` says which lake snapshot it reflects)."""
-    ex = params.exchange(exchange)
-    wanted = set(params.markets(market, ex))
+async def _ready_feed(request: Request):
+    """The live feed, once it has read the lake (its price and statistics tables are what "now" answers are made of)."""
     feed = request.app.state.feed
     if not feed.ready.is_set():
         await feed.ready.wait()
@@ -92,6 +88,16 @@ async def markets(request: Request, exchange: Exchange = None, market: Market = 
         await request.app.state.reader.run(lambda con, snap: None)  # raises the lake's own error (no lake yet, ...)
         raise ApiError(503, "starting", "the live feed has not read the lake yet: retry in a second",
                        headers={"Retry-After": "1"})
+    return feed
+
+
+@router.get("/markets", summary="Markets and their latest trade price")
+async def markets(request: Request, exchange: Exchange = None, market: Market = None) -> Response:
+    """The latest trade of every market in `silver.trades`, kept in memory by the live feed (as fresh as its last poll,
+    0.5 s by default; `snapshot` says which lake snapshot it reflects)."""
+    ex = params.exchange(exchange)
+    wanted = set(params.markets(market, ex))
+    feed = await _ready_feed(request)
     data = [p for (e, m), p in sorted(feed.prices.items()) if (ex is None or e == ex) and (not wanted or m in wanted)]
     return JSONResponse({"data": data, "count": len(data), "next_cursor": None, "snapshot": feed.snapshot})
 
@@ -100,20 +106,19 @@ async def markets(request: Request, exchange: Exchange = None, market: Market = 
 async def stats_24h(request: Request, exchange: Exchange = None, market: Market = None, start: Start = None,
                     end: End = None, limit: Limit = None, order: Order = None, cursor: CursorQ = None,
                     format: Format = None) -> Response:
-    """Without start/end: the newest `as_of` per market. With them: every `as_of` in the range, paged."""
+    """Without start/end: the newest `as_of` per market, kept in memory by the live feed (at most one poll behind the
+    lake; `snapshot` names the lake snapshot). With them: every `as_of` in the range, paged, read from the lake."""
     c = _common(request, exchange, market, start, end, limit, order, cursor, format)
     if c.start is not None or c.end is not None or c.cursor is not None or c.fmt != "json":
         return await _page(request, "stats_24h", c)
-    resource = queries.RESOURCES["stats_24h"]
-    sql, values = queries.latest_sql(resource, queries.Filters(c.exchange, c.markets))
-
-    def latest(con, snapshot):
-        cur = con.execute(sql, values)
-        names = [d[0] for d in cur.description]
-        return snapshot, [dict(zip(names, row)) for row in cur.fetchall()]
-
-    snapshot, data = await request.app.state.reader.run(latest, resource)
-    return JSONResponse({"data": data, "count": len(data), "next_cursor": None, "snapshot": snapshot})
+    feed = await _ready_feed(request)
+    if feed.latest_stats is None:
+        resource = queries.RESOURCES["stats_24h"]
+        raise ApiError(503, "not_built", f"{resource.table} does not exist yet in this lake: it is built by "
+                       f"{resource.builds}", table=resource.table)
+    data = [row for row in feed.latest_stats
+            if (c.exchange is None or row["exchange"] == c.exchange) and (not c.markets or row["market"] in c.markets)]
+    return JSONResponse({"data": data, "count": len(data), "next_cursor": None, "snapshot": feed.latest_stats_snapshot})
 
 
 @router.get("/bars/{interval}", summary="OHLCV bars: 1m from trades or the exchange's candles, 1d candles")

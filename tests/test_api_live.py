@@ -90,6 +90,13 @@ def test_trades_closed_bars_and_alerts_of_the_subscribed_market_arrive_once(api,
                for g in got if g["type"] == "bar")
     alert = next(g for g in got if g["type"] == "alert")
     assert alert["message"] == "moved KRW-BTC" and alert["status"] == "pending"
+    # "now" answers come from the feed's memory, as of the snapshot that the pushed trades came from (or later)
+    with httpx.Client(base_url=api.url) as c:
+        stats = c.get("/v1/stats/24h", params={"market": "KRW-BTC"}).json()
+        price = c.get("/v1/markets", params={"market": "KRW-BTC"}).json()
+    assert stats["snapshot"] >= pushed[-1]["snapshot"] and price["snapshot"] >= pushed[-1]["snapshot"]
+    assert stats["data"][0]["as_of"] == mine["ts"][-1].isoformat() and stats["data"][0]["trade_count_24h"] == 30
+    assert price["data"][0]["last_trade_id"] == mine["trade_id"][-1]
 
 
 def test_every_commit_of_a_concurrent_writer_reaches_a_client_exactly_once(api, settings):
