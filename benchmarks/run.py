@@ -16,8 +16,9 @@ from pathlib import Path
 from benchmarks.common import RESULTS, write_result
 from benchmarks.report import update_markdown
 
-# Run order: cheapest and most independent first; freshness needs the whole platform for minutes.
-BENCHMARKS = ("sidecar_ingest", "backfill", "dagster_overhead", "batch", "freshness", "lake_day", "api")
+# Run order: cheapest and most independent first; freshness needs the whole platform for minutes, endurance for an
+# hour (--quick: 10 minutes).
+BENCHMARKS = ("sidecar_ingest", "backfill", "dagster_overhead", "batch", "freshness", "lake_day", "api", "endurance")
 
 
 def main(argv: list[str] | None = None) -> int:
