@@ -118,6 +118,9 @@ class Reader(threading.Thread):
         self.port, self.path, self.subscribe, self.kind = port, path, subscribe, kind
         self.score_from, self.stop_at = score_from, stop_at
         self.lateness: list[np.ndarray] = []
+        self.received_at: list[float] = []  # wall s of each read that held trades (parallel to ``lateness``)
+        self.first_frame_at: float | None = None
+        self.connected_at = time.time()
         self.frames = 0
         self.error: str | None = None
         self.closed_early_s: float | None = None
@@ -140,18 +143,25 @@ class Reader(threading.Thread):
                 payloads, rest = _frames(rest + chunk, pings)
                 for ping in pings:
                     sock.sendall(_pong(ping))
-                if now_ms / 1000 < self.score_from or not payloads:
+                if not payloads:
                     continue
+                if self.first_frame_at is None:
+                    self.first_frame_at = now_ms / 1000
                 self.frames += len(payloads)
                 stamps = pattern.findall(b"\n".join(payloads))
                 if stamps:
+                    self.received_at.append(now_ms / 1000)
                     self.lateness.append(now_ms - np.array(stamps, dtype=np.float64))
             sock.close()
         except Exception as exc:  # reported in the results, not swallowed
             self.error = f"{type(exc).__name__}: {exc}"
 
-    def values(self) -> np.ndarray:
-        return np.concatenate(self.lateness) if self.lateness else np.empty(0)
+    def values(self, start: float | None = None, end: float | None = None) -> np.ndarray:
+        """Lateness (ms) of trades read in [start, end) wall seconds (default: from ``score_from`` on)."""
+        start = self.score_from if start is None else start
+        end = float("inf") if end is None else end
+        parts = [v for at, v in zip(self.received_at, self.lateness) if start <= at < end]
+        return np.concatenate(parts) if parts else np.empty(0)
 
 
 def _percentiles(v: np.ndarray) -> dict[str, float | int | None]:
@@ -200,16 +210,22 @@ def measure_sim(rate: float, seconds: float) -> dict:
         for r in readers:
             r.join(30)
         status = sim.status()
-    lateness = np.concatenate([r.values() for r in readers])
-    scored_s = seconds - WARMUP_S
-    return {"rate": rate, "markets": len(upbit) + len(binance), "seconds": seconds,
-            "received_trades_per_s": round(len(lateness) / scored_s, 1),
+    # Steady state: from WARMUP_S on, and from 5 s after the later connection's first frame (subscribing to 250
+    # markets opens 250 cursors, each generating its first chunk: that start-up is reported on its own).
+    steady_from = max([score_from] + [(r.first_frame_at or stop_at) + 5 for r in readers])
+    lateness = np.concatenate([r.values(steady_from) for r in readers])
+    scored_s = max(stop_at - steady_from, 1e-9)
+    startup = {r.kind: {"first_frame_after_s": round(r.first_frame_at - r.connected_at, 2) if r.first_frame_at else None,
+                        "lateness_before_steady": _percentiles(r.values(0, steady_from))} for r in readers}
+    return {"rate": rate, "markets": len(upbit) + len(binance), "seconds": seconds, "load_avg_1m_end": os.getloadavg()[0],
+            "scored_s": round(scored_s, 1), "received_trades_per_s": round(len(lateness) / scored_s, 1),
             "configured_trades_per_s": round(sum(status["live_rates"].values()), 1),
-            "lateness": _percentiles(lateness), "by_exchange": {r.kind: _percentiles(r.values()) for r in readers},
+            "lateness": _percentiles(lateness), "startup": startup,
+            "by_exchange": {r.kind: _percentiles(r.values(steady_from)) for r in readers},
             "model_cache_at_end": status["model_cache"],
             "errors": [r.error for r in readers if r.error] + [f"{r.kind} closed {r.closed_early_s} s early" for r in readers
                                                                  if r.closed_early_s],
-            **_process_figures(samples, WARMUP_S), "samples": samples}
+            **_process_figures(samples, steady_from - start), "samples": samples}
 
 
 # ---- baseline: a bare websockets server sending ready-made frames at the same rate -------------------------------
@@ -258,10 +274,59 @@ def measure_baseline(rate: float, seconds: float) -> dict:
         proc.terminate()
         proc.wait(10)
     v = reader.values()
-    return {"rate": rate, "seconds": seconds, "received_trades_per_s": round(len(v) / (seconds - WARMUP_S), 1),
+    return {"rate": rate, "seconds": seconds, "load_avg_1m_end": os.getloadavg()[0],
+            "received_trades_per_s": round(len(v) / (seconds - WARMUP_S), 1),
             "lateness": _percentiles(v), "errors": ([reader.error] if reader.error else [])
             + ([f"closed {reader.closed_early_s} s early"] if reader.closed_early_s else []),
             **_process_figures(samples, WARMUP_S), "samples": samples}
+
+
+# ---- memory: the old whole-day generation against chunks, in process (tracemalloc) --------------------------------
+OLD_MODEL_COMMIT = "ef75453"  # the last commit generating whole market-days (issue 17's measurement)
+
+
+def _old_model_module():
+    """exchange_sim/model.py as of OLD_MODEL_COMMIT, imported under another name (its imports still resolve)."""
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    source = subprocess.run(["git", "show", f"{OLD_MODEL_COMMIT}:exchange_sim/model.py"], cwd=REPO, check=True,
+                            capture_output=True, text=True).stdout
+    with tempfile.NamedTemporaryFile("w", suffix="_old_model.py", delete=False) as fh:
+        fh.write(source)
+    spec = importlib.util.spec_from_file_location("old_sim_model", fh.name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    os.unlink(fh.name)
+    return module
+
+
+def measure_memory(rate: float, markets: int = 3) -> dict:
+    """Serve 10 minutes of live trades at noon for ``markets`` markets at ``rate`` trades/s each (live since midnight):
+    peak traced memory, memory still held, and time per path. The old path generates each whole market-day first."""
+    import tracemalloc
+
+    from exchange_sim import model as new_model
+
+    day = 20_400
+    noon = day * 86_400_000 + 12 * 3_600_000
+    out = {}
+    for name, module in (("old_whole_day", _old_model_module()), ("chunks", new_model)):
+        tracemalloc.start()
+        start = time.perf_counter()
+        m = module.Model(module.ModelConfig(seed=42, history_start_ms=(day - 1) * 86_400_000,
+                                            live_epoch_ms=day * 86_400_000, live_rate=rate))
+        served = 0
+        for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT")[:markets]:
+            served += len(m.trades("binance", symbol, noon, noon + 600_000))
+        elapsed = time.perf_counter() - start
+        current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        out[name] = {"trades_served": served, "seconds": round(elapsed, 2), "peak_mib": round(peak / 2**20, 1),
+                     "held_mib": round(current / 2**20, 1)}
+        del m
+    return {"rate_per_market": rate, "markets": markets, **out}
 
 
 # ---- firehose: how fast one connection can be fed ------------------------------------------------------------------
@@ -283,11 +348,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=180.0, help="per rate (firehose: per scenario)")
     parser.add_argument("--baseline-seconds", type=float, default=60.0)
     parser.add_argument("--firehose", action="store_true", help="measure firehose msg/s instead of live pace")
+    parser.add_argument("--memory", type=float, default=None, metavar="RATE",
+                        help="in process: old whole-day generation vs chunks at RATE trades/s per market")
     parser.add_argument("--out", type=Path, default=None, help="results directory (default benchmarks/results)")
     parser.add_argument("--baseline-server", nargs=2, metavar=("PORT", "RATE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.baseline_server:
         asyncio.run(_baseline_server(int(args.baseline_server[0]), float(args.baseline_server[1])))
+        return 0
+    if args.memory is not None:
+        print(json.dumps(measure_memory(args.memory), indent=1))
         return 0
     if args.firehose:
         result = Result("sim_firehose_throughput", "1 connection per scenario")

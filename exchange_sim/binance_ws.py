@@ -21,7 +21,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from exchange_sim.binance_rest import INTERVALS, aggregate, fmt8
 from exchange_sim.model import Trades
 from exchange_sim.state import Sim, now_ms
-from exchange_sim.streams import Cursor, pump
+from exchange_sim.streams import Cursor, open_cursors, pump
 from exchange_sim.ws_common import Connection, asgi_endpoint
 
 STREAM_RE = re.compile(r"^([a-z0-9]+)@(trade|aggTrade|kline_(?:%s))$" % "|".join(INTERVALS))
@@ -72,11 +72,16 @@ class BinanceConnection(Connection):
         self.by_symbol = {}
         for name, (symbol, kind) in self.streams.items():
             self.by_symbol.setdefault(symbol, []).append((name, kind))
-        self.cursors = {s: self.cursors.get(s) or Cursor(self.sim, self.sim.binance[s], now) for s in self.by_symbol}
-        if self.cursors:
-            self.start_stream(pump(self.sim, dict(self.cursors), self.emit))
+        self.cursors = {s: c for s, c in self.cursors.items() if s in self.by_symbol}
+        if self.by_symbol:
+            self.start_stream(self._stream(now))
         else:
             self.stop()
+
+    async def _stream(self, now: int) -> None:
+        new = {s: self.sim.binance[s] for s in self.by_symbol if s not in self.cursors}
+        self.cursors.update(await open_cursors(self.sim, new, now))
+        await pump(self.sim, dict(self.cursors), self.emit)
 
     async def emit(self, batch: list[tuple[str, Trades]]) -> None:
         frames: list[str] = []

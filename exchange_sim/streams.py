@@ -22,6 +22,7 @@ LOOKAHEAD_DAYS = 31  # an empty stretch longer than this (no trades at all) ends
 FIREHOSE_CHUNK = 2000
 TICK_S = 0.005  # the timer never wakes more often than this: a trade leaves at most ~5 ms after its time
 IDLE_S = 0.5  # ...and at least this often (a shock may bring trades sooner than the next one known)
+OPEN_BATCH = 8  # cursors opened between two yields to the event loop
 
 Batch = list[tuple[str, Trades]]
 
@@ -85,6 +86,17 @@ class Cursor:
         price = self.model.apply_shocks(self.spec, t.ts, t.price)
         self.due = self._next_ts()
         return Trades(t.ts, price, t.volume, t.buy, t.ids, t.agg)
+
+
+async def open_cursors(sim: Sim, specs: dict[str, MarketSpec], after_ms: int) -> dict[str, Cursor]:
+    """Cursors for many markets, yielding to the loop every few: opening one generates its first chunk (a few ms), and
+    250 at once would stall every other connection for seconds."""
+    out: dict[str, Cursor] = {}
+    for i, (code, spec) in enumerate(specs.items()):
+        out[code] = Cursor(sim, spec, after_ms)
+        if i % OPEN_BATCH == OPEN_BATCH - 1:
+            await asyncio.sleep(0)
+    return out
 
 
 async def pump(sim: Sim, cursors: dict[str, Cursor], emit: Callable[[Batch], Awaitable[None]]) -> None:

@@ -12,7 +12,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from exchange_sim import upbit_shapes as shapes
 from exchange_sim.model import DAY_MS, Trades
 from exchange_sim.state import Sim, now_ms
-from exchange_sim.streams import Cursor, latest_trade, pump
+from exchange_sim.streams import latest_trade, open_cursors, pump
 from exchange_sim.ws_common import Connection, asgi_endpoint
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class UpbitConnection(Connection):
                     realtime.setdefault(code, set()).add(kind)
         if not realtime:
             return
-        cursors = {code: Cursor(self.sim, self.sim.upbit[code], now) for code in realtime}
+        cursors = await open_cursors(self.sim, {code: self.sim.upbit[code] for code in realtime}, now)
 
         async def emit(batch: list[tuple[str, Trades]]) -> None:
             frames: list[str] = []
