@@ -6,7 +6,9 @@
   const BAR_LIMIT = 720;            // 12 hours of 1-minute bars on first load
   const PREMIUM_LIMIT = 1440;       // a day of 1-minute premium points
   const SMA_N = 20, EMA_N = 12, RSI_N = 14;
-  const STATS_EVERY_MS = 10000, HEALTH_EVERY_MS = 5000, PREMIUM_EVERY_MS = 30000;
+  // REST refreshes: what the live feed does not push (24h stats, health, premium), and alerts as a backstop for a
+  // feed that was down (the feed starts from now, without replay)
+  const STATS_EVERY_MS = 10000, HEALTH_EVERY_MS = 5000, PREMIUM_EVERY_MS = 30000, ALERTS_EVERY_MS = 60000;
   const STALE_LAG_S = 120;          // a table whose latest row is older than this is marked stale
   const ALERTS_SHOWN = 200;
   const I = window.CryptoflowIndicators;
@@ -93,6 +95,11 @@
     priceFormat: { type: "custom", formatter: (v) => v.toFixed(2) + " %" },
   });
 
+  // the drawn series themselves (series.data() is what the canvas shows), for tests and debugging
+  window.cryptoflowDashboard.series = {
+    candles, sma: smaLine, ema: emaLine, rsi: rsiLine, volatility: volLines, premium: premiumLine,
+  };
+
   function lineData(bars, values) {
     // a whitespace point where the indicator has no value yet keeps the lines aligned with the candles
     return bars.map((b, i) => (values[i] === null ? { time: b.time } : { time: b.time, value: values[i] }));
@@ -159,9 +166,17 @@
     if (key !== state.selected) return;
     state.bars = body.data.map(toBar).reverse();
     state.forming = null;
+    // The table also holds the minute still trading (refreshed with every commit): it is drawn as forming, and the
+    // indicators stay over closed minutes; its closed version comes from the feed.
+    const last = state.bars[state.bars.length - 1];
+    if (last && last.time + 60 > Date.now() / 1000) state.forming = state.bars.pop();
     document.getElementById("candles-title").textContent = `${key} (snapshot ${body.snapshot})`;
+    const ref = state.bars.length ? state.bars[state.bars.length - 1].close : 1;
+    const precision = ref >= 1000 ? 0 : ref >= 1 ? 2 : 6;  // KRW prices in won, USDT in cents, small coins finer
+    const priceFormat = { type: "price", precision, minMove: 10 ** -precision };
+    for (const series of [candles, smaLine, emaLine]) series.applyOptions({ priceFormat });
     drawCandles();
-    candleChart.timeScale().scrollToRealTime();
+    candleChart.timeScale().fitContent();
   }
 
   async function loadVolatility() {
@@ -238,7 +253,8 @@
 
   function alertItem(a, isNew) {
     const li = document.createElement("li");
-    li.dataset.alertId = a.alert_id;
+    li.dataset.alertId = String(a.alert_id);
+    li.dataset.source = isNew ? "live" : "rest";
     li.dataset.rule = a.rule;
     li.dataset.market = a.market ? `${a.exchange}:${a.market}` : "";
     li.dataset.shownAt = String(Date.now());  // wall clock, for benchmarks/dashboard.py's shock -> visible figure
@@ -261,7 +277,7 @@
     state.alerts = [...fresh, ...state.alerts].sort((a, b) => Date.parse(b.triggered_at) - Date.parse(a.triggered_at))
       .slice(0, ALERTS_SHOWN);
     list.replaceChildren(...state.alerts.map((a) => {
-      const old = list.querySelector(`li[data-alert-id="${CSS.escape(a.alert_id)}"]`);
+      const old = list.querySelector(`li[data-alert-id="${CSS.escape(String(a.alert_id))}"]`);
       return old || alertItem(a, isNew);
     }));
   }
@@ -363,6 +379,7 @@
       state.lastMessageAt = Date.now();
       if (msg.type === "subscribed") this.setState("open");
       else if (msg.type === "error") report(`live ${this.name}`, new Error(msg.message));
+      else if (msg.type === "skipped") refreshAfterGap();  // a burst the feed did not push (a backfill): read it
       else onLive(this.name, msg);
     }
   }
@@ -425,7 +442,7 @@
     every(STATS_EVERY_MS, "stats", loadStats);
     every(HEALTH_EVERY_MS, "health", loadHealth);
     every(PREMIUM_EVERY_MS, "premium", loadPremium);
-    await guarded("alerts", loadAlerts);
+    every(ALERTS_EVERY_MS, "alerts", loadAlerts);
     document.body.dataset.ready = "1";
   }
 
