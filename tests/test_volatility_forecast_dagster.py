@@ -80,6 +80,7 @@ def test_forecast_and_eval_assets_on_a_real_lake(forecast_lake, dagster_instance
 
     metadata = result.get_asset_materialization_events()[-1].materialization.metadata
     assert metadata["markets"].value == 3 and metadata["days"].value == 3
+    assert metadata["garch_fits"].value == 3  # the simulated market, one refit per day
     skipped = metadata["skipped_on_last_day"].value
     # the recorded markets have 33 days: naive only, and the metadata says why the others are missing
     assert skipped["upbit/KRW-BTC"]["garch_t h=1"].startswith("33 days of realized variance (< 100")
