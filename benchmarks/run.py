@@ -18,7 +18,8 @@ from benchmarks.report import update_markdown
 
 # Run order: cheapest and most independent first; freshness needs the whole platform for minutes, endurance for an
 # hour (--quick: 10 minutes).
-BENCHMARKS = ("sidecar_ingest", "backfill", "dagster_overhead", "batch", "freshness", "lake_day", "api", "endurance")
+BENCHMARKS = ("sidecar_ingest", "backfill", "dagster_overhead", "batch", "freshness", "lake_day", "api", "dashboard",
+              "endurance")
 
 
 def main(argv: list[str] | None = None) -> int:
