@@ -10,7 +10,7 @@ How each table gets its rows (never written directly):
   streaming run runs it) in a process of its own;
 - alerts: ``market_alert_sensor`` ticks (the Dagster sensor function, as the daemon calls it) on the landed files, in a
   thread: a price shock becomes a gold.alerts row, which the API pushes;
-- volatility (``with_daily=True``): the ``daily_batch`` job for yesterday (REST candles -> silver.candles_1m) and dbt's
+- volatility (``daily_days``): the ``daily_batch`` job for the last days (REST candles -> silver.candles_1m) and dbt's
   ``volatility_daily`` model, as the daily schedule and gold automation build them.
 
 Not the whole `cryptoflow demo`: no Dagster daemon, so the sensor's hand-over between ticks (ADR 0011) is not in the
@@ -89,8 +89,8 @@ def land_history(settings, sim: SimHandle, minutes: int, until_ms: int) -> int:
     return count
 
 
-def build_daily() -> None:
-    """Yesterday's exchange candles through the daily batch job, then dbt's volatility_daily model on them."""
+def build_daily(days: int = 1) -> None:
+    """The last ``days`` UTC days of exchange candles through the daily batch job, then dbt's volatility_daily model."""
     import dagster as dg
 
     from cryptoflow_core.settings import load_settings
@@ -98,10 +98,12 @@ def build_daily() -> None:
     from cryptoflow_dagster.dbt_project import run_dbt
     from cryptoflow_dagster.definitions import defs as load_code_location
 
-    day = str(datetime.now(timezone.utc).date() - timedelta(days=1))
+    today = datetime.now(timezone.utc).date()
+    first, last = str(today - timedelta(days=days)), str(today - timedelta(days=1))
     with dg.DagsterInstance.ephemeral() as instance:
         result = load_code_location().resolve_job_def("daily_batch").execute_in_process(
-            instance=instance, tags={"dagster/asset_partition_range_start": day, "dagster/asset_partition_range_end": day},
+            instance=instance, tags={"dagster/asset_partition_range_start": first,
+                                     "dagster/asset_partition_range_end": last},
             raise_on_error=False)
     if not result.success:
         raise RuntimeError("daily_batch failed")
@@ -176,7 +178,7 @@ def _api_up(url: str, proc: subprocess.Popen) -> bool:
         return False
 
 
-_BUILD_DAILY = "from benchmarks.dashboard_platform import build_daily; build_daily()"
+_BUILD_DAILY = "import sys; from benchmarks.dashboard_platform import build_daily; build_daily(int(sys.argv[1]))"
 
 
 @contextlib.contextmanager
@@ -192,7 +194,7 @@ def _child(argv: list[str], log: Path) -> Iterator[subprocess.Popen]:
 
 @contextlib.contextmanager
 def running_platform(home: Path, setenv: Callable[[str, str], None], *, trade_rate: float = 4.0,
-                     history_minutes: int = 40, with_daily: bool = True, alert_watch_s: float = 2.0,
+                     history_minutes: int = 40, daily_days: int = 1, alert_watch_s: float = 2.0,
                      rules_yaml: str | None = None) -> Iterator[Platform]:
     """Everything above, started in order, stopped in reverse (processes by their own pid).
 
@@ -205,7 +207,7 @@ def running_platform(home: Path, setenv: Callable[[str, str], None], *, trade_ra
     from cryptoflow_dagster.streaming.ingest import ingest_pending
 
     home.mkdir(parents=True, exist_ok=True)
-    with running_sim(seed=42, history_days=3, trade_rate=trade_rate, upbit_markets=list(UPBIT),
+    with running_sim(seed=42, history_days=daily_days + 2, trade_rate=trade_rate, upbit_markets=list(UPBIT),
                      binance_symbols=list(BINANCE)) as sim, contextlib.ExitStack() as stack:
         env = {**sim.env(), "CRYPTOFLOW_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home"),
                "CRYPTOFLOW_UPBIT_MARKETS": ",".join(UPBIT), "CRYPTOFLOW_BINANCE_SYMBOLS": ",".join(BINANCE),
@@ -229,8 +231,8 @@ def running_platform(home: Path, setenv: Callable[[str, str], None], *, trade_ra
         alerts.start()
         stack.callback(alerts.join, 60)
         stack.callback(stop.set)  # on the way out (last in, first out): the ticks end, then the processes stop
-        if with_daily:
-            with _child([sys.executable, "-c", _BUILD_DAILY], logs / "daily.log") as daily:
+        if daily_days:
+            with _child([sys.executable, "-c", _BUILD_DAILY, str(daily_days)], logs / "daily.log") as daily:
                 wait_until(lambda: daily.poll() is not None, 300, "the daily build", every_s=0.5)
             if daily.returncode != 0:
                 raise RuntimeError(f"the daily build failed (exit {daily.returncode}): see {logs / 'daily.log'}")
