@@ -12,6 +12,8 @@ must be in a Parquet file (durable), or the round fails.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +21,7 @@ from pathlib import Path
 import orjson
 import pyarrow.parquet as pq
 
-from benchmarks.common import Result, proc_cpu_s, proc_rss_mib, python_child, run_json_child
+from benchmarks.common import REPO, Result, proc_cpu_s, proc_rss_mib, python_child, run_json_child
 from exchange_sim.testing import running_sim
 from streaming_sensor.feeds import BinanceFeed
 from cryptoflow_core.landing_files import list_files
@@ -27,47 +29,75 @@ from cryptoflow_core.landing_files import list_files
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "XRPUSDT", "SOLUSDT")
 
 
-def _landed_rows(landing: Path) -> int:
-    return sum(pq.ParquetFile(f.path).metadata.num_rows for f in list_files(landing, channels=("trade",)))
+def _landed_rows(landing: Path, channels: tuple[str, ...] = ("trade",)) -> int:
+    return sum(pq.ParquetFile(f.path).metadata.num_rows for f in list_files(landing, channels=channels))
 
 
-def run_sidecar(env: dict[str, str], home: Path, seconds: float, cpu: int | None = None) -> dict:
-    """One sidecar run on the Binance combined stream; steady-window rate, CPU share and RSS samples.
+# The sidecar as it was before the Upbit patterns (issue 17): every Upbit frame through ``UpbitFeed.parse``.
+PER_FRAME = ("import sys; from streaming_sensor import feeds; "
+             "feeds.UpbitFeed.trade_pattern = feeds.UpbitFeed.ticker_pattern = None; "
+             "from streaming_sensor.sidecar import main; sys.exit(main(sys.argv[1:]))")
+
+
+def run_sidecar(env: dict[str, str], home: Path, seconds: float, cpu: int | None = None, exchange: str = "binance",
+                per_frame: bool = False) -> dict:
+    """One sidecar run on one exchange's stream; steady-window rate, CPU share and RSS samples.
 
     ``cpu``: pin the sidecar to that one core (set right after the spawn, while the interpreter is still starting, so
-    every thread it later starts inherits it): the direct measurement of "at most one core"."""
+    every thread it later starts inherits it): the direct measurement of "at most one core". ``per_frame``: the Upbit
+    path before its patterns (the baseline)."""
     beat_path = home / "landing" / "_heartbeat.json"
     home.mkdir(parents=True, exist_ok=True)
-    proc = python_child("streaming_sensor", "--exchange", "binance", "--duration", str(seconds + 3),
-                        env={**env, "CRYPTOFLOW_HOME": str(home)}, log=home / "sidecar.log")
+    args = ("--exchange", exchange, "--duration", str(seconds + 3))
+    child_env = {**env, "CRYPTOFLOW_HOME": str(home)}
+    if per_frame:
+        log = open(home / "sidecar.log", "ab")
+        proc = subprocess.Popen([sys.executable, "-c", PER_FRAME, *args], env=child_env, cwd=REPO, stdout=log, stderr=log)
+        log.close()  # the child holds its own copy
+    else:
+        proc = python_child("streaming_sensor", *args, env=child_env, log=home / "sidecar.log")
     if cpu is not None:
         os.sched_setaffinity(proc.pid, {cpu})
     samples: list[tuple[float, int, float, float]] = []  # (time, messages, cpu_s, rss_mib) at each new heartbeat
     last_update = None
+    ended: tuple[float, float] | None = None  # (time, CPU s) when it exited (wait4's rusage)
     try:
-        while proc.poll() is None:
+        while ended is None:
+            pid, _, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                ended = (time.monotonic(), usage.ru_utime + usage.ru_stime)
+                break
             time.sleep(0.2)
             try:
                 beat = orjson.loads(beat_path.read_bytes())
                 cpu, rss = proc_cpu_s(proc.pid), proc_rss_mib(proc.pid)
             except (FileNotFoundError, ProcessLookupError, orjson.JSONDecodeError):
                 continue
-            if beat["updated_at"] == last_update or beat["streams"].get("binance", {}).get("state") != "connected":
+            if beat["updated_at"] == last_update or beat["streams"].get(exchange, {}).get("state") != "connected":
                 continue
             last_update = beat["updated_at"]
             if beat["counters"]["messages"] > 0:
                 samples.append((time.monotonic(), beat["counters"]["messages"], cpu, rss))
-        proc.wait(60)
     finally:
-        if proc.poll() is None:
+        if ended is None:
             proc.kill()
             proc.wait()
+    if exchange == "upbit" and samples:
+        # Upbit frames are bigger and come with tickers: under the firehose the sidecar flushes (and counts) rarely,
+        # so the window runs from the first counted heartbeat to the process's exit (its last flush included).
+        total = orjson.loads(beat_path.read_bytes())["counters"]["messages"]
+        landed = _landed_rows(home / "landing", ("trade", "ticker"))
+        if landed != total:
+            raise RuntimeError(f"sidecar counted {total} messages but landed {landed} rows")
+        first = samples[0]
+        return {"messages": total - first[1], "seconds": ended[0] - first[0], "cpu_s": ended[1] - first[2],
+                "total_messages": total, "landed_rows": landed, "rss_mib_max": max(s[3] for s in samples)}
     if len(samples) < 3:
         raise RuntimeError(f"sidecar produced too few heartbeats: {(home / 'sidecar.log').read_text()[-2000:]}")
     first, last = samples[0], samples[-1]
     wall = last[0] - first[0]
     total = orjson.loads(beat_path.read_bytes())["counters"]["messages"]
-    landed = _landed_rows(home / "landing")
+    landed = _landed_rows(home / "landing", ("trade",) if exchange == "binance" else ("trade", "ticker"))
     if landed != total:
         raise RuntimeError(f"sidecar counted {total} messages but landed {landed} rows")
     rss = [s[3] for s in samples]
@@ -125,3 +155,48 @@ def run(quick: bool, runs: int) -> Result:
     result.add("sidecar RSS, steady", "MiB", [max(r["rss_mib"][2:] or r["rss_mib"]) for r in rows["sidecar"]])
     result.details = {"rounds": rows, "url_path": url.split("/", 3)[-1]}
     return result
+
+
+UPBIT_MARKETS = ("KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL")
+
+
+def run_upbit(quick: bool, runs: int) -> Result:
+    """Upbit frames (trades and tickers, DEFAULT format) on the simulator's firehose: the sidecar with the Upbit
+    patterns against the same sidecar parsing every Upbit frame one by one (before issue 17), rounds interleaved."""
+    seconds = 8.0 if quick else 20.0
+    result = Result("sidecar_ingest_upbit", f"{runs} rounds x {seconds:.0f} s per variant, Upbit trade + ticker of "
+                                            f"{len(UPBIT_MARKETS)} markets, simulator firehose")
+    rows: dict[str, list[dict]] = {"patterns": [], "per_frame": []}
+    with running_sim(firehose=True, upbit_markets=list(UPBIT_MARKETS), history_days=2) as sim, \
+            tempfile.TemporaryDirectory(prefix="bench-ingest-upbit-") as tmp:
+        env = {**os.environ, **sim.env(), "CRYPTOFLOW_UPBIT_MARKETS": ",".join(UPBIT_MARKETS)}
+        for i in range(runs):
+            rows["per_frame"].append(run_sidecar(env, Path(tmp) / f"per-frame-{i}", seconds, exchange="upbit",
+                                                 per_frame=True))
+            rows["patterns"].append(run_sidecar(env, Path(tmp) / f"patterns-{i}", seconds, exchange="upbit"))
+    rate = {k: [r["messages"] / r["seconds"] for r in v] for k, v in rows.items()}
+    cpu_per_m = {k: [1e6 * r["cpu_s"] / r["messages"] for r in v] for k, v in rows.items()}
+    cores = {k: [r["cpu_s"] / r["seconds"] for r in v] for k, v in rows.items()}
+    result.add("upbit sidecar messages/s, patterns", "msg/s", rate["patterns"], None, "per-frame parse")
+    result.add("upbit sidecar messages/s, per-frame parse (before)", "msg/s", rate["per_frame"])
+    result.add("patterns / per-frame (same round)", "ratio", [a / b for a, b in zip(rate["patterns"], rate["per_frame"])])
+    result.add("upbit sidecar CPU s per million messages, patterns", "cpu-s/M", cpu_per_m["patterns"], None,
+               "per-frame parse")
+    result.add("upbit sidecar CPU s per million messages, per-frame parse (before)", "cpu-s/M", cpu_per_m["per_frame"])
+    result.add("upbit sidecar cores used, patterns", "cores", cores["patterns"])
+    result.add("upbit sidecar cores used, per-frame parse (before)", "cores", cores["per_frame"])
+    result.details = {"rounds": rows}
+    return result
+
+
+if __name__ == "__main__":  # python -m benchmarks.sidecar_ingest --upbit [--quick] [--runs N]
+    import argparse
+
+    from benchmarks.common import write_result
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--upbit", action="store_true")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--runs", type=int, default=5)
+    a = parser.parse_args()
+    print(write_result((run_upbit if a.upbit else run)(a.quick, a.runs)))

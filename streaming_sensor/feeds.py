@@ -74,6 +74,11 @@ class Feed(ABC):
     # vectorized batch path (streaming_sensor/frames.py). It must only match frames ``parse`` calls a TRADE of those
     # values once the market is checked; anything else goes through ``parse`` frame by frame.
     trade_pattern: ClassVar[str | None] = None
+    # The same for the exchange's ticker frame (named groups market / event_ms): only frames ``parse`` calls a TICKER.
+    ticker_pattern: ClassVar[str | None] = None
+    # When set, the pattern above only validates, and these read the named values (group ``v``) of matched frames.
+    trade_fields: ClassVar[dict[str, str] | None] = None
+    ticker_fields: ClassVar[dict[str, str] | None] = None
 
     def __init__(self, base_url: str, markets: tuple[str, ...]):
         self.base_url = base_url.rstrip("/")
@@ -89,6 +94,24 @@ class Feed(ABC):
 
     @abstractmethod
     def parse(self, frame: bytes | str) -> Parsed: ...
+
+
+# Pieces of the Upbit patterns. Every value a pattern accepts is one orjson reads as the JSON value ``parse`` expects:
+# strings are printable ASCII without escapes (so valid UTF-8, and no escaped key can hide a duplicate), checked
+# integers have at most 18 digits (< 2**63, as ``_is_int`` wants), numbers at most 100 digits before the point and a
+# 2-digit exponent (finite, or orjson refuses the frame), and a positive number a non-zero digit among its first 30
+# after the point (``trade_price > 0``, no underflow to 0.0). Unbounded repeats where no bound is needed: RE2's DFA
+# stays small (bounded ones made the full match 2-5x slower, benchmarks/sidecar_ingest.py --upbit).
+_STR = r'"[ !#-\[\]-~]*"'
+_UINT = r"(?:0|[1-9][0-9]{0,17})"
+_EXP = r"(?:[eE][+-]?[0-9]{1,2})?"
+_NONNEG = r"(?:0|[1-9][0-9]{0,99})(?:\.[0-9]+)?" + _EXP
+_POS = r"(?:[1-9][0-9]{0,99}(?:\.[0-9]+)?|0\.[0-9]{0,29}[1-9][0-9]*)" + _EXP
+_ANY = rf"(?:-?{_NONNEG}|{_STR}|true|false|null)"  # a field ``parse`` does not read: any JSON scalar
+
+
+def _fields(*keys: str) -> str:
+    return "".join(f',"{k}":{_ANY}' for k in keys)
 
 
 class UpbitFeed(Feed):
@@ -108,6 +131,32 @@ class UpbitFeed(Feed):
     max_age_s = 23 * 3600.0
     keepalive_text = "PING"  # answered with {"status":"UP"}; keeps the 120 s idle close away on quiet markets
     keepalive_interval_s = 30.0
+    # The DEFAULT-format trade and ticker frames in Upbit's key order (the recorded 2023 frame has no best_* quotes, the
+    # current API and the simulator have them). What a match proves is what ``parse`` checks: type, a string code,
+    # integer sequential_id / trade_timestamp (ticker: timestamp) in [0, 2**63), trade_price > 0, trade_volume >= 0,
+    # ask_bid ASK or BID; every other field a JSON scalar; each key once. Anything else: ``parse``, frame by frame.
+    # The patterns only validate (no groups: captures made RE2 4x slower on these long frames); once a frame matched,
+    # the small ``*_fields`` patterns read its values, unambiguously (each key is there once, no string holds a quote).
+    trade_pattern = (
+        r'^\{"type":"trade","code":"[A-Z0-9-]{1,32}"' + _fields("timestamp", "trade_date", "trade_time")
+        + rf',"trade_timestamp":{_UINT},"trade_price":{_POS},"trade_volume":{_NONNEG},"ask_bid":"(?:ASK|BID)"'
+        + _fields("prev_closing_price", "change", "change_price") + rf',"sequential_id":{_UINT}'
+        + "(?:" + _fields("best_ask_price", "best_ask_size", "best_bid_price", "best_bid_size") + ")?"
+        + _fields("stream_type") + r"\}$"
+    )
+    trade_fields = {"market": r'^\{"type":"trade","code":"(?P<v>[A-Z0-9-]+)"',
+                    "trade_id": r',"sequential_id":(?P<v>[0-9]+)', "event_ms": r',"trade_timestamp":(?P<v>[0-9]+)'}
+    ticker_pattern = (
+        r'^\{"type":"ticker","code":"[A-Z0-9-]{1,32}"'
+        + _fields("opening_price", "high_price", "low_price", "trade_price", "prev_closing_price", "change",
+                  "change_price", "signed_change_price", "change_rate", "signed_change_rate", "trade_volume",
+                  "acc_trade_volume", "acc_trade_volume_24h", "acc_trade_price", "acc_trade_price_24h", "trade_date",
+                  "trade_time", "trade_timestamp", "ask_bid", "acc_ask_volume", "acc_bid_volume",
+                  "highest_52_week_price", "highest_52_week_date", "lowest_52_week_price", "lowest_52_week_date",
+                  "market_state", "is_trading_suspended", "delisting_date", "market_warning")
+        + rf',"timestamp":{_UINT}' + _fields("stream_type") + r"\}$"
+    )
+    ticker_fields = {"market": r'^\{"type":"ticker","code":"(?P<v>[A-Z0-9-]+)"', "event_ms": r',"timestamp":(?P<v>[0-9]+)'}
 
     def url(self) -> str:
         return self.base_url

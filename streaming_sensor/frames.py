@@ -1,9 +1,9 @@
 """Raw frames -> landing rows, a whole batch at a time, off the receive loop (ADR 0010).
 
 The receive loop only keeps each frame and its receive time; this module gives every frame its verdict at flush time.
-Frames matching the feed's ``trade_pattern`` are resolved in one pass of Arrow's RE2 kernels (native code that releases
-the GIL, so the event loop keeps reading sockets meanwhile); every other frame (a ticker, a control frame, a malformed
-or drifted one) goes through ``Feed.parse``, which stays the reference: the resolved rows, dead letters and counters are
+Frames matching the feed's ``trade_pattern`` (or ``ticker_pattern``) are resolved in one pass of Arrow's RE2 kernels
+(native code that releases the GIL, so the event loop keeps reading sockets meanwhile); every other frame (a control
+frame, a malformed or drifted one) goes through ``Feed.parse``, which stays the reference: the resolved rows, dead letters and counters are
 exactly what the per-frame parser gives (tests/test_sidecar_frames.py checks that on arbitrary input).
 """
 
@@ -48,17 +48,24 @@ def resolve(feed: feeds.Feed, session: str, frames: list[bytes], times_ns: list[
         out.messages = n
         out.lag_s = _max_lag(receive_us, event_ms)
         return out
-    return _mixed(feed, session, frames, raw, receive_us, fast)
+    tickers = None
+    if fast is not None and feed.ticker_pattern is not None:
+        try:
+            tickers = _fast_tickers(feed, raw)
+        except Exception:
+            log.exception("vectorized ticker resolution failed; parsing the batch frame by frame")
+    if tickers is not None:
+        is_trade, is_ticker = fast[0].is_valid(), tickers[0].is_valid()
+        if pc.all(pc.or_(is_trade, is_ticker)).as_py():  # Upbit's usual batch: trades and tickers, nothing else
+            return _split(feed, session, raw, receive_us, fast, tickers, is_trade, is_ticker)
+    return _mixed(feed, session, frames, raw, receive_us, fast, tickers)
 
 
 def _fast_trades(feed: feeds.Feed, raw: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array] | None:
     """(market, trade_id, event_ms), null where the frame is not an ordinary trade of a subscribed market."""
     if feed.trade_pattern is None:
         return None
-    found = pc.extract_regex(raw, feed.trade_pattern)
-    # flatten(), not field(): a frame that did not match is null in every group (field() would give "" there)
-    market, trade_id, event_ms = (found.flatten()[found.type.get_field_index(name)]
-                                  for name in ("market", "trade_id", "event_ms"))
+    market, trade_id, event_ms = _groups(raw, feed.trade_pattern, feed.trade_fields, ("market", "trade_id", "event_ms"))
     # every captured byte is ASCII digits or [A-Z0-9] (the pattern says so): these casts cannot fail
     market = market.cast(pa.string())
     subscribed = pc.is_in(market, value_set=pa.array(sorted(feed.markets), pa.string()))
@@ -68,17 +75,63 @@ def _fast_trades(feed: feeds.Feed, raw: pa.Array) -> tuple[pa.Array, pa.Array, p
     return market, trade_id, event_ms
 
 
-def _mixed(feed, session, frames, raw, receive_us, fast) -> Resolved:
-    """Some frames need the per-frame parser: rows are assembled in Python (the rare path: faults, tickers, Upbit)."""
+def _groups(raw: pa.Array, pattern: str, fields: dict[str, str] | None, names: tuple[str, ...]) -> list[pa.Array]:
+    """The named values of frames matching ``pattern`` in full, null elsewhere: from the pattern's own groups, or (with
+    ``fields``) a plain match and then one small pattern per value, on the matched frames only."""
+    if fields is None:
+        found = pc.extract_regex(raw, pattern)
+        # flatten(), not field(): a frame that did not match is null in every group (field() would give "" there)
+        flat = found.flatten()
+        return [flat[found.type.get_field_index(name)] for name in names]
+    matched = pc.match_substring_regex(raw, pattern)
+    if not pc.any(matched).as_py():
+        return [pa.nulls(len(raw), pa.binary()) for _ in names]
+    out = []
+    for name in names:
+        value = pc.extract_regex(raw, fields[name]).field(0)
+        out.append(pc.if_else(matched, value, pa.scalar(None, value.type)))
+    return out
+
+
+def _fast_tickers(feed: feeds.Feed, raw: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """(market, event_ms), null where the frame is not an ordinary ticker of a subscribed market."""
+    market, event_ms = _groups(raw, feed.ticker_pattern, feed.ticker_fields, ("market", "event_ms"))
+    market = market.cast(pa.string())
+    subscribed = pc.is_in(market, value_set=pa.array(sorted(feed.markets), pa.string()))
+    return pc.if_else(subscribed, market, None), pc.if_else(subscribed, event_ms.cast(pa.string()).cast(pa.int64()), None)
+
+
+def _split(feed, session, raw, receive_us, trades, tickers, is_trade, is_ticker) -> Resolved:
+    """Every frame matched one of the patterns: one batch per channel, each in arrival order, all in native code."""
+    out = Resolved({})
+    out.messages = len(raw)
+    if pc.any(is_trade).as_py():
+        market, trade_id, event_ms = (pc.filter(a, is_trade) for a in trades)
+        recv = pc.filter(receive_us, is_trade)
+        out.batches[feeds.TRADE] = _batch(feed.exchange, session, market, trade_id, event_ms, recv,
+                                          pc.filter(raw, is_trade), None)
+        out.lag_s = _max_lag(recv, event_ms)
+    if pc.any(is_ticker).as_py():
+        market, event_ms = (pc.filter(a, is_ticker) for a in tickers)
+        out.batches[feeds.TICKER] = _batch(feed.exchange, session, market, pa.nulls(len(market), pa.int64()), event_ms,
+                                           pc.filter(receive_us, is_ticker), pc.filter(raw, is_ticker), None)
+    return out
+
+
+def _mixed(feed, session, frames, raw, receive_us, fast, tickers=None) -> Resolved:
+    """Some frames need the per-frame parser: rows are assembled in Python (the rare path: faults, control frames)."""
     fast_market = fast[0].to_pylist() if fast is not None else [None] * len(frames)
     if fast is not None:
         fast_ids, fast_ms = fast[1].to_pylist(), fast[2].to_pylist()
+    tick_market, tick_ms = (tickers[0].to_pylist(), tickers[1].to_pylist()) if tickers is not None else (None, None)
     recv = receive_us.to_pylist()
     rows: dict[str, list[list]] = {}
     out = Resolved({})
     for i, frame in enumerate(frames):
         if fast_market[i] is not None:
             kind, market, tid, ms, error = feeds.TRADE, fast_market[i], fast_ids[i], fast_ms[i], None
+        elif tick_market is not None and tick_market[i] is not None:
+            kind, market, tid, ms, error = feeds.TICKER, tick_market[i], None, tick_ms[i], None
         else:
             p = feed.parse(frame)
             if p.kind == feeds.CONTROL:

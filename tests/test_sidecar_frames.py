@@ -164,5 +164,111 @@ def test_the_pattern_matches_the_exchanges_own_trade_frames(recorded_data):
     b'{"status":"UP"}', orjson.dumps({"type": "ticker", "code": "KRW-BTC", "timestamp": T0}),
     orjson.dumps({"type": "trade", "code": "KRW-BTC", "trade_timestamp": T0, "trade_price": 1.0, "trade_volume": 1.0,
                   "ask_bid": "BID", "sequential_id": 5}), b'{"type":"trade","code":"KRW-ETH"}'])), max_size=20))
-def test_upbit_batches_without_a_pattern_resolve_frame_by_frame(frames):
+def test_upbit_odd_and_control_frames_resolve_as_the_parser(frames):
     check_same(UPBIT, frames)
+
+
+# ---- Upbit (issue 17): trade and ticker patterns -------------------------------------------------------------------
+UPBIT2 = feeds.UpbitFeed("ws://127.0.0.1:1/websocket/v1", ("KRW-BTC", "KRW-ETH"))
+
+
+def upbit_trade(sid: int = 17853950437790001, market: str = "KRW-BTC", price=91361000.0, volume=0.01275549,
+                ts: int = T0, side: str = "BID", quotes: bool = True) -> dict:
+    """The simulator's (and today's Upbit's) trade frame, key order kept; ``quotes=False``: the 2023 shape."""
+    frame = {"type": "trade", "code": market, "timestamp": ts + 20, "trade_date": "2026-07-30", "trade_time": "07:04:03",
+             "trade_timestamp": ts, "trade_price": price, "trade_volume": volume, "ask_bid": side,
+             "prev_closing_price": 91424000.0, "change": "FALL", "change_price": 63000.0, "sequential_id": sid}
+    if quotes:
+        frame |= {"best_ask_price": 91370000, "best_ask_size": 0.12, "best_bid_price": 91361000, "best_bid_size": 0.002}
+    return frame | {"stream_type": "REALTIME"}
+
+
+def upbit_ticker(market: str = "KRW-BTC", ts: int = T0) -> dict:
+    keys = ["opening_price", "high_price", "low_price", "trade_price", "prev_closing_price", "change", "change_price",
+            "signed_change_price", "change_rate", "signed_change_rate", "trade_volume", "acc_trade_volume",
+            "acc_trade_volume_24h", "acc_trade_price", "acc_trade_price_24h", "trade_date", "trade_time",
+            "trade_timestamp", "ask_bid", "acc_ask_volume", "acc_bid_volume", "highest_52_week_price",
+            "highest_52_week_date", "lowest_52_week_price", "lowest_52_week_date", "market_state",
+            "is_trading_suspended", "delisting_date", "market_warning"]
+    values = {k: 1.5 for k in keys} | {"change": "RISE", "trade_date": "20260730", "ask_bid": "BID", "trade_timestamp": ts,
+                                      "is_trading_suspended": False, "delisting_date": None, "market_warning": "NONE"}
+    return {"type": "ticker", "code": market, **values, "timestamp": ts, "stream_type": "REALTIME"}
+
+
+UPBIT_ODD = [*ODD_VALUES, "KRW-BTC", "KRW-ETH", "KRW-DOGE", "ASK", "BID", "bid", 0.0, 1e-05, 5e-324, 1e308, -1.5,
+             "trade", "ticker", "é", "a\nb", "a\"b"]
+
+
+def test_every_upbit_field_substitution_resolves_as_the_parser():
+    """Exhaustive: each field of a trade (both shapes) and a ticker replaced by each odd value, or removed, or a key
+    added; every frame resolves as ``parse`` says, fast path or not."""
+    frames = []
+    for base in (upbit_trade(), upbit_trade(quotes=False), upbit_ticker()):
+        for key in [*base, "extra"]:
+            for value in [*UPBIT_ODD, "<removed>"]:
+                data = dict(base)
+                if value == "<removed>":
+                    data.pop(key, None)
+                else:
+                    data[key] = value
+                frames.append(orjson.dumps(data))
+    check_same(UPBIT2, frames)
+
+
+def test_every_single_byte_edit_of_an_upbit_frame_resolves_as_the_parser():
+    for base in (orjson.dumps(upbit_trade(123456789, "KRW-ETH", 4123000.5, 0.5, T0, "ASK")), orjson.dumps(upbit_ticker())):
+        frames = [base[:i] + new + base[i + cut:] for i in range(len(base) + 1) for new in EDITS for cut in (0, 1, 2)]
+        check_same(UPBIT2, frames)
+
+
+upbit_frames = st.one_of(
+    st.builds(lambda sid, m, p, v, side, q: orjson.dumps(upbit_trade(sid, m, p, v, T0, side, q)),
+              st.integers(0, 2**63 - 1), st.sampled_from(["KRW-BTC", "KRW-ETH", "KRW-XRP"]),
+              st.one_of(st.floats(min_value=0, max_value=1e12), st.integers(0, 10**19)),
+              st.one_of(st.floats(min_value=-1, max_value=1e6), st.integers(-1, 10**19)),
+              st.sampled_from(["ASK", "BID", "SELL"]), st.booleans()),
+    st.builds(lambda m, ts: orjson.dumps(upbit_ticker(m, ts)), st.sampled_from(["KRW-BTC", "KRW-ETH", "KRW-XRP"]),
+              st.integers(-1, 2**64 - 1)),
+    st.sampled_from([b'{"status":"UP"}', b'{"error":{"name":"WRONG_FORMAT","message":"x"}}', b"", b"[]"]),
+    st.binary(max_size=40),
+)
+
+
+@hsettings(max_examples=80, deadline=None)
+@given(frames=st.lists(upbit_frames, max_size=30))
+def test_upbit_batches_resolve_exactly_as_the_per_frame_parser(frames):
+    check_same(UPBIT2, frames)
+
+
+def test_upbit_trades_and_tickers_of_the_exchange_and_the_simulator_take_the_fast_path(recorded_data):
+    """The recorded 2023 frames (without quotes), the simulator's own trade and ticker frames: all matched."""
+    import asyncio
+    import json
+
+    import pyarrow.compute as pc
+    from websockets.asyncio.client import connect
+
+    from exchange_sim.testing import running_sim
+
+    recorded = json.loads((recorded_data / "upbit" / "native_samples.json").read_text())
+    frames = [orjson.dumps(f) for f in recorded["ws_trade_default_format__captured_2023-11-19"]]
+
+    async def sim_frames(url: str) -> list[bytes]:
+        async with connect(url) as ws:
+            codes = ["KRW-BTC", "KRW-ETH"]
+            await ws.send(json.dumps([{"ticket": "t"}, {"type": "trade", "codes": codes, "is_only_realtime": True},
+                                      {"type": "ticker", "codes": codes, "is_only_realtime": True},
+                                      {"format": "DEFAULT"}]))
+            return [await ws.recv(decode=False) for _ in range(40)]
+
+    with running_sim(trade_rate=20, upbit_markets=["KRW-BTC", "KRW-ETH"]) as sim:
+        live = asyncio.run(sim_frames(sim.upbit_ws_url))
+    kinds = {UPBIT2.parse(f).kind for f in live}
+    assert kinds == {feeds.TRADE, feeds.TICKER}, kinds
+    raw = pa.array(frames + live, pa.binary())
+    trades = pc.match_substring_regex(raw, UPBIT2.trade_pattern)
+    tickers = pc.match_substring_regex(raw, UPBIT2.ticker_pattern)
+    assert pc.all(pc.or_(trades, tickers)).as_py()
+    out = resolve(UPBIT2, SESSION, frames + live, [T0 * 1_000_000] * len(raw))
+    assert out.malformed == 0 and set(out.batches) == {feeds.TRADE, feeds.TICKER}
+    check_same(UPBIT2, frames + live)

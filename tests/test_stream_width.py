@@ -125,3 +125,47 @@ def test_every_market_of_a_few_dozen_streams_into_silver_exactly_once(settings, 
 def _all_delivered(beat: dict | None, connections: int) -> bool:
     streams = (beat or {}).get("streams", {})
     return len(streams) == connections and all(s["messages"] > 0 for s in streams.values())
+
+
+def test_gaps_on_many_markets_at_once_are_repaired_over_budgeted_passes_oldest_first(settings, monkeypatch):
+    """A reconnect on a dozen Upbit markets opens a window per market: each pass fetches until its budget is spent
+    (here: one gap), the rest stay open in order, and after enough passes silver holds every trade the exchange made in
+    the windows, once."""
+    from contextlib import closing
+    from datetime import datetime, timedelta, timezone
+
+    from cryptoflow_core.heartbeat import record_gap
+    from cryptoflow_dagster import lake
+    from cryptoflow_dagster.clients.upbit import UpbitClient
+    from cryptoflow_dagster.streaming.gaps import detect_and_repair, open_gaps
+
+    markets = UPBIT_KRW[:12]
+    with running_sim(trade_rate=2, upbit_markets=list(markets)) as sim:
+        end = datetime.now(timezone.utc) - timedelta(seconds=5)
+        # two reconnect windows, the older first: its gaps are repaired first
+        record_gap(settings.landing_dir, "upbit", markets[:6], (end - timedelta(seconds=40)).timestamp(),
+                   (end - timedelta(seconds=25)).timestamp(), "disconnect", "session-a")
+        record_gap(settings.landing_dir, "upbit", markets[6:], (end - timedelta(seconds=20)).timestamp(),
+                   end.timestamp(), "disconnect", "session-b")
+        clock = iter(range(10**6))  # each look at the clock is a second later: a 0.5 s budget fetches one gap
+        with lake.session(settings) as con, \
+                closing(UpbitClient(sim.upbit_rest_url, lock_dir=settings.home / "locks")) as up:
+            lake.ensure_schema(con)
+            for left in range(11, -1, -1):
+                report = detect_and_repair(con, settings.landing_dir, up, None, "run", budget_s=0.5,
+                                           clock=lambda: float(next(clock)))
+                assert (report.repaired, report.failed, report.deferred) == (1, 0, left)
+                assert len(open_gaps(con)) == left
+            # the older window's gaps first: in the order they were repaired, window starts never go back
+            starts = [r[0] for r in con.execute("SELECT gap_start FROM ops.gaps ORDER BY repaired_at").fetchall()]
+            assert starts == sorted(starts) and len(starts) == 12
+            silver = {m: con.execute("SELECT trade_id FROM silver.trades WHERE market = ?", [m]).fetchall()
+                      for m in markets}
+        windows = [(end - timedelta(seconds=40), end - timedelta(seconds=25))] * 6 + [(end - timedelta(seconds=20), end)] * 6
+        truth = {m: {t["sequential_id"] for t in sim.ground_truth(m, lo, hi, exchange="upbit")}
+                 for m, (lo, hi) in zip(markets, windows)}
+    assert sum(map(len, truth.values())) > 50
+    for m in markets:
+        ids = [r[0] for r in silver[m]]
+        assert len(ids) == len(set(ids)), f"{m}: duplicated trades"
+        assert truth[m] <= set(ids), f"{m} lost {len(truth[m] - set(ids))} of {len(truth[m])} trades in its window"

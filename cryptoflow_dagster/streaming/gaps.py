@@ -107,7 +107,7 @@ def record_gaps(con: duckdb.DuckDBPyConnection, gaps: list[Gap], now: datetime) 
 def open_gaps(con: duckdb.DuckDBPyConnection) -> list[Gap]:
     rows = con.execute(
         """SELECT gap_id, exchange, market, kind, gap_start, gap_end, first_missing_id, last_missing_id
-           FROM ops.gaps WHERE repaired_at IS NULL ORDER BY detected_at, gap_id"""
+           FROM ops.gaps WHERE repaired_at IS NULL ORDER BY detected_at, gap_start, gap_id"""
     ).fetchall()
     return [Gap(*r) for r in rows]
 
@@ -241,7 +241,8 @@ def detect_and_repair(
 ) -> RepairReport:
     """Record new gaps, fetch open ones over REST (the oldest first) and apply them in one transaction.
 
-    ``budget_s``: fetching stops starting new gaps after this long; the rest stay open, in order, for the next pass.
+    ``budget_s``: fetching stops starting new gaps after this long (one is always fetched); the rest stay open, the
+    oldest window first, for the next pass.
     After a reconnect on a few hundred markets every one has a gap (an Upbit window per market): at Upbit's 10 requests
     a second, fetching them all in one pass would hold the streaming run (whose loop runs the pass) for minutes.
     """
@@ -254,7 +255,8 @@ def detect_and_repair(
     for gap in open_gaps(con):
         if gap.exchange == "upbit" and (today - gap.gap_end.date()).days > UPBIT_TICK_DAYS:
             continue  # out of Upbit's reach; stays open and the asset check reports it
-        if deadline is not None and clock() >= deadline:
+        # at least one gap per pass, whatever the budget: the oldest always progresses
+        if deadline is not None and (fetched or report.failed) and clock() >= deadline:
             report.deferred += 1
             continue
         try:
