@@ -331,6 +331,7 @@ class Model:
         self._totals: dict[int, list[tuple[int, int]]] = {}  # spec.key -> [(trades, aggs)] per day from start_day
         self._shocks: dict[tuple[str, str], list[tuple[int, float]]] = {}
         self._extremes: dict[tuple, object] = {}
+        self._ranges: dict[tuple, tuple[float, float]] = {}  # (key, day, version) -> a day's path high and low
         self._versions: dict[tuple[str, str], int] = {}  # bumped when a shock changes a market's future trades
         self.shock_version = 0
 
@@ -415,26 +416,42 @@ class Model:
         """The day's candle from trades before ``until_ms``."""
         return self.totals(spec, day, until_ms).candle(day)
 
-    def extremes_before(self, spec: MarketSpec, day: int, days: int = 30) -> tuple[float, int, float, int] | None:
+    def extremes_before(self, spec: MarketSpec, day: int, days: int = 364) -> tuple[float, int, float, int] | None:
         """(high, its day, low, its day) over the finished days in the ``days`` before ``day`` (the ticker's 52-week
-        fields; 30 days, not 364, so a first ticker call does not generate a year per market)."""
+        fields), from each day's price path (and real candles' highs and lows where recorded), not from its trades:
+        a year of trades is ~10 million per market, a year of paths a few milliseconds. A day's trades scatter a little
+        around its path (per-trade noise), so these extremes are close to, not exactly, the served trades' extremes."""
         key = (spec.key, day)
         if key not in self._extremes:
             best = None
             for d in range(max(day - days, self.config.start_day), day):
-                c = self.totals(spec, d, (d + 1) * DAY_MS)
-                if not c.count:
-                    continue
+                hi, lo = self._day_range(spec, d)
                 if best is None:
-                    best = [c.high, d, c.low, d]
-                if c.high > best[0]:
-                    best[0], best[1] = c.high, d
-                if c.low < best[2]:
-                    best[2], best[3] = c.low, d
+                    best = [hi, d, lo, d]
+                if hi > best[0]:
+                    best[0], best[1] = hi, d
+                if lo < best[2]:
+                    best[2], best[3] = lo, d
             if len(self._extremes) > 4096:
                 self._extremes.clear()
             self._extremes[key] = tuple(best) if best else None
         return self._extremes[key]
+
+    def _day_range(self, spec: MarketSpec, day: int) -> tuple[float, float]:
+        key = (spec.key, day, self.version(spec))
+        hit = self._ranges.get(key)
+        if hit is None:
+            x = self._path(spec, day)
+            hi, lo = math.exp(float(np.nanmax(x))), math.exp(float(np.nanmin(x)))
+            real = self._real_day(spec, day)
+            if real is not None and real[1].any():
+                hi, lo = max(hi, float(np.nanmax(real[3]))), min(lo, float(np.nanmin(real[4])))  # real H, L
+            end = np.full(2, (day + 1) * DAY_MS - 1, np.int64)
+            hi, lo = (float(v) for v in self.apply_shocks(spec, end, spec.round_price(np.array([hi, lo]))))
+            if len(self._ranges) > 200_000:
+                self._ranges.clear()
+            hit = self._ranges[key] = (hi, lo)
+        return hit
 
     def day_close(self, spec: MarketSpec, day: int) -> float:
         """Close of the latest day <= ``day`` with trades (the prev_closing_price of the day after)."""
@@ -550,6 +567,11 @@ class Model:
             return hit[1]
         block = self._generate(spec, day, plan, a, b) if day >= self.config.start_day else Trades.empty()
         self._chunks.put(key, (b, block))
+        chain = self._chains.get((spec.key, day))
+        if chain is not None and len(chain.totals) == k + 1:
+            # a day someone asked totals for keeps its fold up to date as the streams generate it, so a ticker after
+            # hours of streaming does not regenerate the hours
+            self._extend(chain, self._shocked(spec, block))
         return block
 
     def _chain(self, spec: MarketSpec, day: int, k: int) -> Totals:
@@ -561,13 +583,19 @@ class Model:
         chain = self._chains.get_fresh(key)
         if chain is None:
             chain = _Chain()
-        while len(chain.totals) <= k:
-            block = self._shocked(spec, self.chunk(spec, day, len(chain.totals) - 1))
-            chain.totals.append(chain.totals[-1].add(block))
-            chain.high.append(float(block.price.max()) if len(block) else -math.inf)
-            chain.low.append(float(block.price.min()) if len(block) else math.inf)
         self._chains.put(key, chain)
+        while len(chain.totals) <= k:
+            n = len(chain.totals)
+            block = self._shocked(spec, self.chunk(spec, day, n - 1))
+            if len(chain.totals) == n:  # chunk() may have extended the chain itself
+                self._extend(chain, block)
         return chain
+
+    @staticmethod
+    def _extend(chain: _Chain, block: Trades) -> None:
+        chain.totals.append(chain.totals[-1].add(block))
+        chain.high.append(float(block.price.max()) if len(block) else -math.inf)
+        chain.low.append(float(block.price.min()) if len(block) else math.inf)
 
     def window(self, spec: MarketSpec, start_ms: int, end_ms: int) -> Window:
         """Trades with start_ms <= ts < end_ms summarised (Binance's rolling 24 h ticker) without a pass over them:
