@@ -45,11 +45,17 @@ def fit(returns: pd.Series) -> GarchFit | str:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = model(returns).fit(disp="off", show_warning=False)
+    # arch's own warnings (ConvergenceWarning, DataScaleWarning, StartingValueWarning) say this fit is not to be
+    # trusted: the forecast is skipped with the reason. Anyone else's (a library deprecation) is passed on as it was.
+    own = [w for w in caught if w.category.__module__.startswith("arch")]
+    for w in caught:
+        if w not in own:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if result.convergence_flag != 0:
         return f"GARCH optimizer did not converge (flag {result.convergence_flag})"
     params = {k: float(v) for k, v in result.params.items()}
-    if caught:
-        return "GARCH fit warned: " + "; ".join(sorted({str(w.message)[:120] for w in caught}))
+    if own:
+        return "GARCH fit warned: " + "; ".join(sorted({" ".join(str(w.message).split())[:120] for w in own}))
     path = result.forecast(horizon=MAX_HORIZON, reindex=False).variance.to_numpy()[-1] / SCALE**2
     if not np.all(np.isfinite(path)) or np.any(path <= 0):
         return "GARCH forecast variance not finite and positive"
