@@ -18,7 +18,7 @@
   const state = {
     markets: [], selected: null, bars: [], forming: null, indicators: { sma: [], ema: [], rsi: [] },
     volatility: [], premium: [], stats: new Map(), alerts: [], health: null,
-    live: { market: { state: "connecting", messages: 0 }, all: { state: "connecting", messages: 0 } },
+    live: { market: { state: "connecting", messages: 0, closes: [] }, all: { state: "connecting", messages: 0, closes: [] } },
     counts: { trade: 0, bar: 0, alert: 0 }, lastMessageAt: null, firstChartAt: null, errors: [],
   };
   window.cryptoflowDashboard = { state, indicators: I };
@@ -352,6 +352,9 @@
       this.ws.onopen = () => { this.retryMs = 500; this.send(); };
       this.ws.onmessage = (event) => this.receive(JSON.parse(event.data));
       this.ws.onclose = (event) => {
+        const closes = state.live[this.name].closes;
+        closes.push({ at: Date.now(), code: event.code, reason: event.reason });
+        if (closes.length > 20) closes.shift();
         this.setState("closed", `${event.code} ${event.reason}`);
         if (event.code === 4001) document.getElementById("key-form").hidden = false;
         // after a gap (restart, slow-consumer 4008) the REST endpoints fill what was missed, then the feed resumes
@@ -379,7 +382,10 @@
       state.lastMessageAt = Date.now();
       if (msg.type === "subscribed") this.setState("open");
       else if (msg.type === "error") report(`live ${this.name}`, new Error(msg.message));
-      else if (msg.type === "skipped") refreshAfterGap();  // a burst the feed did not push (a backfill): read it
+      else if (msg.type === "skipped") {  // a burst the feed did not push (a backfill): read it over REST
+        state.live[this.name].skipped = (state.live[this.name].skipped || 0) + 1;
+        refreshAfterGap();
+      }
       else onLive(this.name, msg);
     }
   }
