@@ -16,10 +16,12 @@ import polars as pl
 import pytest
 
 from benchmarks.endurance import (
+    HISTORY_IN_SILVER,
     PriceMoveMessage,
     ProcessSampler,
     Shock,
     ShockPlan,
+    alert_stages,
     compare_window,
     match_shocks,
     price_move_messages,
@@ -80,6 +82,17 @@ def test_each_shock_takes_the_first_message_of_its_market_once_and_the_rest_are_
     assert match_shocks([], [], T0, 60).recall is None
 
 
+def test_a_shocks_latency_splits_into_the_simulators_wait_ingest_and_delivery():
+    shock = Shock("binance", "BTCUSDT", 8, T0)
+    message = PriceMoveMessage("binance", "BTCUSDT", T0 + 9.0, "a" * 24)
+    other = (Shock("upbit", "KRW-ETH", 8, T0), PriceMoveMessage("upbit", "KRW-ETH", T0 + 5, "b" * 24))
+    stages = alert_stages([(shock, message), other], {"a" * 24: (T0 + 0.5, T0 + 6.5, T0 + 8.9)})
+    assert stages["shock_to_event"]["p50"] == pytest.approx(0.5) and stages["shock_to_event"]["count"] == 1
+    assert stages["event_to_triggered"]["p50"] == pytest.approx(6.0)
+    assert stages["triggered_to_slack"]["p50"] == pytest.approx(2.5)
+    assert stages["event_to_slack"]["max"] == pytest.approx(8.5)  # the message without a gold.alerts row is left out
+
+
 def test_window_percentiles_equal_numpys_linear_interpolation():
     rng = np.random.default_rng(7)
     values = list(rng.lognormal(0.5, 0.8, size=997))
@@ -91,17 +104,18 @@ def test_window_percentiles_equal_numpys_linear_interpolation():
     assert window_stats([])["p95"] is None
 
 
-def _sample(chunk_p50, silver_p95, rss):
+def _sample(chunk_p50, silver_p95, rss, lasting=500.0):
     return {"chunks": {"seconds": {"p50": chunk_p50}}, "freshness": {"silver": {"p95": silver_p95}},
-            "processes": {"total": {"rss_mib": rss}}}
+            "processes": {"total": {"rss_mib": rss}, "long_lived": {"rss_mib": lasting}}}
 
 
 def test_the_summary_compares_the_last_window_with_the_first():
-    samples = [_sample(0.20, 2.0, 1000.0), _sample(0.22, None, 1100.0), _sample(0.30, 2.2, 1150.0)]
+    samples = [_sample(0.20, 2.0, 1000.0), _sample(0.22, None, 1100.0), _sample(0.30, 2.2, 1150.0, 550.0)]
     s = summarize_samples(samples)
     assert s["chunk_median_s"] == {"first": 0.20, "last": 0.30, "last_over_first": pytest.approx(1.5), "max": 0.30}
     assert s["silver_p95_s"]["last_over_first"] == pytest.approx(1.1)  # a window without trades is skipped
     assert s["rss_total_mib"]["last_over_first"] == pytest.approx(1.15) and s["rss_total_mib"]["max"] == 1150.0
+    assert s["rss_long_lived_mib"]["last_over_first"] == pytest.approx(1.1)
     assert summarize_samples([_sample(None, None, 0.0)])["rss_total_mib"]["last_over_first"] is None
 
 
@@ -161,6 +175,11 @@ def test_process_categories_put_dagster_run_workers_apart_from_their_parent_grou
     assert w["a"] == {"rss_mib": 110.0, "rss_max_mib": 120.0, "cpu_pct": 50.0, "processes": 1}
     assert w["b"]["rss_mib"] == 0.0 and w["b"]["rss_max_mib"] == 50.0 and w["b"]["cpu_pct"] == 5.0
     assert w["total"]["rss_max_mib"] == 170.0 and w["total"]["cpu_pct"] == 55.0
+    # the run workers are left out of the long-lived figure: a new process per run cannot accumulate a leak
+    sampler.ticks[1]["rss_mib"]["run_workers"], sampler.ticks[1]["cpu_s"]["run_workers"] = 900.0, 1.0
+    w = sampler.window(now - 10, now)
+    assert w["long_lived"] == {"rss_mib": 110.0, "rss_max_mib": 170.0, "cpu_pct": 55.0}
+    assert w["total"]["rss_max_mib"] == 1070.0 and w["total"]["cpu_pct"] == 65.0
     assert sampler.window(now + 1, now + 2) == {}
 
 
@@ -177,3 +196,12 @@ def test_the_sampler_reads_a_real_process_group_from_proc():
     finally:
         child.kill()
         child.wait()
+
+
+def test_the_history_wait_ends_on_the_demos_line_for_every_day_in_silver():
+    done = ["history: 1/1 days in silver, 0/1 in gold.volatility_daily (backfill requested, 157s)",
+            "history: 12/12 days in silver, 3/12 in gold.volatility_daily"]
+    running = ["history: 0/1 days in silver, 0/1 in gold.volatility_daily (backfill requested, 10s)",
+               "history: 1/12 days in silver", "history: 11/1 days in silver", "history: 10/12 days in silver"]
+    assert all(HISTORY_IN_SILVER.search(line) for line in done)
+    assert not any(HISTORY_IN_SILVER.search(line) for line in running)
