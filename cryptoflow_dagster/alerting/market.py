@@ -1,7 +1,11 @@
 """Market rules over a new micro-batch of trades: price move, volume spike, volatility, Korean premium.
 
-Per batch the lake is read twice: the recent ``silver.trades`` of the markets involved (one query, partition-pruned by
-``day``) and the 1-minute bars of ``gold.ohlcv_1m_from_trades`` for the volatility history. Everything else runs in
+Per batch the lake is read twice: the history of the markets involved (one query, partition-pruned by ``day``) and the
+1-minute bars of ``gold.ohlcv_1m_from_trades`` for the volatility history. The history is raw ``silver.trades`` only as
+far back as a rule reads single trades (the price-move window, two minutes for volatility); older than that, each minute
+is one row from the gold bar (its close and volume, at the minute's start): the volume-spike buckets (whole minutes) and
+the volatility closes come out the same, and an evaluation reads minutes, not an hour of trades, per market (issue 17:
+at 250 markets the hour of trades made one evaluation 16x dearer than at 9, benchmarks/results/width.md). Everything else runs in
 memory, so an alert fires as soon as the streaming path sees the batch, without waiting for any gold work. The batch may
 or may not be in silver yet: rows are de-duplicated by trade id. Event times come from the data, so re-evaluating a batch
 after a restart gives the same dedupe keys and the outbox drops the repeat.
@@ -96,6 +100,18 @@ def max_lookback_s(rules: RuleSet, markets: list[tuple[str, str]]) -> float:
     return need
 
 
+def _raw_lookback_s(mr: MarketRules) -> float:
+    """How much of the history must be single trades: the rest may be one row per minute (module docstring)."""
+    need = 0.0
+    if p := mr.get("price_move"):
+        need = max(need, p["window_s"])  # the move is against the window's low/high, trade by trade
+    if (p := mr.get("volume_spike")) and p["bucket_s"] % 60:
+        need = max(need, p["bucket_s"] * (p["trailing_buckets"] + 1))  # buckets that cut minutes need the trades
+    if mr.get("volatility"):
+        need = max(need, 120.0)
+    return need
+
+
 def _lookback_s(mr: MarketRules) -> float:
     """How much trade history before the batch the market's rules need."""
     need = 0.0
@@ -134,17 +150,24 @@ def _history_ranges(spans, per_market, legs, batch_end) -> pa.Table:
     import pyarrow as pa  # on first use, not at import: loading the code location does not need it
 
     wanted: dict[tuple[str, str], tuple[datetime, datetime]] = {}
+    raw: dict[tuple[str, str], datetime] = {}  # from when single trades are read (whole minutes before it: bars)
     for key, (lo, hi) in spans.items():
         wanted[key] = (lo - timedelta(seconds=_lookback_s(per_market[key])), hi)
+        raw[key] = lo - timedelta(seconds=_raw_lookback_s(per_market[key]))
     for asset, mr in legs.items():
         since = batch_end - timedelta(seconds=mr.get("kimchi_premium")["max_staleness_s"])
         for key in _legs(asset):
             lo, hi = wanted.get(key, (since, batch_end))
             wanted[key] = (min(lo, since), max(hi, batch_end))
+            # a leg's last price: the latest trades as trades, older ones as minute closes (at the minute's start,
+            # so a bar never counts as fresher than it is)
+            raw[key] = min(raw.get(key, batch_end), batch_end - timedelta(seconds=120))
     keys = sorted(wanted)
+    raw_since = [max(wanted[k][0], raw[k]).replace(second=0, microsecond=0) for k in keys]
     return pa.table({
         "exchange": [k[0] for k in keys], "market": [k[1] for k in keys],
         "since": pa.array([wanted[k][0] for k in keys], pa.timestamp("us", "UTC")),
+        "raw_since": pa.array([max(r, wanted[k][0]) for k, r in zip(keys, raw_since)], pa.timestamp("us", "UTC")),
         "until": pa.array([wanted[k][1] for k in keys], pa.timestamp("us", "UTC")),
     })
 
@@ -157,9 +180,16 @@ def _load_history(con: duckdb.DuckDBPyConnection, ranges: pa.Table, new: pa.Tabl
             f"""
             SELECT t.exchange, t.market, t.trade_id, t.ts, t.price, t.volume
               FROM silver.trades t JOIN {_RANGES} r ON t.exchange = r.exchange AND t.market = r.market
-             WHERE t.day BETWEEN CAST(r.since AS DATE) AND CAST(r.until AS DATE) AND t.ts >= r.since AND t.ts <= r.until
+             WHERE t.day BETWEEN CAST(r.raw_since AS DATE) AND CAST(r.until AS DATE) AND t.ts >= r.raw_since
+               AND t.ts <= r.until
             UNION
             SELECT exchange, market, trade_id, ts, price, volume FROM {_NEW}
+            UNION ALL
+            -- older whole minutes: one row each (no trade id: never a trade of the batch)
+            SELECT g.exchange, g.market, NULL, g.ts, g.close, g.volume
+              FROM gold.ohlcv_1m_from_trades g JOIN {_RANGES} r ON g.exchange = r.exchange AND g.market = r.market
+             WHERE g.day BETWEEN CAST(r.since AS DATE) AND CAST(r.raw_since AS DATE) AND g.ts >= date_trunc('minute', r.since)
+               AND g.ts < r.raw_since
             """
         ).to_arrow_table()
         # Older 1-minute closes for the volatility history: at most a day back, before the trade history starts.
