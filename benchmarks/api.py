@@ -47,7 +47,7 @@ MARKETS = [("upbit", m) for m in UPBIT] + [("binance", s) for s in BINANCE]
 PRICES = {"KRW-BTC": 1.5e8, "KRW-ETH": 5.2e6, "KRW-XRP": 4300.0, "KRW-SOL": 2.6e5, "KRW-USDT": 1400.0,
           "BTCUSDT": 1.07e5, "ETHUSDT": 3700.0, "XRPUSDT": 3.05, "SOLUSDT": 185.0}
 CLIENTS = 50
-CLIENT_EVERY_S = 1.0
+CLIENT_EVERY_S = 2.0  # each of the 50 refreshes about every 2 s: 25 requests/s in all
 WRITER_EVERY_S = 0.5
 TRADES_PER_MARKET_PER_COMMIT = 3
 QUERY_RUNS = 10
@@ -206,70 +206,76 @@ def floor_reads(settings: Any, day: datetime, seconds: float) -> dict[str, list[
 
 # ---- the API under load -------------------------------------------------------------------------------------------
 def endpoints(day: datetime) -> list[tuple[str, str, dict[str, Any]]]:
+    """What a client asks, in turn: mostly "now" (a price, 24-hour stats: what a dashboard polls), 3 requests in 16
+    a day of 1-minute bars of one market, 1 in 16 the day of every market as Parquet."""
     d = day.date().isoformat()
-    return [
-        ("latest price", "/v1/markets", {"exchange": "upbit", "market": "KRW-BTC"}),
-        ("24h stats", "/v1/stats/24h", {"exchange": "upbit", "market": "KRW-BTC"}),
-        ("latest price", "/v1/markets", {"exchange": "binance", "market": "BTCUSDT"}),
-        ("24h stats", "/v1/stats/24h", {"exchange": "binance", "market": "BTCUSDT"}),
-        ("day of 1m bars, one market", "/v1/bars/1m", {"exchange": "upbit", "market": "KRW-BTC", "day": d,
-                                                       "limit": 1440}),
-        ("latest price", "/v1/markets", {}),
-        ("24h stats", "/v1/stats/24h", {}),
-        ("day of 1m bars, all markets (parquet)", "/v1/bars/1m", {"day": d, "format": "parquet"}),
-    ]
+    price = [("latest price", "/v1/markets", {"exchange": ex, "market": m}) for ex, m in MARKETS[:3] + MARKETS[5:8]]
+    stats = [("24h stats", "/v1/stats/24h", {"exchange": ex, "market": m}) for ex, m in MARKETS[:3] + MARKETS[5:8]]
+    bars = ("day of 1m bars, one market", "/v1/bars/1m", {"exchange": "upbit", "market": "KRW-BTC", "day": d,
+                                                          "limit": 1440})
+    bulk = ("day of 1m bars, all markets (parquet)", "/v1/bars/1m", {"day": d, "format": "parquet"})
+    plan = []
+    for i in range(6):
+        plan += [price[i], stats[i]]
+        if i in (1, 4):
+            plan.append(bars)
+    plan += [bars, bulk]
+    return plan  # 16 requests: 6 prices, 6 stats, 3 days of one market, 1 bulk day
 
 
-async def _client(base: str, plan: list, until: float, samples: dict, errors: list, rng: random.Random) -> None:
+async def _client(http: Any, plan: list, until: float, samples: dict, errors: list, rng: random.Random) -> None:
     import httpx
 
-    async with httpx.AsyncClient(base_url=base, timeout=60) as http:
-        i = rng.randrange(len(plan))
-        await asyncio.sleep(rng.uniform(0, CLIENT_EVERY_S))
-        while time.monotonic() < until:
-            name, path, params = plan[i % len(plan)]
-            i += 1
-            began = time.perf_counter()
-            try:
-                r = await http.get(path, params=params)
-                ok = r.status_code == 200
-                size = len(r.content)
-            except httpx.HTTPError as exc:
-                ok, size = False, 0
-                errors.append(f"{name}: {type(exc).__name__}")
-            took = time.perf_counter() - began
-            if ok:
-                samples.setdefault(name, []).append((time.monotonic(), took, size))
-            elif len(errors) < 50:
-                errors.append(f"{name}: HTTP {r.status_code} {r.text[:200]}")
-            await asyncio.sleep(max(0.0, rng.uniform(0.5, 1.5) * CLIENT_EVERY_S - took))
-
-
-async def _live(ws_url: str, until: float, received: dict) -> None:
-    import websockets
-
-    async with websockets.connect(ws_url, max_size=None) as ws:
-        await ws.send(json.dumps({"subscribe": {"markets": ["*"], "channels": ["trades"]}}))
-        while time.monotonic() < until:
-            try:
-                raw = await asyncio.wait_for(ws.recv(), timeout=max(0.1, until - time.monotonic()))
-            except asyncio.TimeoutError:
-                break
-            now = time.time()
-            msg = json.loads(raw)
-            if msg.get("type") == "trade":
-                received.setdefault(msg["trade_id"], now)
+    i = rng.randrange(len(plan))
+    await asyncio.sleep(rng.uniform(0, CLIENT_EVERY_S))
+    while time.monotonic() < until:
+        name, path, params = plan[i % len(plan)]
+        i += 1
+        began = time.perf_counter()
+        status, size = None, 0
+        try:
+            r = await http.get(path, params=params)
+            status, size = r.status_code, len(r.content)
+        except httpx.HTTPError as exc:
+            errors.append(f"{name}: {type(exc).__name__}")
+        took = time.perf_counter() - began
+        if status == 200:
+            samples.setdefault(name, []).append((time.monotonic(), took, size))
+        elif status is not None and len(errors) < 50:
+            errors.append(f"{name}: HTTP {status}")
+        await asyncio.sleep(max(0.0, rng.uniform(0.5, 1.5) * CLIENT_EVERY_S - took))
 
 
 async def load(base: str, ws_url: str, day: datetime, seconds: float) -> tuple[dict, list, dict]:
+    """CLIENTS concurrent clients (a connection each, from one pool: one httpx client, so 50 TLS contexts are not
+    built on the event loop) and the live client, for ``seconds``."""
+    import httpx
+    import websockets
+
     plan = endpoints(day)
-    until = time.monotonic() + seconds
     samples: dict[str, list] = {}
     errors: list[str] = []
     received: dict[int, float] = {}
     rng = random.Random(50)
-    tasks = [_client(base, plan, until, samples, errors, random.Random(rng.random())) for _ in range(CLIENTS)]
-    await asyncio.gather(_live(ws_url, until + 2, received), *tasks)
+    async with websockets.connect(ws_url, max_size=None) as ws, httpx.AsyncClient(
+            base_url=base, timeout=60, limits=httpx.Limits(max_connections=CLIENTS,
+                                                           max_keepalive_connections=CLIENTS)) as http:
+        await ws.send(json.dumps({"subscribe": {"markets": ["*"], "channels": ["trades"]}}))
+        until = time.monotonic() + seconds
+
+        async def live() -> None:
+            while time.monotonic() < until + 2:
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), timeout=max(0.1, until + 2 - time.monotonic()))
+                except asyncio.TimeoutError:
+                    break
+                now = time.time()
+                msg = json.loads(raw)
+                if msg.get("type") == "trade":
+                    received.setdefault(msg["trade_id"], now)
+
+        tasks = [_client(http, plan, until, samples, errors, random.Random(rng.random())) for _ in range(CLIENTS)]
+        await asyncio.gather(live(), *tasks)
     return samples, errors, received
 
 

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from cryptoflow_core.settings import Settings, load_settings
 from cryptoflow_serving import dashboard, errors
 from cryptoflow_serving.auth import AuthMiddleware, Keys, RateLimiter
+from cryptoflow_serving.cache import AnswerCache
 from cryptoflow_serving.formats import JSONResponse
 from cryptoflow_serving.live import Feed
 from cryptoflow_serving.reads import Reader
@@ -21,10 +22,11 @@ API_VERSION = "1"
 
 
 def create_app(settings: Settings | None = None, *, poll_s: float = 0.5, queue_size: int = 10_000,
-               read_workers: int = 4) -> FastAPI:
+               read_workers: int = 4, cache_bytes: int = 64 * 1024 * 1024) -> FastAPI:
     settings = settings or load_settings()
     reader = Reader(settings, workers=read_workers)
-    feed = Feed(reader, poll_s=poll_s, queue_size=queue_size)
+    cache = AnswerCache(cache_bytes)
+    feed = Feed(reader, poll_s=poll_s, queue_size=queue_size, cache=cache)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,7 +47,7 @@ def create_app(settings: Settings | None = None, *, poll_s: float = 0.5, queue_s
         lifespan=lifespan,
         default_response_class=JSONResponse,
     )
-    app.state.settings, app.state.reader, app.state.feed = settings, reader, feed
+    app.state.settings, app.state.reader, app.state.feed, app.state.cache = settings, reader, feed, cache
     app.state.keys = Keys(settings.api_keys)
     app.add_middleware(AuthMiddleware, keys=app.state.keys, limiter=RateLimiter(settings.api_rate_limit))
     errors.install(app)

@@ -32,13 +32,16 @@ SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
 _SEND_BYTES = 64 * 1024
 
 
-class JSONResponse(Response):
-    """orjson: datetimes as ISO 8601 with their zone, NaN/inf as null (JSON has neither)."""
+def json_bytes(content: Any) -> bytes:
+    """orjson: datetimes as ISO 8601 with their zone, dates as YYYY-MM-DD, NaN/inf as null (JSON has neither)."""
+    return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
 
+
+class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+        return json_bytes(content)
 
 
 def negotiate(fmt: str | None, accept: str | None) -> str:

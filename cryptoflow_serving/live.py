@@ -31,6 +31,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 from cryptoflow_serving import queries
 from cryptoflow_serving.auth import Keys, key_from_headers
+from cryptoflow_serving.cache import AnswerCache
 from cryptoflow_serving.params import EXCHANGES
 from cryptoflow_serving.reads import Reader
 from cryptoflow_core.settings import SettingsError, validate_market
@@ -94,11 +95,15 @@ class Changes:
     prices: list[dict] | None = None  # the latest trade per market, read whole (the seed, or after a skip)
     skipped: tuple[str, ...] = ()  # channels that had more than MAX_ROWS_PER_POLL changes
     stats: list[dict] | None = None  # gold.market_stats_24h's newest row per market (None: table not there)
+    changed: dict[str, tuple] | None = None  # per checked table with cached pages: (earliest, latest) changed time
+    checked: frozenset[str] = frozenset()
 
 
 class Feed:
-    def __init__(self, reader: Reader, *, poll_s: float = 0.5, queue_size: int = 10_000):
+    def __init__(self, reader: Reader, *, poll_s: float = 0.5, queue_size: int = 10_000,
+                 cache: AnswerCache | None = None):
         self.reader, self.poll_s, self.queue_size = reader, poll_s, queue_size
+        self.cache = cache or AnswerCache(0)
         self.subscribers: set[Subscriber] = set()
         self.prices: dict[tuple[str, str], dict] = {}
         self.latest_stats: list[dict] | None = None  # newest gold.market_stats_24h row per market; None: no table
@@ -114,7 +119,8 @@ class Feed:
         while True:
             began = time.monotonic()
             try:
-                changes = await self.reader.run(self._poll)
+                checked = frozenset(self.cache.tables())
+                changes = await self.reader.run(lambda con, snap: self._poll(con, snap, checked))
                 await self._publish(changes)
                 await self._send_closed_bars()  # also minutes that ended with no later trade
                 self.stats["polls"] += 1
@@ -122,13 +128,14 @@ class Feed:
                 raise
             except Exception as exc:  # a lake not there yet, a locked catalog: the next poll tries again
                 self.stats["poll_errors"] += 1
+                self.cache.clear()  # nothing is known to be current any more
                 log.warning("live feed: poll failed (%s: %s); retrying", type(exc).__name__, str(exc)[:300])
             finally:
                 if self.snapshot is not None or self.stats["poll_errors"]:
                     self.ready.set()
             await asyncio.sleep(max(0.0, self.poll_s - (time.monotonic() - began)))
 
-    def _poll(self, con: duckdb.DuckDBPyConnection, snapshot: int) -> Changes | None:
+    def _poll(self, con: duckdb.DuckDBPyConnection, snapshot: int, checked: frozenset[str]) -> Changes | None:
         if self.snapshot is None:
             return Changes(snapshot, prices=_rows(con, queries.LATEST_TRADES, [], missing_ok=True),
                            stats=_latest_stats(con))
@@ -149,6 +156,8 @@ class Feed:
             return Changes(snapshot, prices=_rows(con, queries.LATEST_TRADES, [], missing_ok=True),
                            stats=_latest_stats(con))
         changes.stats = _latest_stats(con)
+        changes.checked = checked
+        changes.changed = _changed_ranges(con, checked, self.snapshot + 1, snapshot)
         over = tuple(c for c in CHANNELS if len(getattr(changes, c)) > MAX_ROWS_PER_POLL)
         for channel in over:
             del getattr(changes, channel)[MAX_ROWS_PER_POLL:]
@@ -162,6 +171,8 @@ class Feed:
         if changes is None:
             return
         snap = changes.snapshot
+        # before any await: a page put from now on must have been read at this snapshot
+        self.cache.advance(snap, changes.changed, changes.checked)
         self.latest_stats, self.latest_stats_snapshot = changes.stats, snap
         if changes.prices is not None:
             self.prices = {(p["exchange"], p["market"]): {**p, "snapshot": snap} for p in changes.prices}
@@ -232,6 +243,21 @@ class Feed:
         while not sub.queue.empty():  # release the memory now, not when the connection finally goes
             sub.queue.get_nowait()
         sub.queue.put_nowait(None)  # wakes its sender, which closes the connection
+
+
+def _changed_ranges(con: duckdb.DuckDBPyConnection, tables: frozenset[str], first: int,
+                    last: int) -> dict[str, tuple] | None:
+    by_table = {r.table: r for r in queries.RESOURCES.values()}
+    out = {}
+    try:
+        for table in tables:
+            schema, name = table.split(".")
+            lo, hi, count = con.execute(queries.changed_range_sql(by_table[table]), [schema, name, first, last]).fetchone()
+            if count:
+                out[table] = (lo, hi)
+    except duckdb.Error:  # a table dropped or recreated since: nothing cached is trusted
+        return None
+    return out
 
 
 def _latest_stats(con: duckdb.DuckDBPyConnection) -> list[dict] | None:

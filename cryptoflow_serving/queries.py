@@ -117,10 +117,7 @@ def _where(resource: Resource, f: Filters) -> tuple[list[str], list[Any]]:
             raise ValueError(f"{column} is no filter of {resource.table}")
         clauses.append(f'"{column}" = ?')
         params.append(value)
-    lo, hi = f.start, f.end
-    if resource.daily:  # a daily row is in range when its day overlaps [start, end)
-        lo = lo.date() if lo is not None else None
-        hi = _day_after_last(hi) if hi is not None else None
+    lo, hi = time_bounds(resource, f)
     if lo is not None:
         clauses.append(f"{resource.time} >= ?")
         params.append(lo)
@@ -128,6 +125,22 @@ def _where(resource: Resource, f: Filters) -> tuple[list[str], list[Any]]:
         clauses.append(f"{resource.time} < ?")
         params.append(hi)
     return clauses, params
+
+
+def time_bounds(resource: Resource, f: Filters) -> tuple[Any, Any]:
+    """``[lo, hi)`` on the resource's time column as the SQL compares it: a daily row is in range when its day
+    overlaps ``[start, end)``."""
+    lo, hi = f.start, f.end
+    if resource.daily:
+        return (lo.date() if lo is not None else None), (_day_after_last(hi) if hi is not None else None)
+    return lo, hi
+
+
+def changed_range_sql(resource: Resource) -> str:
+    """The earliest and latest time among a table's rows changed between two snapshots (``?`` schema, table, first and
+    last snapshot): inserts, deletes and both images of updates."""
+    return (f"SELECT min({resource.time}), max({resource.time}), count(*) "
+            "FROM ducklake_table_changes('lake', ?, ?, ?, ?)")
 
 
 def _day_after_last(end: datetime) -> date:

@@ -38,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between live feed polls (default 0.5)")
     parser.add_argument("--queue-size", type=int, default=10_000,
                         help="messages a live client may fall behind before it is dropped (default 10000)")
+    parser.add_argument("--cache-mb", type=int, default=64,
+                        help="memory for answers kept while their rows are unchanged (default 64; 0: off)")
     args = parser.parse_args(argv)
     try:
         check_exposure(args.host, settings.api_keys)
@@ -49,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from cryptoflow_serving.app import create_app
 
-    app = create_app(settings, poll_s=args.poll, queue_size=args.queue_size)
+    app = create_app(settings, poll_s=args.poll, queue_size=args.queue_size,
+                     cache_bytes=args.cache_mb * 1024 * 1024)
     log.info("serving the market-data API on http://%s:%d (keys %s)", args.host, args.port,
              "required" if settings.api_keys else "not required")
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", ws="websockets-sansio",

@@ -213,3 +213,49 @@ def test_a_client_that_does_not_read_is_dropped_with_a_reason_and_the_others_car
             assert sorted(g["trade_id"] for g in received) == list(range(sent))  # the reading client lost nothing
         finally:
             stalled.close()
+
+
+def test_a_cached_page_is_served_until_a_commit_touches_its_rows(api, settings):
+    """Pages are kept while the rows behind them do not change: a commit elsewhere keeps them, a commit into their
+    range (a late trade two hours back, older than anything the live push sends) drops them, and the next answer
+    carries the new rows."""
+    t0 = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(hours=2)
+    with lake.session(settings) as con:
+        commit(con, trades("upbit", "KRW-BTC", t0, 20, 30.0, 160_000_000.0, seed=3))  # 10 minutes of bars
+
+    def feed_at_least(snapshot: int) -> None:
+        deadline = time.monotonic() + 20
+        while (http.get("/v1/server").json()["live"]["snapshot"] or 0) < snapshot:
+            assert time.monotonic() < deadline, "the feed did not move on"
+            time.sleep(0.05)
+
+    def lake_snapshot() -> int:
+        with lake.session(settings, read_only=True) as con:
+            return con.execute("SELECT id FROM current_snapshot()").fetchone()[0]
+
+    params = {"exchange": "upbit", "market": "KRW-BTC", "start": t0.isoformat(),
+              "end": (t0 + timedelta(minutes=10)).isoformat()}
+    with httpx.Client(base_url=api.url) as http:
+        feed_at_least(lake_snapshot())
+        first = http.get("/v1/bars/1m", params=params)
+        again = http.get("/v1/bars/1m", params=params)
+        assert (first.headers["x-cache"], again.headers["x-cache"]) == ("miss", "hit")
+        assert again.json() == first.json() and first.json()["count"] == 10
+
+        with lake.session(settings) as con:  # another market, another time: the page stays
+            commit(con, trades("binance", "BTCUSDT", datetime.now(timezone.utc), 5, 1.0, 115_000.0, seed=4))
+        feed_at_least(lake_snapshot())
+        kept = http.get("/v1/bars/1m", params=params)
+        assert kept.headers["x-cache"] == "hit" and kept.json() == first.json()
+
+        late = trades("upbit", "KRW-BTC", t0 + timedelta(seconds=75), 1, 1.0, 1.0, seed=5, first_id=10_000)
+        with lake.session(settings) as con:  # a late trade in the page's second minute
+            commit(con, late)
+        feed_at_least(lake_snapshot())
+        fresh = http.get("/v1/bars/1m", params=params)
+        assert fresh.headers["x-cache"] == "miss"
+        counts = [b["trade_count"] for b in fresh.json()["data"]]
+        assert counts == [2, 3] + [2] * 8 and fresh.json()["snapshot"] > first.json()["snapshot"]
+        assert fresh.json()["data"][1]["low"] == pytest.approx(late["price"][0])
+        stats = http.get("/v1/server").json()["cache"]
+        assert stats["hits"] >= 2 and stats["dropped"] >= 1

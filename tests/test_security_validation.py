@@ -227,6 +227,7 @@ REVIEWED_SQL_INTERPOLATIONS = {
     # the API: table and column names come from its own constant resource/table lists, never from a request (values
     # are ? parameters; tests/test_api.py sends injection attempts in every string parameter)
     "cryptoflow_serving/queries.py": {"resource.table", "resource.time", "column", "direction", "key", "marks"},
+    "cryptoflow_serving/live.py": {"queries.changed_range_sql(by_table[table])"},
     "cryptoflow_serving/health.py": {"table", "column"},
 }
 
