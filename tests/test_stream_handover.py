@@ -8,6 +8,7 @@ landing files, a real Dagster instance for the sensor's decision.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -166,3 +167,32 @@ def test_no_successor_while_a_gap_repair_run_waits_for_the_slot(dagster_instance
     assert handover_due(instance, 300, 45, now) is not None
     _started_run(instance, gap_repair_job, {})
     assert handover_due(instance, 300, 45, now) is None
+
+
+def test_the_platform_stopping_while_a_successor_waits_ends_it_as_success_having_written_nothing(settings):
+    """Stopping never fails a run (ADR 0006): a successor waiting for its turn ends SUCCESS, withdraws its
+    announcement, and leaves the landed files to whoever writes next."""
+    from tests.test_stream_stop_signal import _run_streaming_job, _when_the_loop_runs
+
+    with lake.session(settings) as con:
+        lake.ensure_schema(con)
+    b = MicroBatcher(settings.landing_dir, "0123456789abcdef", settings.home / "spill")
+    batch(b, 0)
+    current = Handover(lock_dir(settings.home), "run-1")
+    current.take_turn(lambda: False)  # the run in flight holds the lock and never hands it over here
+
+    def when_announced() -> None:
+        deadline = time.monotonic() + 60
+        while not current.successor_ready() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    with dg.instance_for_test() as instance:
+        watcher = _when_the_loop_runs(when_announced)
+        result = _run_streaming_job(instance)
+        watcher.join()
+        assert result.success
+        assert any("stopped by a signal" in (e.message or "") for e in instance.all_logs(result.run_id))
+    assert not current.successor_ready() and not (lock_dir(settings.home) / NEXT).exists()
+    assert query(settings, "SELECT count(*) FROM ops.ingested_files") == [(0,)]
+    current.hand_over(None)
