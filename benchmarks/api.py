@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import random
 import statistics
@@ -122,6 +123,15 @@ def writer_main(home: str, seconds: float, out: str) -> None:
     settings = load_settings({**os.environ, "CRYPTOFLOW_HOME": home})
     rng = random.Random(os.getpid())
     commits = []
+    lost_races: list[str] = []  # lake.write logs each commit that lost a race and was retried: a reader never causes one
+
+    class Races(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "lost a race" in record.getMessage():
+                lost_races.append(record.getMessage()[:200])
+
+    logging.getLogger("cryptoflow_dagster.lake.transactions").addHandler(Races())
+    logging.getLogger("cryptoflow_dagster.lake.transactions").setLevel(logging.INFO)
     next_id = 10_000_000
     with lake.session(settings) as con:
         print("ready", flush=True)
@@ -136,7 +146,7 @@ def writer_main(home: str, seconds: float, out: str) -> None:
                             "returned_at": time.time(), "started_mono": tick})
             next_id += TRADES_PER_MARKET_PER_COMMIT
             time.sleep(max(0.0, WRITER_EVERY_S - (time.monotonic() - tick)))
-    Path(out).write_text(json.dumps(commits))
+    Path(out).write_text(json.dumps({"commits": commits, "lost_races": lost_races}))
 
 
 class Writer:
@@ -153,7 +163,9 @@ class Writer:
         self.proc.wait(600)
         self.proc.stdin.close()
         self.proc.stdout.close()
-        return json.loads(self.out.read_text())
+        written = json.loads(self.out.read_text())
+        self.lost_races = len(written["lost_races"])
+        return written["commits"]
 
 
 # ---- statistics ---------------------------------------------------------------------------------------------------
@@ -384,12 +396,15 @@ def run(quick: bool, runs: int) -> Result:
         details["fill_s"] = round(time.perf_counter() - began, 1)
 
         # 1. the writer alone
-        alone = Writer(home, window / 2, Path(tmp) / "alone.json").finish()
+        writer = Writer(home, window / 2, Path(tmp) / "alone.json")
+        alone = writer.finish()
+        races = {"writer alone": writer.lost_races}
 
         # 2. the floor, while the writer commits
         writer = Writer(home, window / 2, Path(tmp) / "floor_writer.json")
         floor = floor_reads(settings, day, window / 2 - 1)
         floor_commits = writer.finish()
+        races["writer + floor reads"] = writer.lost_races
 
         # 3. the API under load, while the writer commits
         with running_api(env) as api, httpx.Client(base_url=api.url, timeout=60) as http:
@@ -400,6 +415,7 @@ def run(quick: bool, runs: int) -> Result:
             samples, errors, received = asyncio.run(load(api.url, api.ws_url, day, window))
             until = time.monotonic()
             loaded_commits = writer.finish()
+            races["writer + API under load"] = writer.lost_races
             rss_after = proc_rss_mib(api.process.pid)
             server = http.get("/v1/server").json()
 
@@ -438,7 +454,7 @@ def run(quick: bool, runs: int) -> Result:
         result.add(f"commit latency, {label}: p50, p95, p99, max", "ms",
                    [whole["p50"], whole["p95"], whole["p99"], whole["max"]], None,
                    None if label == "writer alone" else "commit latency, writer alone: p50, p95, p99, max",
-                   f"{whole['n']} commits of 27 trades + intraday gold")
+                   f"{whole['n']} commits of 27 trades + intraday gold; {races[label]} lost a race (retried)")
         details.setdefault("commits", {})[label] = whole
     delays, missing = push_delays(loaded_commits, received)
     push = spread([d * ms for _, d in delays])
@@ -458,7 +474,8 @@ def run(quick: bool, runs: int) -> Result:
                    [pct(vals, 0.5), pct(vals, 0.95)], None, None if k == "starlette" else
                    "framework: starlette, one request through the ASGI app", "values: p50, p95 of "
                    f"{len(vals)} calls in-process (no network, no lake)")
-    details.update({"errors": errors[:50], "error_count": len(errors), "api_rss_mib": {"before": rss_before,
+    details.update({"lost_races": races, "load_avg_at_end": [round(x, 2) for x in os.getloadavg()],
+                    "errors": errors[:50], "error_count": len(errors), "api_rss_mib": {"before": rss_before,
                     "after": rss_after}, "server": server, "frameworks_us": {k: spread(v) for k, v in fw.items()},
                     "cryptoflow_query_ms": spread(cli_ms), "window_s": window})
     result.details = details
