@@ -82,18 +82,17 @@ def _decimals(step: float) -> int:
     return len(text.split(".")[1]) if "." in text else 0
 
 
+_KRW_BOUNDS = np.array([bound for bound, _ in reversed(_UPBIT_KRW_TICKS)])  # ascending
+_KRW_TICK_OF = np.array([tick for _, tick in reversed(_UPBIT_KRW_TICKS)])
+
+
 def upbit_ticks(price: np.ndarray, quote: str = "KRW") -> np.ndarray:
     price = np.asarray(price, dtype=np.float64)
     if quote != "KRW":
         # BTC- and USDT- markets quote in small units; eight decimals is their finest grid.
         return np.full_like(price, 1e-8 if quote == "BTC" else 0.001)
-    out = np.empty_like(price)
-    done = np.zeros(price.shape, dtype=bool)
-    for bound, tick in _UPBIT_KRW_TICKS:
-        hit = (~done) & (price >= bound)
-        out[hit] = tick
-        done |= hit
-    return out
+    # the tick of the highest bound at or below the price (one search, not a pass per tier: streams call this often)
+    return _KRW_TICK_OF[np.maximum(np.searchsorted(_KRW_BOUNDS, price, "right") - 1, 0)]
 
 
 def _key(exchange: str, market: str) -> int:

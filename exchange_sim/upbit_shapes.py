@@ -6,6 +6,7 @@ against exchange_sim/recorded/upbit/native_samples.json.
 
 from __future__ import annotations
 
+import functools
 import json
 from itertools import repeat
 from datetime import datetime, timedelta, timezone
@@ -51,8 +52,13 @@ def hms(ms: int, sep: str = ":") -> str:
     return f"{s // 3600:02d}{sep}{s // 60 % 60:02d}{sep}{s % 60:02d}"
 
 
+@functools.lru_cache(maxsize=4096)
+def _ymd_of_day(day: int, sep: str) -> str:
+    return datetime.fromtimestamp(day * 86_400, timezone.utc).strftime(f"%Y{sep}%m{sep}%d")
+
+
 def ymd(ms: int, sep: str = "-") -> str:
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime(f"%Y{sep}%m{sep}%d")
+    return _ymd_of_day(int(ms) // DAY_MS, sep)
 
 
 def change_word(price: float, prev: float) -> str:
@@ -133,11 +139,22 @@ class TradeEncoder:
             for key, (full, _) in zip(keys, TRADE_KEYS)
         ]
         self.list_format = list_format
+        self.templates: dict[tuple, str] = {}  # (code, prev close, stream type) -> message template
+
+    def template(self, code: str, prev_close: float, stream_type: str) -> str:
+        key = (code, prev_close, stream_type)
+        tmpl = self.templates.get(key)
+        if tmpl is None:
+            fixed = {"type": '"trade"', "code": f'"{code}"', "prev_closing_price": repr(float(prev_close)),
+                     "stream_type": f'"{stream_type}"'}
+            tmpl = "{" + ",".join(part if full is None else f'"{part}":{fixed[full]}' for part, full in self.parts) + "}"
+            if len(self.templates) > 4096:  # a new day brings new closes: drop the old ones
+                self.templates.clear()
+            self.templates[key] = tmpl
+        return tmpl
 
     def encode(self, code: str, spec: MarketSpec, t: Trades, prev_close: float, stream_type: str, sent_ms: int) -> list[str]:
-        fixed = {"type": '"trade"', "code": f'"{code}"', "prev_closing_price": repr(float(prev_close)),
-                 "stream_type": f'"{stream_type}"'}
-        tmpl = "{" + ",".join(part if full is None else f'"{part}":{fixed[full]}' for part, full in self.parts) + "}"
+        tmpl = self.template(code, prev_close, stream_type)
         price, buy = t.price, t.buy
         ticks = upbit_ticks(price, spec.quote)
         ask = np.where(buy, price, price + ticks)
