@@ -35,6 +35,7 @@ from cryptoflow_serving.cache import AnswerCache
 from cryptoflow_serving.params import EXCHANGES
 from cryptoflow_serving.reads import Reader
 from cryptoflow_core.settings import SettingsError, validate_market
+from cryptoflow_dagster import lake
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +56,19 @@ GONE = "client went away"
 
 _TRADES = """
     SELECT exchange, market, trade_id, ts, price, volume, side
-    FROM ducklake_table_changes('lake', 'silver', 'trades', ?, ?)
+    FROM ducklake_table_changes(?, 'silver', 'trades', ?, ?)
     WHERE change_type IN ('insert', 'update_postimage') AND ts >= ?
     ORDER BY ts, trade_id LIMIT ?
 """
 _BARS = """
     SELECT exchange, market, ts, open, high, low, close, volume, quote_volume, trade_count, vwap
-    FROM ducklake_table_changes('lake', 'gold', 'ohlcv_1m_from_trades', ?, ?)
+    FROM ducklake_table_changes(?, 'gold', 'ohlcv_1m_from_trades', ?, ?)
     WHERE change_type IN ('insert', 'update_postimage') AND ts >= ?
     ORDER BY ts LIMIT ?
 """
 _ALERTS = """
     SELECT alert_id, rule, exchange, market, event_time, triggered_at, value, threshold, message, status
-    FROM ducklake_table_changes('lake', 'gold', 'alerts', ?, ?)
+    FROM ducklake_table_changes(?, 'gold', 'alerts', ?, ?)
     WHERE change_type IN ('insert', 'update_postimage') AND triggered_at >= ?
     ORDER BY triggered_at LIMIT ?
 """
@@ -142,7 +143,7 @@ class Feed:
         if snapshot == self.snapshot:
             return None
         since = datetime.now(timezone.utc) - RECENT
-        span = [self.snapshot + 1, snapshot, since, MAX_ROWS_PER_POLL + 1]
+        span = [lake.CATALOG, self.snapshot + 1, snapshot, since, MAX_ROWS_PER_POLL + 1]
         try:
             changes = Changes(snapshot, trades=_rows(con, _TRADES, span, missing_ok=True),
                               bars=_rows(con, _BARS, span, missing_ok=True),
@@ -252,7 +253,7 @@ def _changed_ranges(con: duckdb.DuckDBPyConnection, tables: frozenset[str], firs
     try:
         for table in tables:
             schema, name = table.split(".")
-            lo, hi, count = con.execute(queries.changed_range_sql(by_table[table]), [schema, name, first, last]).fetchone()
+            lo, hi, count = con.execute(queries.changed_range_sql(by_table[table]), [lake.CATALOG, schema, name, first, last]).fetchone()
             if count:
                 out[table] = (lo, hi)
     except duckdb.Error:  # a table dropped or recreated since: nothing cached is trusted

@@ -137,10 +137,10 @@ def time_bounds(resource: Resource, f: Filters) -> tuple[Any, Any]:
 
 
 def changed_range_sql(resource: Resource) -> str:
-    """The earliest and latest time among a table's rows changed between two snapshots (``?`` schema, table, first and
-    last snapshot): inserts, deletes and both images of updates."""
+    """The earliest and latest time among a table's rows changed between two snapshots (``?`` catalog, schema, table,
+    first and last snapshot): inserts, deletes and both images of updates."""
     return (f"SELECT min({resource.time}), max({resource.time}), count(*) "
-            "FROM ducklake_table_changes('lake', ?, ?, ?, ?)")
+            "FROM ducklake_table_changes(?, ?, ?, ?, ?)")
 
 
 def _day_after_last(end: datetime) -> date:
