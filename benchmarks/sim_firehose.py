@@ -297,12 +297,13 @@ def _old_model_module():
         fh.write(source)
     spec = importlib.util.spec_from_file_location("old_sim_model", fh.name)
     module = importlib.util.module_from_spec(spec)
+    sys.modules["old_sim_model"] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     os.unlink(fh.name)
     return module
 
 
-def measure_memory(rate: float, markets: int = 3) -> dict:
+def measure_memory(rate: float, markets: int = 2) -> dict:
     """Serve 10 minutes of live trades at noon for ``markets`` markets at ``rate`` trades/s each (live since midnight):
     peak traced memory, memory still held, and time per path. The old path generates each whole market-day first."""
     import tracemalloc
@@ -357,7 +358,15 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_baseline_server(int(args.baseline_server[0]), float(args.baseline_server[1])))
         return 0
     if args.memory is not None:
-        print(json.dumps(measure_memory(args.memory), indent=1))
+        mem = measure_memory(args.memory)
+        print(json.dumps(mem, indent=1))
+        result = Result("sim_memory", f"{mem['markets']} markets live at {args.memory:g} trades/s each, 10 minutes served at noon")
+        old, new = mem["old_whole_day"], mem["chunks"]
+        result.add("peak traced memory, chunks", "MiB", [new["peak_mib"]], baseline=f"whole-day blocks {old['peak_mib']} MiB")
+        result.add("memory held after, chunks", "MiB", [new["held_mib"]], baseline=f"whole-day blocks {old['held_mib']} MiB")
+        result.add("time to serve, chunks", "s", [new["seconds"]], baseline=f"whole-day blocks {old['seconds']} s")
+        result.details = mem
+        write_result(result, *([args.out] if args.out else []))
         return 0
     if args.firehose:
         result = Result("sim_firehose_throughput", "1 connection per scenario")
