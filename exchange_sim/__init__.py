@@ -6,5 +6,6 @@ port) or the ``sim`` / ``sim_session`` fixtures; ``handle.env()`` points the pla
 
 Routes on one port: Upbit ``/v1/...`` and ``/websocket/v1``; Binance ``/api/v3/...``, ``/ws/<stream>``, ``/stream``;
 ``/fng/``; Slack ``/api/chat.postMessage``; control under ``/_sim/``: ``trades`` (ground truth), ``shock``, ``faults``,
-``reset``, ``status``, ``slack``. Design and measured figures: docs/decisions/0001-simulator-model.md.
+``reset``, ``status``, ``slack``. Design and figures: docs/decisions/0001-simulator-model.md and
+0018-simulator-memory-and-pace.md; settings and endpoints: docs/simulator.md.
 """

@@ -1,4 +1,4 @@
-"""The deterministic trade model: every trade of every market at every time, generated per (market, UTC day).
+"""The deterministic trade model: every trade of every market at every time, generated in chunks of whole minutes.
 
 One model feeds every surface: REST history, REST candles, the live WebSocket streams and the /_sim ground truth all
 read the same arrays, so a trade has the same time, price, volume, side and ids wherever a client meets it.
@@ -10,7 +10,9 @@ walk, pinned to the real data at its edges so the path is continuous. Binance US
 the same asset divided by the KRW-USDT path and (1 + a slowly moving premium), so a Korean premium exists.
 
 Density: ``history_per_minute`` trades per minute before ``live_epoch_ms`` (the server start) and ``live_rate`` per
-second after it; history stays light enough to page through quickly while the live stream runs at the asked rate.
+second after it (per market: ``live_rates``); history stays light enough to page through quickly while the live stream
+runs at the asked rate. A market-day's per-minute counts are drawn first (no prices); the day is cut into chunks of
+about ``CHUNK_TRADES`` trades, the unit of generation, caching and folding (docs/decisions/0018).
 """
 
 from __future__ import annotations
