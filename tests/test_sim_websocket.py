@@ -242,3 +242,14 @@ def test_firehose_sends_contiguous_model_trades_as_fast_as_read(sim):
         assert (c["f"], c["L"], c["n"]) == (trades[0]["trade_id"], trades[-1]["trade_id"], len(trades))
         assert c["o"] == f"{trades[0]['price']:.8f}" and c["c"] == f"{trades[-1]['price']:.8f}"
         assert c["v"] == f"{reduce(add, [t['volume'] for t in trades]):.8f}"
+
+
+def test_upbit_is_only_realtime_camel_case_sends_no_snapshot(sim_session):
+    """The older `isOnlyRealtime` spelling (ccxt and old docs) with SIMPLE keys: realtime trades only, as sent."""
+    frames = run(_subscribe(sim_session.upbit_ws_url, [{"ticket": "rt"}, {"type": "trade", "codes": ["KRW-BTC", "KRW-ETH"],
+                                                                           "isOnlyRealtime": True}, {"format": "SIMPLE"}], 4))
+    msgs = [json.loads(f) for f in frames]
+    assert {m["st"] for m in msgs} == {"REALTIME"}
+    for m in msgs:
+        truth = sim_session.ground_truth(m["cd"], m["ttms"], m["ttms"] + 1)
+        assert m["sid"] in {t["sequential_id"] for t in truth}
