@@ -66,6 +66,9 @@ class Reader:
 
     def _once(self, work: Callable[[duckdb.DuckDBPyConnection, int], T]) -> T:
         with lake.session(self.settings, read_only=True) as con:
+            # A table missing from the lake must be a missing table, never a Python object of that name: DuckDB's
+            # replacement scans would otherwise read a variable called like it from the calling frames.
+            con.execute("SET python_enable_replacements = false")
             began = time.perf_counter()
             con.execute("BEGIN TRANSACTION")
             try:

@@ -39,9 +39,22 @@ class Common:
     fmt: str
 
 
+def refuse_unknown_parameters(request: Request) -> None:
+    """A misspelt parameter (``strat=``) is a 400 naming the allowed ones, not a filter silently left out."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    allowed = {p.alias for p in dependant.query_params}
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        raise bad_parameter(unknown[0][:40], f"unknown parameter {unknown[0][:40]!r}: allowed {', '.join(sorted(allowed))}")
+
+
 def _common(request: Request, exchange: str | None, market: list[str] | None, start: str | None, end: str | None,
             limit: int | None, order: str | None, cursor: str | None, format: str | None,
             day: str | None = None) -> Common:
+    refuse_unknown_parameters(request)
     fmt = formats.negotiate(format, request.headers.get("accept"))
     ex = params.exchange(exchange)
     lo, hi = params.time_range(start, end, day)
@@ -104,6 +117,7 @@ async def _ready_feed(request: Request):
 async def markets(request: Request, exchange: Exchange = None, market: Market = None) -> Response:
     """The latest trade of every market in `silver.trades`, kept in memory by the live feed (as fresh as its last poll,
     0.5 s by default; `snapshot` says which lake snapshot it reflects)."""
+    refuse_unknown_parameters(request)
     ex = params.exchange(exchange)
     wanted = set(params.markets(market, ex))
     feed = await _ready_feed(request)
@@ -149,42 +163,67 @@ async def bars(request: Request, interval: str, source: str | None = None, day: 
     return await _page(request, name, c)
 
 
-def _daily(name: str, path: str, summary: str, extra: dict[str, tuple[type, tuple[str, ...] | None]] | None = None):
-    extra = extra or {}
-
-    async def endpoint(request: Request, exchange: Exchange = None, market: Market = None, start: Start = None,
-                       end: End = None, limit: Limit = None, order: Order = None, cursor: CursorQ = None,
-                       format: Format = None) -> Response:
-        c = _common(request, exchange, market, start, end, limit, order, cursor, format)
-        filters = []
-        for column, (kind, allowed) in extra.items():
-            raw = request.query_params.get(column)
-            if raw is None:
-                continue
-            if kind is int:
-                try:
-                    filters.append((column, int(raw)))
-                except ValueError:
-                    raise bad_parameter(column, f"{column}={raw[:20]!r}: expected a whole number") from None
-            else:
-                filters.append((column, params.word(column, raw, allowed)))
-        return await _page(request, name, c, tuple(filters))
-
-    endpoint.__name__ = name
-    doc = queries.RESOURCES[name]
-    endpoint.__doc__ = f"`{doc.table}`" + (f"; filters: {', '.join(extra)}" if extra else "")
-    router.add_api_route(path, endpoint, methods=["GET"], summary=summary)
+async def _daily(request: Request, name: str, exchange: str | None, market: list[str] | None, start: str | None,
+                 end: str | None, limit: int | None, order: str | None, cursor: str | None, format: str | None,
+                 model: str | None = None, **numbers: int | None) -> Response:
+    c = _common(request, exchange, market, start, end, limit, order, cursor, format)
+    extra: list[tuple[str, Any]] = [(k, v) for k, v in numbers.items() if v is not None]
+    if model is not None:
+        extra.append(("model", params.word("model", model)))
+    return await _page(request, name, c, tuple(extra))
 
 
-_daily("indicators_daily", "/indicators/daily", "Daily indicators (gold.indicators_daily)")
-_daily("volatility_daily", "/volatility/daily", "Daily volatility estimates (gold.volatility_daily)")
-_daily("volatility_rolling", "/volatility/rolling", "Rolling annualized volatility (gold.volatility_rolling)",
-       {"window": (int, None)})
-_daily("volatility_forecast", "/volatility/forecast", "Volatility forecasts (gold.volatility_forecast)",
-       {"model": (str, None), "horizon_days": (int, None)})
-_daily("volatility_forecast_eval", "/volatility/forecast/eval", "Forecast evaluation (gold.volatility_forecast_eval)",
-       {"model": (str, None), "horizon_days": (int, None)})
-_daily("sentiment_daily", "/sentiment/daily", "Daily sentiment (gold.sentiment_daily)")
+@router.get("/indicators/daily", summary="Daily indicators (gold.indicators_daily)")
+async def indicators_daily(request: Request, exchange: Exchange = None, market: Market = None, start: Start = None,
+                           end: End = None, limit: Limit = None, order: Order = None, cursor: CursorQ = None,
+                           format: Format = None) -> Response:
+    return await _daily(request, "indicators_daily", exchange, market, start, end, limit, order, cursor, format)
+
+
+@router.get("/volatility/daily", summary="Daily volatility estimates (gold.volatility_daily)")
+async def volatility_daily(request: Request, exchange: Exchange = None, market: Market = None, start: Start = None,
+                           end: End = None, limit: Limit = None, order: Order = None, cursor: CursorQ = None,
+                           format: Format = None) -> Response:
+    return await _daily(request, "volatility_daily", exchange, market, start, end, limit, order, cursor, format)
+
+
+@router.get("/volatility/rolling", summary="Rolling annualized volatility (gold.volatility_rolling)")
+async def volatility_rolling(request: Request, window: Annotated[int | None, Query(description="window in days")] = None,
+                             exchange: Exchange = None, market: Market = None, start: Start = None, end: End = None,
+                             limit: Limit = None, order: Order = None, cursor: CursorQ = None,
+                             format: Format = None) -> Response:
+    return await _daily(request, "volatility_rolling", exchange, market, start, end, limit, order, cursor, format,
+                        window=window)
+
+
+Model = Annotated[str | None, Query(description="model name, e.g. har_rv, garch, naive")]
+Horizon = Annotated[int | None, Query(description="forecast horizon in days")]
+
+
+@router.get("/volatility/forecast", summary="Volatility forecasts (gold.volatility_forecast)")
+async def volatility_forecast(request: Request, model: Model = None, horizon_days: Horizon = None,
+                              exchange: Exchange = None, market: Market = None, start: Start = None, end: End = None,
+                              limit: Limit = None, order: Order = None, cursor: CursorQ = None,
+                              format: Format = None) -> Response:
+    """404 with a message while the forecast tables are not in this lake."""
+    return await _daily(request, "volatility_forecast", exchange, market, start, end, limit, order, cursor, format,
+                        model, horizon_days=horizon_days)
+
+
+@router.get("/volatility/forecast/eval", summary="Forecast evaluation (gold.volatility_forecast_eval)")
+async def volatility_forecast_eval(request: Request, model: Model = None, horizon_days: Horizon = None,
+                                   exchange: Exchange = None, market: Market = None, start: Start = None,
+                                   end: End = None, limit: Limit = None, order: Order = None, cursor: CursorQ = None,
+                                   format: Format = None) -> Response:
+    return await _daily(request, "volatility_forecast_eval", exchange, market, start, end, limit, order, cursor,
+                        format, model, horizon_days=horizon_days)
+
+
+@router.get("/sentiment/daily", summary="Daily sentiment (gold.sentiment_daily)")
+async def sentiment_daily(request: Request, exchange: Exchange = None, market: Market = None, start: Start = None,
+                          end: End = None, limit: Limit = None, order: Order = None, cursor: CursorQ = None,
+                          format: Format = None) -> Response:
+    return await _daily(request, "sentiment_daily", exchange, market, start, end, limit, order, cursor, format)
 
 
 @router.get("/kimchi-premium", summary="Korean premium per minute (gold.kimchi_premium_1m)")
@@ -215,6 +254,7 @@ async def alerts(request: Request, rule: str | None = None, status: str | None =
 
 @router.get("/health", summary="Data health: freshness per table and market, ingest, gaps, outbox")
 async def data_health(request: Request) -> Response:
+    refuse_unknown_parameters(request)
     feed = request.app.state.feed
     prices = dict(feed.prices)
     body = await request.app.state.reader.run(lambda con, snapshot: health.read(con, snapshot, prices))

@@ -210,7 +210,10 @@ BAD = [
     ("/v1/bars/1m?day=2025-09-01&start=2025-09-01", "day", "not both"),
     ("/v1/bars/1m?cursor=bm90LWEtY3Vyc29y", "cursor", "next_cursor"),
     ("/v1/alerts?status=lost", "status", "pending, sent, failed"),
-    ("/v1/volatility/rolling?window=twenty", "window", "whole number"),
+    ("/v1/volatility/rolling?window=twenty", "window", "integer"),
+    ("/v1/bars/1m?strat=2025-09-01", "strat", "start"),
+    ("/v1/kimchi-premium?day=2025-09-01", "day", "asset"),
+    ("/v1/markets?exchange=upbit&markte=KRW-BTC", "markte", "market"),
     ("/v1/kimchi-premium?asset=btc", "asset", "BTC"),
 ]
 
