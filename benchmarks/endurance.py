@@ -600,7 +600,7 @@ class Options:
     alert_wait_s: float = 120.0
     warmup_s: float = 90.0
     history_wait_s: float = 900.0
-    settle_s: float = 45.0
+    settle_s: float = 600.0  # at most this long after the window for the platform to ingest it and send its alerts
     proc_every_s: float = 5.0
     home: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -732,9 +732,11 @@ def drive(opts: Options) -> dict[str, Any]:
         beat1 = _messages(settings)
         details["sidecar_messages_per_s"] = round((beat1 - beat0) / (time.time() - t0), 1) if beat0 is not None \
             and beat1 is not None else None
-        # the window's last files get their runs, their alerts their delivery; then take the ground truth while the
-        # simulator still runs (its shocks live in its memory)
-        time.sleep(opts.settle_s)
+        # The window's last files get ingested and its shocks' alerts delivered (or their wait runs out) before the
+        # ground truth is taken, while the simulator still runs (its shocks live in its memory) and before the stop:
+        # a file the stop leaves in landing is not lost (the next start ingests it) but would count as lost here.
+        details["catch_up"] = wait_ingested(settings, since, until, opts.settle_s)
+        details["catch_up"]["alerts_waited_s"] = wait_alerts(sim, shocks, t0, opts.alert_wait_s)
         messages = sim.slack_messages()
         start_ms, end_ms = int(since.timestamp() * 1000), int(until.timestamp() * 1000) - 2_000
         truth = fetch_truth(demo.sim_url, markets, start_ms, end_ms)
@@ -780,6 +782,35 @@ def drive(opts: Options) -> dict[str, Any]:
     if tmp is not None:
         tmp.cleanup()
     return details
+
+
+def wait_ingested(settings, since: datetime, until: datetime, timeout_s: float) -> dict[str, Any]:
+    """Wait until every trade landing file the sidecar wrote up to the window's end (and its last flush after it) is
+    in ops.ingested_files (the platform's own ``not_ingested``); returns how long it took and what was left."""
+    from cryptoflow_core import landing_files
+    from cryptoflow_dagster.streaming.ingest import not_ingested
+
+    started = time.monotonic()
+    last_flush = until + timedelta(seconds=5)  # the sidecar flushes every second: its files cover the window's end
+    while True:
+        time.sleep(max(0.0, (last_flush - datetime.now(timezone.utc)).total_seconds()) + 2)
+        files = [f for f in landing_files.list_files(settings.landing_dir, channels=("trade",))
+                 if since - timedelta(minutes=1) <= f.written_at <= last_flush]
+        pending = _retrying(settings, lambda con: len(not_ingested(con, files, since - timedelta(minutes=2))))
+        waited = time.monotonic() - started
+        if pending == 0 or waited > timeout_s:
+            return {"files": len(files), "pending": pending, "waited_s": round(waited, 1)}
+
+
+def wait_alerts(sim, shocks: list[Shock], since_s: float, max_wait_s: float) -> float:
+    """Wait until every shock has its Slack message, or its ``max_wait_s`` has passed; returns the seconds waited."""
+    started = time.monotonic()
+    deadline = max((s.at_s for s in shocks), default=0.0) + max_wait_s
+    while time.time() < deadline:
+        if not match_shocks(shocks, price_move_messages(sim.slack_messages()), since_s, max_wait_s).missed:
+            break
+        time.sleep(2)
+    return round(time.monotonic() - started, 1)
 
 
 def _messages(settings) -> int | None:
