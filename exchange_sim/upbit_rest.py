@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import re
 from datetime import datetime, timezone
 from typing import Awaitable, Callable
@@ -77,6 +79,8 @@ def limited(sim: Sim, group: str, handler: Callable[[Sim, Request], Awaitable[Re
         if response is None:
             try:
                 response = handler(sim, request)
+                if inspect.isawaitable(response):
+                    response = await response
             except UpbitError as exc:
                 response = _error(exc.status, exc.name, exc.message)
         response.headers.update(verdict.headers)
@@ -175,29 +179,32 @@ def trade_ticks(sim: Sim, request: Request) -> Response:
     return JSONResponse(shapes.tick_rows(spec.market, t, sim.model.day_close(spec, day - 1)))
 
 
-def _tickers(sim: Sim, markets: list[str]) -> Response:
+async def _tickers(sim: Sim, markets: list[str]) -> Response:
+    """Tickers of many markets; a market's first ticker generates its last two days, so the loop is yielded between
+    markets (the streams wait for one market's work at a time, not all of it)."""
     now = now_ms()
     rows = []
     for market in markets:
         spec = sim.spec_or_none("upbit", market)
         if spec is None:
             raise UpbitError(404, "404", "Code not found")
+        await asyncio.sleep(0)
         fields = shapes.ticker_fields(sim.model, spec, now)
         if fields is not None:
             rows.append(shapes.rest_ticker(market, fields))
     return JSONResponse(rows)
 
 
-def ticker(sim: Sim, request: Request) -> Response:
+async def ticker(sim: Sim, request: Request) -> Response:
     markets = [m.strip() for m in request.query_params.get("markets", "").split(",") if m.strip()]
     if not markets:
         raise UpbitError(400, "validation_error", "markets is required")
-    return _tickers(sim, markets)
+    return await _tickers(sim, markets)
 
 
-def ticker_all(sim: Sim, request: Request) -> Response:
+async def ticker_all(sim: Sim, request: Request) -> Response:
     quotes = [q.strip() for q in request.query_params.get("quote_currencies", "KRW,BTC,USDT").split(",") if q.strip()]
-    return _tickers(sim, [m for m, spec in sim.upbit.items() if spec.quote in quotes])
+    return await _tickers(sim, [m for m, spec in sim.upbit.items() if spec.quote in quotes])
 
 
 def routes(sim: Sim) -> list[Route]:
