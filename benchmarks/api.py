@@ -244,15 +244,20 @@ async def _client(http: Any, plan: list, until: float, samples: dict, errors: li
         name, path, params = plan[i % len(plan)]
         i += 1
         began = time.perf_counter()
-        status, size = None, 0
+        status, size, server_s = None, 0, None
         try:
             r = await http.get(path, params=params)
             status, size = r.status_code, len(r.content)
+            timing = r.headers.get("server-timing", "")
+            if "dur=" in timing:
+                server_s = float(timing.split("dur=")[1]) / 1000
         except httpx.HTTPError as exc:
             errors.append(f"{name}: {type(exc).__name__}")
         took = time.perf_counter() - began
         if status == 200:
             samples.setdefault(name, []).append((time.monotonic(), took, size))
+            if server_s is not None:
+                samples.setdefault(name + " [in the API]", []).append((time.monotonic(), server_s, size))
         elif status is not None and len(errors) < 50:
             errors.append(f"{name}: HTTP {status}")
         await asyncio.sleep(max(0.0, rng.uniform(0.5, 1.5) * CLIENT_EVERY_S - took))

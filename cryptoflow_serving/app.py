@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cryptoflow_core.settings import Settings, load_settings
 from cryptoflow_serving import dashboard, errors
@@ -19,6 +21,29 @@ from cryptoflow_serving.reads import Reader
 from cryptoflow_serving.routes import router
 
 API_VERSION = "1"
+
+
+class ServerTiming:
+    """``Server-Timing: app;dur=<ms>`` on every HTTP answer: the time from the request reaching the app to its first
+    byte, so a client (the benchmark) can tell the API's own time from the network's and its own."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+
+        async def timed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                took = (time.perf_counter() - began) * 1000
+                message = {**message, "headers": [*message.get("headers", []),
+                                                   (b"server-timing", f"app;dur={took:.2f}".encode())]}
+            await send(message)
+
+        await self.app(scope, receive, timed)
 
 
 def create_app(settings: Settings | None = None, *, poll_s: float = 0.5, queue_size: int = 10_000,
@@ -50,6 +75,7 @@ def create_app(settings: Settings | None = None, *, poll_s: float = 0.5, queue_s
     app.state.settings, app.state.reader, app.state.feed, app.state.cache = settings, reader, feed, cache
     app.state.keys = Keys(settings.api_keys)
     app.add_middleware(AuthMiddleware, keys=app.state.keys, limiter=RateLimiter(settings.api_rate_limit))
+    app.add_middleware(ServerTiming)
     errors.install(app)
     app.include_router(router)
     dashboard.mount(app)  # the live dashboard at /dashboard/: static files reading this API (issue 18, ADR 0021)
