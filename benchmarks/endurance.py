@@ -147,7 +147,8 @@ class ShockMatch:
                 "unexplained": [asdict(m) for m in self.unexplained]}
 
 
-def match_shocks(shocks: list[Shock], messages: list[PriceMoveMessage], since_s: float, max_wait_s: float) -> ShockMatch:
+def match_shocks(shocks: list[Shock], messages: list[PriceMoveMessage], since_s: float,
+                 max_wait_s: float) -> ShockMatch:
     """Each shock to the first price-move message of its market within ``max_wait_s`` after the shock request, each
     message used once. Messages received since ``since_s`` that no shock explains are false positives."""
     pool = sorted((m for m in messages if m.ts >= since_s), key=lambda m: m.ts)
@@ -651,20 +652,21 @@ class ShockPlan:
 
 
 def drive(opts: Options) -> dict[str, Any]:
-    """Run the platform, sample it, shock it, stop it; return everything measured (see the module docstring)."""
+    """Run the platform, sample it, shock it, stop it; return everything measured (see the module docstring). The
+    home is ``opts.home`` (kept) or a temporary directory (removed)."""
+    if opts.home is not None:
+        opts.home.mkdir(parents=True, exist_ok=True)
+        return _drive(opts, opts.home)
+    with tempfile.TemporaryDirectory(prefix="bench-endurance-") as tmp:
+        return _drive(opts, Path(tmp))
+
+
+def _drive(opts: Options, home: Path) -> dict[str, Any]:
     from cryptoflow_core import market_list
     from cryptoflow_core.settings import load_settings
     from cryptoflow_dagster.alerting.hooks import rules_for
     from exchange_sim.testing import SimHandle
 
-    tmp = None
-    if opts.home is None:
-        tmp = tempfile.TemporaryDirectory(prefix="bench-endurance-", dir=REPO / "data" if (REPO / "data").is_dir()
-                                          else None)
-        home = Path(tmp.name)
-    else:
-        home = opts.home
-        home.mkdir(parents=True, exist_ok=True)
     env = _env(opts, home)
     settings = load_settings(env)
     history_start = datetime.now(timezone.utc).date() - timedelta(days=1)
@@ -779,8 +781,6 @@ def drive(opts: Options) -> dict[str, Any]:
                                                if v["lost"] or v["extra"] or v["duplicated"] or v["mismatched"]},
                          "markets_compared": len(compared)},
     })
-    if tmp is not None:
-        tmp.cleanup()
     return details
 
 

@@ -50,7 +50,8 @@ def sink_message(rule: str, exchange: str, market: str, ts: float) -> dict:
 
 
 def test_price_move_messages_are_read_from_what_the_platform_sends():
-    sent = [sink_message("price_move", "binance", "BTCUSDT", T0 + 3), sink_message("volume_spike", "upbit", "KRW-BTC", T0),
+    sent = [sink_message("price_move", "binance", "BTCUSDT", T0 + 3),
+            sink_message("volume_spike", "upbit", "KRW-BTC", T0),
             sink_message("price_move", "upbit", "KRW-XRP", T0 + 9),
             {"channel": "C1", "text": "service restarted: sidecar", "ts": f"{T0:.6f}"}]
     got = price_move_messages(sent)
