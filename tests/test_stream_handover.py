@@ -196,3 +196,18 @@ def test_the_platform_stopping_while_a_successor_waits_ends_it_as_success_having
     assert not current.successor_ready() and not (lock_dir(settings.home) / NEXT).exists()
     assert query(settings, "SELECT count(*) FROM ops.ingested_files") == [(0,)]
     current.hand_over(None)
+
+
+def test_no_gap_repair_pass_starts_in_the_runs_last_handover_seconds(settings):
+    """A pass can hold the loop for seconds; one in flight at the run's end would delay the hand-over."""
+    repairs: list[float] = []
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    limits = LoopLimits(max_s=100, idle_s=1000, poll_s=5, repair_every_s=10, handover_s=30)
+    run_ingest_loop(None, settings.landing_dir, "run-1", limits, repair=lambda: repairs.append(now[0]),
+                    clock=lambda: now[0], sleep=sleep)
+    assert repairs and max(repairs) < 70 <= now[0]  # passes every 10 s until 30 s before the end, none after
+    assert len(repairs) == 6

@@ -132,7 +132,11 @@ def run_ingest_loop(
                 if stop_signal:
                     break
                 now = clock()
-                if repair is not None and limits.max_s > 0 and now - last_repair >= limits.repair_every_s:
+                # No repair pass in the run's last handover_s: one can hold the loop for seconds (detection scans
+                # silver, fetching has its budget), and a pass in flight at the end delays the hand-over (ADR 0019);
+                # the successor's passes take over.
+                near_end = limits.handover_s > 0 and now - start >= limits.max_s - limits.handover_s
+                if repair is not None and limits.max_s > 0 and not near_end and now - last_repair >= limits.repair_every_s:
                     _guarded(repair, "gap repair")
                     last_repair = clock()
                 due = now - last_report >= limits.report_every_s
