@@ -20,7 +20,9 @@ from benchmarks.endurance import (
     PriceMoveMessage,
     ProcessSampler,
     Shock,
+    Options,
     ShockPlan,
+    _env,
     alert_stages,
     compare_window,
     match_shocks,
@@ -28,6 +30,7 @@ from benchmarks.endurance import (
     summarize_samples,
     window_stats,
 )
+from cryptoflow_core.settings import load_settings
 from cryptoflow_dagster.alerting import market as market_rules
 from cryptoflow_dagster.alerting.messages import alert_message
 from cryptoflow_dagster.alerting.rules import PACKAGED_RULES, load_rules
@@ -206,3 +209,16 @@ def test_the_history_wait_ends_on_the_demos_line_for_every_day_in_silver():
                "history: 1/12 days in silver", "history: 11/1 days in silver", "history: 10/12 days in silver"]
     assert all(HISTORY_IN_SILVER.search(line) for line in done)
     assert not any(HISTORY_IN_SILVER.search(line) for line in running)
+
+
+def test_upbit_width_past_the_simulators_listing_is_given_by_name(tmp_path):
+    from exchange_sim import universe
+
+    listed = universe.resolve("upbit", ("ALL",))
+    settings = load_settings(_env(Options(upbit="TOP200", binance="TOP50", rate=500.0), tmp_path))
+    assert len(settings.upbit_markets) == len(set(settings.upbit_markets)) == 200
+    assert settings.upbit_markets[:len(listed)] == listed
+    assert settings.upbit_markets[-1] == f"KRW-W{199 - len(listed):03d}"
+    assert settings.binance_symbols == ("TOP50",) and settings.sim_total_trade_rate == 500.0
+    assert load_settings(_env(Options(upbit="TOP3"), tmp_path)).upbit_markets == listed[:3]
+    assert load_settings(_env(Options(), tmp_path)).upbit_markets == ("ALL",)  # the selector, resolved by the sidecar
