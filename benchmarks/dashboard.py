@@ -19,6 +19,7 @@ benchmarks/results/dashboard.json and dashboard.md; ``--screenshot PATH`` also s
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
@@ -80,15 +81,16 @@ def _shown_alerts(page) -> dict[str, dict]:
     return {r["id"]: r for r in rows}
 
 
-def _alert_rows(platform) -> dict[str, dict]:
-    body = httpx.get(platform.api_url + "/v1/alerts", params={"rule": "price_move", "limit": 1000}, timeout=30).json()
-    return {str(r["alert_id"]): r for r in body["data"]}
+def _alert_rows() -> dict[str, dict]:
+    """gold.alerts' price_move rows, read from the lake (the truth the page is checked against, not through the API)."""
+    from cryptoflow_core.settings import load_settings
+    from cryptoflow_dagster import lake
 
-
-def _epoch_ms(iso: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(iso).timestamp() * 1000
+    with lake.session(load_settings(), read_only=True) as con:
+        rows = con.execute("SELECT alert_id, market, event_time, triggered_at, value FROM gold.alerts "
+                           "WHERE rule = 'price_move'").fetchall()
+    return {str(r[0]): {"market": r[1], "event_time": r[2].timestamp() * 1000, "triggered_at": r[3].timestamp() * 1000,
+                        "value": r[4]} for r in rows}
 
 
 def run(quick: bool, runs: int, screenshot: Path | None = None) -> Result:
@@ -147,13 +149,13 @@ def run(quick: bool, runs: int, screenshot: Path | None = None) -> Result:
                     shocks.append({"exchange": exchange, "market": market, "pct": sign * SHOCK_PCT, "at_ms": at_ms})
                     next_at += SHOCK_EVERY_S
                 time.sleep(MATCH_S)
-                shown = _shown_alerts(page)
-                rows = _alert_rows(platform)
-                page_live = page.evaluate("() => ({live: window.cryptoflowDashboard.state.live, "
-                                          "errors: window.cryptoflowDashboard.state.errors})")
                 if screenshot is not None:
                     screenshot.parent.mkdir(parents=True, exist_ok=True)
                     page.screenshot(path=str(screenshot), full_page=True)
+                shown = _shown_alerts(page)
+                page_live = page.evaluate("() => ({live: window.cryptoflowDashboard.state.live, "
+                                          "errors: window.cryptoflowDashboard.state.errors})")
+                rows = _alert_rows()
             finally:
                 browser.close()
             errors = list(platform.errors)
@@ -168,7 +170,7 @@ def run(quick: bool, runs: int, screenshot: Path | None = None) -> Result:
         until = next((s["at_ms"] for s in shocks[i + 1:] if s["market"] == shock["market"]), float("inf"))
         candidates = sorted(
             (r for r in shown.values() if r["market"] == key and r["id"] not in used and r["id"] in rows
-             and shock["at_ms"] - 1000 <= _epoch_ms(rows[r["id"]]["event_time"]) < until),
+             and shock["at_ms"] - 1000 <= rows[r["id"]]["event_time"] < until),
             key=lambda r: r["shown"])
         if not candidates:
             misses += 1
@@ -176,7 +178,7 @@ def run(quick: bool, runs: int, screenshot: Path | None = None) -> Result:
             continue
         row = candidates[0]
         used.add(row["id"])
-        trig = _epoch_ms(rows[row["id"]]["triggered_at"])
+        trig = rows[row["id"]]["triggered_at"]
         visible.append((row["shown"] - shock["at_ms"]) / 1000)
         triggered.append((trig - shock["at_ms"]) / 1000)
         pushed.append((row["shown"] - trig) / 1000)
@@ -222,6 +224,15 @@ def markdown(result_json: dict) -> str:
     for f in result_json["figures"]:
         if f["note"]:
             lines.append(f"- {f['name']}: {f['note']}")
+    streamlit = RESULTS / "dashboard_streamlit.json"
+    if streamlit.exists():  # ADR 0021's comparison, measured by benchmarks/dashboard_streamlit.py
+        other = json.loads(streamlit.read_text())
+        lines += ["", "## Static page vs Streamlit (ADR 0021, `python -m benchmarks.dashboard_streamlit`)", "",
+                  f"The same live candles + SMA page both ways ({other['size']}); started {other['started_at']}, load "
+                  f"average at start {other['load_avg_at_start']}.", "",
+                  "| figure | median | min | max | unit |", "|---|---|---|---|---|"]
+        for f in other["figures"]:
+            lines.append(f"| {f['name']} | {f['median']:.3g} | {f['min']:.3g} | {f['max']:.3g} | {f['unit']} |")
     return "\n".join(lines) + "\n"
 
 

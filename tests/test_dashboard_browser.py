@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -113,8 +114,11 @@ def test_dashboard_draws_the_lake_updates_live_and_shows_a_shock_alert(cryptoflo
                 wait_until(lambda: set(page.eval_on_selector_all(
                     "#stats tbody tr", "rows => rows.map(r => r.dataset.market)")) == stats_markets, 20, "24h table")
                 page.wait_for_selector("#freshness tr[data-table='silver.trades']", timeout=20_000)
-                lag = page.inner_text("#freshness tr[data-table='silver.trades'] td.lag")
-                assert lag.endswith(" s"), lag
+                latest, lag = page.eval_on_selector_all(
+                    "#freshness tr[data-table='silver.trades'] td", "cells => cells.slice(2).map(c => c.textContent)")
+                (newest,) = _rows(settings, "SELECT max(ts) FROM silver.trades", [])
+                window = [(newest[0] - timedelta(minutes=m)).strftime("%Y-%m-%d %H:%M") for m in (5, 0)]
+                assert window[0] <= latest[:16] <= window[1] and lag.split()[-1] in ("s", "min"), (latest, lag)
 
                 # A shock: the platform's alert path writes gold.alerts, the feed pushes it, the timeline shows it
                 assert page.locator("#alerts li[data-rule='price_move']").count() == 0
