@@ -47,6 +47,8 @@ class Platform:
     api_url: str
     api: subprocess.Popen | None
     sidecar: subprocess.Popen | None
+    upbit: tuple[str, ...] = UPBIT
+    binance: tuple[str, ...] = BINANCE
     ingest: subprocess.Popen | None = None
     errors: list[str] = field(default_factory=list)
     alert_ticks: int = 0
@@ -71,15 +73,16 @@ def binance_frame(symbol: str, trade: dict) -> bytes:
     return json.dumps({"stream": f"{symbol.lower()}@trade", "data": data}).encode()
 
 
-def land_history(settings, sim: SimHandle, minutes: int, until_ms: int) -> int:
+def land_history(settings, sim: SimHandle, minutes: int, until_ms: int, upbit: tuple[str, ...] = UPBIT,
+                 binance: tuple[str, ...] = BINANCE) -> int:
     """The simulator's trades of ``minutes`` before ``until_ms``, landed as the sidecar lands frames. Returns the count."""
     from streaming_sensor.batches import MicroBatcher
 
     batcher = MicroBatcher(settings.landing_dir, "00000000000a1570", settings.home / "spill")
     start = until_ms - minutes * 60_000
     count = 0
-    for exchange, markets, frame, id_key in (("upbit", UPBIT, upbit_frame, "sequential_id"),
-                                             ("binance", BINANCE, binance_frame, "trade_id")):
+    for exchange, markets, frame, id_key in (("upbit", upbit, upbit_frame, "sequential_id"),
+                                             ("binance", binance, binance_frame, "trade_id")):
         for market in markets:
             for trade in sim.ground_truth(market, start, until_ms, exchange=exchange):
                 batcher.add(exchange, "trade", market, trade[id_key], trade["ts"], int(time.time() * 1e6),
@@ -195,7 +198,8 @@ def _child(argv: list[str], log: Path) -> Iterator[subprocess.Popen]:
 @contextlib.contextmanager
 def running_platform(home: Path, setenv: Callable[[str, str], None], *, trade_rate: float = 4.0,
                      history_minutes: int = 40, daily_days: int = 1, alert_watch_s: float = 2.0,
-                     rules_yaml: str | None = None) -> Iterator[Platform]:
+                     rules_yaml: str | None = None, upbit: tuple[str, ...] = UPBIT,
+                     binance: tuple[str, ...] = BINANCE) -> Iterator[Platform]:
     """Everything above, started in order, stopped in reverse (processes by their own pid).
 
     The daily build (a batch job and dbt, in a process of its own) goes first, alone: dbt does not retry a commit that
@@ -207,10 +211,10 @@ def running_platform(home: Path, setenv: Callable[[str, str], None], *, trade_ra
     from cryptoflow_dagster.streaming.ingest import ingest_pending
 
     home.mkdir(parents=True, exist_ok=True)
-    with running_sim(seed=42, history_days=daily_days + 2, trade_rate=trade_rate, upbit_markets=list(UPBIT),
-                     binance_symbols=list(BINANCE)) as sim, contextlib.ExitStack() as stack:
+    with running_sim(seed=42, history_days=daily_days + 2, trade_rate=trade_rate, upbit_markets=list(upbit),
+                     binance_symbols=list(binance)) as sim, contextlib.ExitStack() as stack:
         env = {**sim.env(), "CRYPTOFLOW_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home"),
-               "CRYPTOFLOW_UPBIT_MARKETS": ",".join(UPBIT), "CRYPTOFLOW_BINANCE_SYMBOLS": ",".join(BINANCE),
+               "CRYPTOFLOW_UPBIT_MARKETS": ",".join(upbit), "CRYPTOFLOW_BINANCE_SYMBOLS": ",".join(binance),
                "CRYPTOFLOW_ALERT_WATCH_S": str(alert_watch_s)}
         if rules_yaml is not None:
             (home / "alert_rules.yaml").write_text(rules_yaml)
@@ -224,7 +228,7 @@ def running_platform(home: Path, setenv: Callable[[str, str], None], *, trade_ra
         with lake.session(settings) as con:
             lake.ensure_schema(con)
         stop, go = threading.Event(), threading.Event()
-        platform = Platform(sim, home, "", None, None)
+        platform = Platform(sim, home, "", None, None, upbit, binance)
         # the alert sensor's thread imports Dagster and opens its instance meanwhile, then waits for the go
         alerts = threading.Thread(target=_alert_ticks, args=(stop, go, platform.errors, platform), name="alerts",
                                   daemon=True)
@@ -241,7 +245,7 @@ def running_platform(home: Path, setenv: Callable[[str, str], None], *, trade_ra
             [sys.executable, "-m", "cryptoflow_serving", "--host", "127.0.0.1", "--port", str(port)], logs / "api.log"))
         # History next, and ingested, so the page has bars to draw and the alert rules a calm baseline; right before
         # the sidecar starts, so the trades between the two are few (a short partial minute; no gap repair here).
-        land_history(settings, sim, history_minutes, int(time.time() * 1000))
+        land_history(settings, sim, history_minutes, int(time.time() * 1000), upbit, binance)
         with lake.session(settings) as con:
             ingest_pending(con, settings.landing_dir, None)
         platform.sidecar = stack.enter_context(_child([sys.executable, "-m", "streaming_sensor"], logs / "sidecar.log"))
