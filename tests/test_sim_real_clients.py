@@ -45,6 +45,16 @@ def minutes(trades: list[dict]) -> dict[int, dict]:
                 "c": ts[-1]["price"], "v": reduce(add, [t["volume"] for t in ts])} for m, ts in by.items()}
 
 
+def check_closed_minutes(sim, market: str, candles: list[list], before_ms: int, **tolerance) -> None:
+    """ccxt's OHLCV rows of minutes that had ended before the request equal the minutes rebuilt from ground truth."""
+    closed = [c for c in candles if c[0] + 60_000 <= before_ms]
+    assert closed, candles
+    rebuilt = minutes(sim.ground_truth(market, closed[0][0], closed[-1][0] + 60_000))
+    for ts, o, h, low, c, v in closed:
+        r = rebuilt[ts]
+        assert (o, h, low, c) == (r["o"], r["h"], r["l"], r["c"]) and v == pytest.approx(r["v"], **tolerance)
+
+
 def test_ccxt_binance_rest_markets_ticker_trades_ohlcv_equal_ground_truth(sim_session):
     ex = binance_rest(sim_session)
     markets = ex.load_markets()
@@ -65,13 +75,8 @@ def test_ccxt_binance_rest_markets_ticker_trades_ohlcv_equal_ground_truth(sim_se
         assert t["amount"] == pytest.approx(reduce(add, [f["volume"] for f in fills]), abs=1e-8)
         assert t["side"] == fills[0]["side"]
 
-    candles = ex.fetch_ohlcv("BTC/USDT", "1m", limit=5)
-    closed = [c for c in candles if c[0] + 60_000 <= before]
-    assert closed, candles
-    rebuilt = minutes(sim_session.ground_truth("BTCUSDT", closed[0][0], closed[-1][0] + 60_000))
-    for ts, o, h, low, c, v in closed:
-        r = rebuilt[ts]
-        assert (o, h, low, c) == (r["o"], r["h"], r["l"], r["c"]) and v == pytest.approx(r["v"], abs=1e-8)
+    # Binance prints volumes with 8 decimals: equal to the ground-truth sum to 1e-8
+    check_closed_minutes(sim_session, "BTCUSDT", ex.fetch_ohlcv("BTC/USDT", "1m", limit=5), before, abs=1e-8)
 
     ticker = ex.fetch_ticker("BTC/USDT")  # /api/v3/ticker/24hr?symbol=: the rolling 24 h ending at closeTime
     info = ticker["info"]
@@ -113,13 +118,7 @@ def test_ccxt_upbit_rest_markets_ticker_trades_ohlcv_equal_ground_truth(sim_sess
         real = truth[int(t["id"])]
         assert (t["timestamp"], t["price"], t["amount"], t["side"]) == (real["ts"], real["price"], real["volume"], real["side"])
 
-    candles = ex.fetch_ohlcv("BTC/KRW", "1m", limit=5)
-    closed = [c for c in candles if c[0] + 60_000 <= before]
-    assert closed, candles
-    rebuilt = minutes(sim_session.ground_truth("KRW-BTC", closed[0][0], closed[-1][0] + 60_000))
-    for ts, o, h, low, c, v in closed:
-        r = rebuilt[ts]
-        assert (o, h, low, c) == (r["o"], r["h"], r["l"], r["c"]) and v == pytest.approx(r["v"], rel=1e-12)
+    check_closed_minutes(sim_session, "KRW-BTC", ex.fetch_ohlcv("BTC/KRW", "1m", limit=5), before, rel=1e-12)
 
     ticker = ex.fetch_ticker("BTC/KRW")
     at = int(ticker["info"]["timestamp"])
