@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import CLK_TCK, REPO, RESULTS, Result, disk_bytes, write_result
+from cryptoflow_dagster.cli.children import group_alive
 
 CRYPTOFLOW = str(Path(sys.executable).parent / "cryptoflow")
 READY_LINE = "cryptoflow demo is ready"  # cryptoflow_dagster.cli.demo.READY_LINE (not imported: keeps this light)
@@ -347,7 +348,7 @@ class Demo:
         took = time.monotonic() - started
         time.sleep(1)
         self.drain()
-        left = {name: pgid for name, pgid in children.items() if _group_alive(pgid)}
+        left = {name: pgid for name, pgid in children.items() if group_alive(pgid)}
         if code is None:  # not in order: end it, and everything it started, so nothing outlives the benchmark
             self.process.kill()
             self.process.wait()
@@ -360,16 +361,6 @@ class Demo:
                   or "were marked canceled" in ln]
         return {"exit_code": code, "stop_s": round(took, 1), "forced": forced, "processes_left": left,
                 "stopped_line": any("demo stopped" in ln for ln in self.seen)}
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # ---- process figures, from /proc ---------------------------------------------------------------------------------

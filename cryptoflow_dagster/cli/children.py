@@ -136,7 +136,7 @@ class Children:
                 child.restart_at = now + child.backoff_s
                 self._exits[child.name] = (child.process.pid, code, uptime)
                 # what the dead leader left in its group (a code server's gRPC server and run workers) ends in order
-                if _group_alive(child.pgid):
+                if group_alive(child.pgid):
                     _signal_group(child.pgid, signal.SIGTERM)
                     self._leftovers.append((child.pgid, now + self.stop_timeout_s))
                 events.append(Exited(child, child.process.pid, code, uptime, child.backoff_s))
@@ -166,7 +166,7 @@ class Children:
 
     def _kill_leftovers(self, now: float) -> None:
         for pgid, kill_at in list(self._leftovers):
-            if not _group_alive(pgid):
+            if not group_alive(pgid):
                 self._leftovers.remove((pgid, kill_at))
             elif now >= kill_at:
                 log.warning("process group %d (left by a child that died) did not end within %.0fs: killing it",
@@ -187,7 +187,7 @@ class Children:
         """Stop every child left (the last started first) and whatever groups dead children left behind."""
         self._stop(list(reversed(self.children)), self.stop_timeout_s)
         for pgid, _ in self._leftovers:
-            if _group_alive(pgid):
+            if group_alive(pgid):
                 _signal_group(pgid, signal.SIGKILL)
         self._leftovers.clear()
 
@@ -204,7 +204,7 @@ class Children:
                 log.info("%s stopped (%.1fs)", child.name, time.monotonic() - started)
         for child in chosen:
             child.process.poll()  # reap an exited leader: a zombie would still count as a live group member
-            if _group_alive(child.pgid):
+            if group_alive(child.pgid):
                 log.warning("%s did not stop within %.0fs: killing its process group", child.name, timeout_s)
                 _signal_group(child.pgid, signal.SIGKILL)
             try:
@@ -243,7 +243,8 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         pass  # already gone
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group ``pgid`` is still there (one we may not signal counts as there)."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -257,7 +258,7 @@ def _wait_group(child: Child, deadline: float) -> bool:
     """Wait for the group leader (reaping it) and for the rest of its group, until the shared deadline."""
     while time.monotonic() < deadline:
         child.process.poll()
-        if child.process.returncode is not None and not _group_alive(child.pgid):
+        if child.process.returncode is not None and not group_alive(child.pgid):
             return True
         time.sleep(0.1)
     return False
