@@ -58,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"(default: {DEMO_HISTORY_DAYS} days ago; 2025-09-01 replays the recorded real Upbit minutes)",
     )
     parser.add_argument("--no-sidecar", action="store_true", help="do not start the streaming sidecar")
+    parser.add_argument("--no-history", action="store_true",
+                        help="do not launch the first-start backfill of the demo's days (gold then stays empty until "
+                        "you launch one)")
     parser.add_argument("--ready-timeout", type=float, default=180.0, help="seconds to wait for each part (default 180)")
     parser.set_defaults(run=run)
 
@@ -174,13 +177,15 @@ def run(args: argparse.Namespace) -> int:
                                  log_path=demo.logs_dir / "api.log")
             _wait_for_http(f"{demo.api_url}/v1/health", api, args.ready_timeout)
             api_state = "running"
-        history_id, history_note = _launch_history(demo)
+        history_id, history_note = (None, "not launched (--no-history)") if getattr(args, "no_history", False) \
+            else _launch_history(demo)
         env_file = write_env_file(settings.home, demo_env_values(demo), datetime.now(timezone.utc))
         sidecar_state = "running" if sidecar else "off (--no-sidecar)" if args.no_sidecar else "not installed"
         _print_banner(demo, dagster_yaml, sidecar_state, env_file, api_state, history_note)
         start, end = demo_history.history_days(demo.history_start, datetime.now(timezone.utc).date())
-        reporter = demo_history.HistoryReporter(load_settings(demo.env), demo.ui_url, history_id, start, end)
-        reporter.start_reporting()
+        if history_id is not None:
+            reporter = demo_history.HistoryReporter(load_settings(demo.env), demo.ui_url, history_id, start, end)
+            reporter.start_reporting()
         return _supervise(children, alerts)
     except (KeyboardInterrupt, _Stop):
         print("\nstopping the demo ...", flush=True)
