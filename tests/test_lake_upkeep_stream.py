@@ -43,6 +43,10 @@ out.close()
 """
 
 
+def _passes(passes_file) -> int:
+    return len(passes_file.read_text().splitlines()) if passes_file.exists() else 0
+
+
 def test_maintenance_while_the_stream_writes_equals_the_ground_truth(stream_env, settings, tmp_path):
     sim = stream_env()
     with lake.session(settings) as con:
@@ -54,8 +58,12 @@ def test_maintenance_while_the_stream_writes_equals_the_ground_truth(stream_env,
     chunks: list[float] = []
     try:
         with lake.session(settings) as con:
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:  # the streaming job's loop, without its run around it
+            # the streaming job's loop, without its run around it, for at least 15 s and until 10 chunks and 3
+            # maintenance passes are done (counted, not timed: a loaded machine does both more slowly)
+            begun = time.monotonic()
+            while time.monotonic() - begun < 15 or len(chunks) < 10 or _passes(passes_file) < 3:
+                assert time.monotonic() - begun < 300, f"{len(chunks)} chunks, {_passes(passes_file)} passes in 300 s"
+                assert maintainer.poll() is None, maintainer.stderr.read()
                 started = time.monotonic()
                 if ingest.ingest_pending(con, settings.landing_dir, "test-upkeep-stream").files:
                     chunks.append(time.monotonic() - started)
@@ -83,8 +91,9 @@ def test_maintenance_while_the_stream_writes_equals_the_ground_truth(stream_env,
     assert len(chunks) >= 10 and len(passes) >= 3
     assert total["files_merged"] > 0 and total["files_rewritten"] > 0 and total["rows_flushed"] > 0
     assert total["snapshots_expired"] > 0 and total["files_deleted"] > 0 and total["rewrites_skipped"] == 0
-    # a bound only a stall would break (a turn is well under a second on a quiet machine), not a benchmark
-    assert max(p["longest_turn_s"] for p in passes) < 1.5
+    # a bound only a stall would break (a turn is ~0.3 s on a quiet machine, 2.3 s at most in benchmarks/lake_day
+    # at load 5-18), not a benchmark
+    assert max(p["longest_turn_s"] for p in passes) < 5
 
     counted = assert_matches_ground_truth(sim, settings, MARKETS)
     assert sum(counted.values()) >= 30
