@@ -178,11 +178,15 @@ def stop_dagster(children: Children, dagster_home: Path, *, daemon_timeout_s: fl
             forced = end_runs(dagster_home, timeout_s=run_timeout_s)
         except Exception:  # noqa: BLE001 - the processes must still be stopped
             log.exception("could not end the runs in flight through the Dagster instance")
-    children.stop_some(["dagster-webserver", "dagster-code-server"])
+    # The code server finishes the RPC calls in flight (a sensor evaluation) before it exits, for up to 60 s of its
+    # own; killing it sooner (the children's default 20 s) cut it short on a loaded machine (the suite at load 10-18).
+    children.stop_some(["dagster-webserver", "dagster-code-server"], timeout_s=CODE_SERVER_STOP_S)
     return forced
 
 
 _IN_FLIGHT = ("STARTING", "STARTED", "CANCELING")
+# Dagster's code server waits up to 60 s for its RPC calls in flight when asked to stop; a few seconds beyond that.
+CODE_SERVER_STOP_S = 65.0
 
 
 def end_runs(dagster_home: Path, *, timeout_s: float = RUN_STOP_TIMEOUT_S, poll_s: float = 0.25) -> list[str]:
