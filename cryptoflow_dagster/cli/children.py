@@ -222,9 +222,22 @@ class Children:
         self.stop()
 
 
+# A process started in the background (`nohup make demo &`, a script's `cmd &`) has these ignored, and an ignored
+# signal stays ignored across exec: the Dagster code server then never saw the stop's SIGTERM and was killed at the
+# timeout (the whole suite, launched that way, failed every demo stop test on it).
+_STOP_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM)
+
+
+def _default_stop_signals() -> None:
+    """In the child, between fork and exec: the stop signals back to their default action."""
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _spawn(argv: Sequence[str], env: Mapping[str, str], cwd: Path | None,
            log_file: IO[bytes] | None) -> subprocess.Popen:
-    """A child in a new session (its own process group), output appended to its log file."""
+    """A child in a new session (its own process group), output appended to its log file, the stop signals at their
+    default action whatever this process inherited."""
     return subprocess.Popen(
         list(argv),
         env=dict(env),
@@ -233,6 +246,7 @@ def _spawn(argv: Sequence[str], env: Mapping[str, str], cwd: Path | None,
         stdout=log_file if log_file else None,
         stderr=subprocess.STDOUT if log_file else None,
         start_new_session=True,
+        preexec_fn=_default_stop_signals,
     )
 
 
