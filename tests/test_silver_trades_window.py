@@ -1,9 +1,11 @@
-"""silver_trades.insert_new looks for earlier copies only within the candidates' own trade-time range: a chunk's dedupe
-reads the silver files of that range (DuckLake prunes the rest by their ts statistics), never the whole day, and stays
-exactly-once (a trade's time never changes)."""
+"""A chunk reads the silver files of its own trade-time range, never the whole day (DuckLake prunes the rest by their ts
+statistics): silver_trades.insert_new looks for earlier copies only within the candidates' range and stays exactly-once
+(a trade's time never changes); intraday_gold.refresh reads the trades of the minutes it recomputes (its bounds come
+through a join with the ranges, which DuckDB turns into a filter on the scan at run time)."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timedelta, timezone
 
@@ -11,6 +13,7 @@ import pyarrow as pa
 import pytest
 
 from cryptoflow_dagster import lake, silver_trades
+from cryptoflow_dagster.streaming import intraday_gold
 
 T0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
 COMMITS, PER_COMMIT, SPACING = 60, 500, timedelta(minutes=20)
@@ -92,3 +95,29 @@ def test_no_candidate_inserts_nothing(day_of_silver):
     candidates = _candidates(con, [])
     assert lake.write(con, lambda c: silver_trades.insert_new(c, candidates, now=T0, prefer="receive_time",
                                                               look_in_silver=True)) == 0
+
+
+def test_the_gold_refresh_at_the_end_of_the_day_reads_only_the_trades_of_its_minutes(day_of_silver):
+    con = day_of_silver
+    last = COMMITS * PER_COMMIT - 1
+    minute = _time_of(last).replace(second=0, microsecond=0)
+    con.register(intraday_gold.RANGES, pa.table({
+        "exchange": ["binance", "upbit"], "market": ["BTCUSDT", "KRW-BTC"],
+        "lo": pa.array([minute - timedelta(minutes=1)] * 2, pa.timestamp("us", tz="UTC")),
+        "hi": pa.array([minute] * 2, pa.timestamp("us", tz="UTC"))}))
+    con.execute("CALL enable_logging('FileSystem')")
+    try:
+        counts = lake.write(con, lambda c: intraday_gold.refresh(c, T0 + timedelta(days=1)))
+        opened = {json.loads(m)["path"] for (m,) in con.execute(
+            "SELECT message FROM duckdb_logs WHERE type = 'FileSystem' AND message LIKE '%\"op\":\"OPEN\"%'").fetchall()}
+    finally:
+        con.execute("CALL disable_logging()")
+        con.unregister(intraday_gold.RANGES)
+    silver_files = {p for p in opened if "/trades/" in p and "ohlcv" not in p and p.endswith(".parquet")}
+    assert 1 <= len(silver_files) <= 2, sorted(opened)  # of the day's 60: the last one (and at most a neighbour)
+    # and the bars are those of all the trades in the two minutes, not only of the last file's
+    bars = con.execute("""SELECT ts, trade_count FROM gold.ohlcv_1m_from_trades ORDER BY ts""").fetchall()
+    expected = con.execute("""SELECT time_bucket(INTERVAL 1 MINUTE, ts) AS m, count(*) FROM silver.trades
+                              WHERE ts >= $lo AND ts < $hi GROUP BY m ORDER BY m""",
+                           {"lo": minute - timedelta(minutes=1), "hi": minute + timedelta(minutes=1)}).fetchall()
+    assert [(b[0], b[1]) for b in bars] == expected and counts["ohlcv_1m"] == len(expected) >= 1
