@@ -191,3 +191,71 @@ def test_one_batch_many_markets_each_with_its_own_threshold(con, rules):
     got = evaluate_market_rules(con, batch, rules, now=t)
     assert [(a.rule, a.exchange, a.market, a.threshold) for a in got] == [("price_move", "upbit", "KRW-BTC", 2.0)]
     assert got[0].value == pytest.approx(2.5)
+
+
+@pytest.mark.parametrize("span_s", [1, 90, 400])  # a second's batch, a long one, one longer than the 300 s window
+def test_price_move_equals_a_trade_by_trade_reference(con, span_s):
+    """The evaluation splits each window into the rows every batch trade shares (one min/max) and the rest (a window
+    function): the first alerting trade, its move and the window's low/high equal a plain loop over the trades, for
+    batches shorter and longer than the window, with ties in time and context trades that are not in silver."""
+    import random
+
+    rng = random.Random(span_s)
+    rules = parse_rules({"defaults": {"price_move": {"pct": 0.8, "window_s": 300}}})
+    markets = [("upbit", "KRW-BTC"), ("binance", "TRXUSDT"), ("upbit", "KRW-ETH")]
+    history, batch, context, start = [], [], [], T0 + timedelta(seconds=1200)
+    for k, (exchange, market) in enumerate(markets):
+        price, tid = 100.0 + k, 0
+        for second in range(0, 1200 + span_s, 2):
+            when = T0 + timedelta(seconds=second, milliseconds=rng.choice([0, 500]))
+            price *= 1 + rng.gauss(0, 0.0015)
+            for _ in range(2 if rng.random() < 0.2 else 1):  # an order filled twice: a tie in time (and price)
+                tid += 1
+                row = (exchange, market, tid, when, price, 1.0)
+                if when < start - timedelta(seconds=20):
+                    history.append(row)
+                elif when < start:
+                    context.append(row)  # landed but not in silver yet: history for the rules, never alerts itself
+                else:
+                    batch.append(row)
+
+    def frame(rows):
+        return pl.concat([trades(e, m, [(t, ts, p, v) for e_, m_, t, ts, p, v in rows if (e_, m_) == (e, m)])
+                          for e, m in markets])
+
+    land(con, frame(history))
+    got = evaluate_market_rules(con, frame(batch), rules, now=start + timedelta(seconds=span_s),
+                                context=frame(context))
+    moves = {(a.exchange, a.market): (a.event_time, a.value) for a in got if a.rule == "price_move"}
+
+    expected = {}
+    known = history + context + batch
+    for exchange, market in markets:
+        mine = sorted((r for r in known if r[:2] == (exchange, market)), key=lambda r: r[3])
+        for e, m, tid, ts, price, _ in sorted((r for r in batch if r[:2] == (exchange, market)), key=lambda r: r[3]):
+            window = [r[4] for r in mine if ts - timedelta(seconds=300) <= r[3] <= ts]
+            lo, hi = min(window), max(window)
+            move = (price / lo - 1) * 100 if price / lo - 1 >= 1 - price / hi else (price / hi - 1) * 100
+            if abs(move) >= 0.8:
+                expected[(e, m)] = (ts, move)
+                break
+    assert len(expected) >= 2  # the walk moves enough for the rule to fire on most markets
+    assert moves.keys() == expected.keys()
+    for key, (ts, move) in expected.items():
+        assert moves[key][0] == ts and moves[key][1] == pytest.approx(move, rel=1e-12)
+
+
+def test_a_low_that_left_the_window_during_the_batch_no_longer_counts(con):
+    """A dip 295 s before the batch starts is inside the first batch trade's 300 s window but not inside the window of a
+    trade 30 s later: against that trade's own window (low 99.5) 99.9 is no move; against the stale dip it would be +0.9 %."""
+    rules = parse_rules({"defaults": {"price_move": {"pct": 0.8, "window_s": 300}}})
+    start = T0 + timedelta(seconds=600)
+    flat = [(i, T0 + timedelta(seconds=5 * i), 100.0, 1.0) for i in range(120) if T0 + timedelta(seconds=5 * i) < start]
+    dip = [(1000, start - timedelta(seconds=295), 99.0, 1.0)]
+    land(con, trades("upbit", "KRW-BTC", flat + dip))
+    batch = trades("upbit", "KRW-BTC", [(2000, start, 99.5, 1.0), (2001, start + timedelta(seconds=30), 99.9, 1.0)])
+    assert evaluate_market_rules(con, batch, rules, now=start + timedelta(seconds=30)) == []
+    # the same price while the dip is still inside the window is a move
+    batch = trades("upbit", "KRW-BTC", [(3000, start, 99.9, 1.0)])
+    [alert] = evaluate_market_rules(con, batch, rules, now=start)
+    assert alert.value == pytest.approx((99.9 / 99.0 - 1) * 100)
