@@ -294,6 +294,13 @@ class Settings:
         "Lake snapshots older than this are expired: time travel (AT (VERSION => n), AT (TIMESTAMP => t)) works "
         "inside it and fails with 'No snapshot found' beyond, e.g. '12 hours', '7 days'. 0: keep every snapshot.",
     )
+    lake_snapshot_thin_after: timedelta | None = _s(
+        "CRYPTOFLOW_LAKE_SNAPSHOT_THIN_AFTER",
+        "1 hour",
+        "Lake snapshots older than this keep only the last one of each minute (inside the retention): time travel to "
+        "an older time gives the lake as it was at the end of the minute before. The stream commits about once a "
+        "second, and each snapshot kept slows every commit a little (docs/decisions/0017). 0: thin none.",
+    )
     lake_file_cleanup_delay: timedelta | None = _s(
         "CRYPTOFLOW_LAKE_FILE_CLEANUP_DELAY",
         "1 hour",

@@ -202,6 +202,46 @@ def test_slo_reads_commit_times_after_their_snapshots_expire(settings):
         assert slo.report(con, since)["silver"] == before
 
 
+def test_thinning_keeps_the_last_snapshot_of_each_bucket_and_time_travel_lands_on_it(settings):
+    """Snapshots older than the thin-after setting keep the last of each bucket (a minute in the settings; 0.5 s here,
+    so that a test of seconds spans several): the lake's contents are unchanged, time travel to a thinned snapshot's
+    time gives the lake as at the last kept snapshot before it, and newer snapshots are all kept."""
+    bucket = timedelta(milliseconds=500)
+    with lake.session(settings) as con:
+        lake.ensure_schema(con)
+        schema = con.execute("SELECT max(snapshot_id) FROM ducklake_snapshots('lake')").fetchone()[0]
+        for i in range(30):
+            lake.write(con, trades(i, 3))  # inlined: a commit as small as the stream's ledger rows
+            time.sleep(0.06)
+        snaps = con.execute("SELECT snapshot_id, snapshot_time FROM ducklake_snapshots('lake') ORDER BY 1").fetchall()
+        counts = {sid: con.execute(f"SELECT count(*) FROM silver.trades AT (VERSION => {sid})").fetchone()[0]
+                  for sid, _ in snaps if sid >= schema}
+        before = everything(con)
+        cut = snaps[-6][1]  # the last five are newer than the thinning's bound: all kept
+
+        def bucket_of(t: datetime) -> int:
+            return int(t.timestamp() * 1e6) // int(bucket.total_seconds() * 1e6)
+
+        last_of_bucket = {}
+        for sid, t in snaps:
+            last_of_bucket[bucket_of(t)] = sid
+        expected = {sid for sid, t in snaps if t >= cut or last_of_bucket[bucket_of(t)] == sid}
+
+        report = up.expire_snapshots(con, None, thin_before=cut, thin_to=bucket)
+        kept = {sid for (sid,) in con.execute("SELECT snapshot_id FROM ducklake_snapshots('lake')").fetchall()}
+        assert kept - {max(kept)} == expected - {max(kept)} and report.snapshots_expired == len(snaps) - len(expected)
+        assert 3 <= len(expected) < len(snaps) - 10  # several buckets, most snapshots gone
+        assert everything(con) == before
+        thinned = [(sid, t) for sid, t in snaps if sid not in kept and any(schema <= k < sid for k in kept)]
+        assert thinned
+        for sid, t in thinned[:5]:
+            landed_on = max(k for k in kept if k < sid)
+            assert con.execute("SELECT count(*) FROM silver.trades AT (TIMESTAMP => $t)", {"t": t}).fetchone()[0] == (
+                counts[landed_on])
+        # a second pass thins nothing more
+        assert up.expire_snapshots(con, None, thin_before=cut, thin_to=bucket).snapshots_expired == 0
+
+
 _WRITER = r"""
 import json, sys, time
 from cryptoflow_dagster import lake

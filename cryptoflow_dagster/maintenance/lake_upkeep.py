@@ -70,6 +70,9 @@ PAUSE_S = 0.2
 SMALL_FILE_BYTES = 256 * 1024
 # Snapshots expired per turn: 2,000 took 0.12 s on a quiet machine, 500 took 0.45-0.94 s at load 10 on 2 cores.
 EXPIRE_BATCH = 250
+# Snapshots older than CRYPTOFLOW_LAKE_SNAPSHOT_THIN_AFTER keep the last of each bucket this long: the stream commits
+# about once a second, and every snapshot the catalog holds makes each commit a little slower (ADR 0017 addendum).
+THIN_TO = timedelta(minutes=1)
 # Never more turns than this in one step of one pass: the next pass goes on where this one stopped.
 MAX_TURNS_PER_TABLE = 200
 
@@ -343,28 +346,40 @@ def _set_target(con: duckdb.DuckDBPyConnection, target_bytes: int) -> None:
 # --- snapshots and files ------------------------------------------------------------------------------------------
 
 
-def expirable_snapshots(con: duckdb.DuckDBPyConnection, older_than: datetime) -> list[tuple[int, datetime, bool]]:
-    """The snapshots committed before ``older_than`` (never the latest: DuckLake keeps it anyway), oldest first:
-    (id, commit time, whether it inserted into ops.ingested_files). One read of every snapshot, outside any turn
-    (~0.1 ms a snapshot)."""
+def expirable_snapshots(
+    con: duckdb.DuckDBPyConnection, older_than: datetime | None, thin_before: datetime | None = None,
+    thin_to: timedelta = THIN_TO,
+) -> list[tuple[int, datetime, bool]]:
+    """The snapshots to expire, oldest first: (id, commit time, whether it inserted into ops.ingested_files).
+
+    Those committed before ``older_than`` (None: none), and with ``thin_before``, those committed before it that are not the last of
+    their ``thin_to`` bucket (e.g. the minute). Never the latest: DuckLake keeps it anyway. One read of every snapshot,
+    outside any turn (~0.1 ms a snapshot)."""
     files_table = con.execute(
         f"""SELECT CAST(t.table_id AS VARCHAR) FROM {METADATA}.ducklake_table t
             JOIN {METADATA}.ducklake_schema s USING (schema_id)
             WHERE s.schema_name = 'ops' AND t.table_name = 'ingested_files' AND t.end_snapshot IS NULL"""
     ).fetchone()
     return con.execute(
-        f"""SELECT snapshot_id, snapshot_time, coalesce({INGESTED}, false) FROM ducklake_snapshots($catalog)
-            WHERE snapshot_time < $older_than
+        f"""SELECT snapshot_id, snapshot_time, ingested FROM (
+                SELECT snapshot_id, snapshot_time, coalesce({INGESTED}, false) AS ingested,
+                    snapshot_id = max(snapshot_id) OVER (PARTITION BY time_bucket($thin_to, snapshot_time))
+                        AS last_of_bucket
+                FROM ducklake_snapshots($catalog))
+            WHERE (snapshot_time < $older_than OR (snapshot_time < $thin_before AND NOT last_of_bucket))
               AND snapshot_id < (SELECT max(snapshot_id) FROM ducklake_snapshots($catalog))
             ORDER BY snapshot_id""",
-        {"catalog": lake.CATALOG, "older_than": older_than, "files_table": files_table[0] if files_table else ""},
+        {"catalog": lake.CATALOG, "older_than": older_than, "thin_before": thin_before, "thin_to": thin_to,
+         "files_table": files_table[0] if files_table else ""},
     ).fetchall()
 
 
 def expire_snapshots(
-    con: duckdb.DuckDBPyConnection, older_than: datetime, batch: int = EXPIRE_BATCH
+    con: duckdb.DuckDBPyConnection, older_than: datetime | None, batch: int = EXPIRE_BATCH,
+    thin_before: datetime | None = None, thin_to: timedelta = THIN_TO,
 ) -> UpkeepReport:
-    """Expire the snapshots committed before ``older_than``, ``batch`` ids per turn, oldest first.
+    """Expire the snapshots committed before ``older_than``, and thin those committed before ``thin_before`` to the last
+    of each ``thin_to`` bucket (:func:`expirable_snapshots`); ``batch`` ids per turn, oldest first.
 
     Each turn first copies the commit times of the expiring snapshots that inserted into ops.ingested_files to
     ops.ingest_commits (``cryptoflow slo`` reads both), in the same transaction: a commit time is never lost nor
@@ -372,7 +387,7 @@ def expire_snapshots(
     """
     report = UpkeepReport()
     turns = _Turns(report)
-    snapshots = expirable_snapshots(con, older_than)
+    snapshots = expirable_snapshots(con, older_than, thin_before, thin_to)
     for start in range(0, len(snapshots), batch):
         chunk = snapshots[start:start + batch]
         ingest = [(i, t) for i, t, ingested in chunk if ingested]
@@ -582,9 +597,11 @@ def run_steps(
         elif step == "merge":
             part = merge_small_files(con, target)
         elif step == "expire":
-            if settings.lake_snapshot_retention is None:
+            retention, thin_after = settings.lake_snapshot_retention, settings.lake_snapshot_thin_after
+            if retention is None and thin_after is None:
                 continue
-            part = expire_snapshots(con, now - settings.lake_snapshot_retention)
+            part = expire_snapshots(con, now - retention if retention is not None else None,
+                                    thin_before=now - thin_after if thin_after is not None else None)
         elif step == "orphans":
             part = delete_orphaned_files(con, now - delay)
         elif step == "catalog":
