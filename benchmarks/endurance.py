@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import re
 import signal
 import subprocess
@@ -45,8 +44,8 @@ from typing import Any
 
 from benchmarks.common import CLK_TCK, REPO, RESULTS, Result, disk_bytes, write_result
 from cryptoflow_dagster.cli.children import group_alive
+from cryptoflow_dagster.cli.demo_process import DemoProcess
 
-CRYPTOFLOW = str(Path(sys.executable).parent / "cryptoflow")
 READY_LINE = "cryptoflow demo is ready"  # cryptoflow_dagster.cli.demo.READY_LINE (not imported: keeps this light)
 
 # Issue 17's targets.
@@ -251,57 +250,13 @@ def compare_window(silver, truth) -> dict[str, dict[str, int]]:
 
 
 # ---- the demo as a subprocess ------------------------------------------------------------------------------------
-@dataclass
-class Demo:
-    """``cryptoflow demo`` in its own session (this process, not a terminal, decides who gets the Ctrl-C)."""
-
-    home: Path
-    process: subprocess.Popen
-    ui_port: int
-    sim_port: int
-    api_port: int
-    log: Path
-    lines: queue.Queue = field(default_factory=queue.Queue)
-    seen: list[str] = field(default_factory=list)
+class Demo(DemoProcess):
+    """The demo as the endurance run starts it: one history day, its output copied to ``endurance-demo.log``."""
 
     @classmethod
-    def start(cls, home: Path, env: dict[str, str], history_start: date) -> Demo:
-        from cryptoflow_dagster.cli.services import free_port
-
-        ui_port, sim_port, api_port = free_port(), free_port(), free_port()
-        process = subprocess.Popen(
-            [CRYPTOFLOW, "demo", "--ui-port", str(ui_port), "--sim-port", str(sim_port), "--api-port", str(api_port),
-             "--history-start", history_start.isoformat(), "--ready-timeout", "600"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, cwd=REPO, env=env)
-        demo = cls(home, process, ui_port, sim_port, api_port, home / "endurance-demo.log")
-        threading.Thread(target=demo._read, daemon=True).start()
-        return demo
-
-    def _read(self) -> None:
-        with self.process.stdout, open(self.log, "a") as out:
-            for line in self.process.stdout:
-                out.write(line)
-                out.flush()
-                self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    @property
-    def sim_url(self) -> str:
-        return f"http://127.0.0.1:{self.sim_port}"
-
-    def wait_for(self, text: str, timeout_s: float) -> str:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise RuntimeError(f"no {text!r} from the demo within {timeout_s:.0f}s:\n" + self.tail()) from None
-            if line is None:
-                self.lines.put(None)
-                raise RuntimeError(f"the demo exited before {text!r}:\n" + self.tail())
-            self.seen.append(line)
-            if text in line:
-                return line
+    def start_for(cls, home: Path, env: dict[str, str], history_start: date) -> Demo:
+        return cls.start(home, "--history-start", history_start.isoformat(), "--ready-timeout", "600", env=env,
+                         log=home / "endurance-demo.log")
 
     def wait_for_history(self, timeout_s: float) -> float | None:
         """Seconds waited until the demo reported every history day in silver (None: not within ``timeout_s``)."""
@@ -315,26 +270,6 @@ class Demo:
             time.sleep(2)
             self.drain()
         return round(time.monotonic() - started, 1)
-
-    def drain(self) -> None:
-        while not self.lines.empty():
-            line = self.lines.get()
-            if line is None:
-                self.lines.put(None)
-                return
-            self.seen.append(line)
-
-    def tail(self, n: int = 40) -> str:
-        return "\n".join(self.seen[-n:])
-
-    def children(self) -> dict[str, int]:
-        """name -> pid (= process group) of the latest start of each child the demo started."""
-        self.drain()
-        found = {}
-        for line in self.seen:
-            if m := re.search(r"started (\S+) \(pid (\d+)\)", line):
-                found[m.group(1)] = int(m.group(2))
-        return found
 
     def stop(self, timeout_s: float = 600) -> dict[str, Any]:
         """SIGINT, as Ctrl-C: the demo's own orderly stop. Returns how it went (see :func:`orderly_stop`)."""
@@ -672,7 +607,7 @@ def _drive(opts: Options, home: Path) -> dict[str, Any]:
     details: dict[str, Any] = {"options": {**asdict(opts), "home": str(home)}, "history_start": str(history_start),
                                "started_epoch": time.time()}
     t_launch = time.monotonic()
-    demo = Demo.start(home, env, history_start)
+    demo = Demo.start_for(home, env, history_start)
     sampler = None
     try:
         demo.wait_for(READY_LINE, timeout_s=900)
@@ -740,7 +675,7 @@ def _drive(opts: Options, home: Path) -> dict[str, Any]:
         details["catch_up"]["alerts_waited_s"] = wait_alerts(sim, shocks, t0, opts.alert_wait_s)
         messages = sim.slack_messages()
         start_ms, end_ms = int(since.timestamp() * 1000), int(until.timestamp() * 1000) - 2_000
-        truth = fetch_truth(demo.sim_url, markets, start_ms, end_ms)
+        truth = fetch_truth(demo.sim, markets, start_ms, end_ms)
         details["history"] = [ln for ln in demo.seen if "history" in ln.lower()][-10:]
     finally:
         if sampler is not None:

@@ -10,26 +10,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import re
 import signal
 import subprocess
-import sys
-import threading
 import time
-from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
 import httpx
 
+from cryptoflow_dagster.cli.children import group_alive
 from cryptoflow_dagster.cli.demo import DEMO_SLACK_TOKEN, ENV_FILE_HEADER, READY_LINE, plan
-from cryptoflow_dagster.cli.services import REPO_ROOT, free_port, port_is_free
+from cryptoflow_dagster.cli.demo_process import CRYPTOFLOW, DemoProcess
+from cryptoflow_dagster.cli.services import REPO_ROOT, port_is_free
 from cryptoflow_dagster.defs.streaming.jobs import streaming_ingest_job
 from cryptoflow_dagster.webserver import location_statuses
 
-CRYPTOFLOW = str(Path(sys.executable).parent / "cryptoflow")
 CHILDREN = {"simulator", "sidecar", "dagster-code-server", "dagster-webserver", "dagster-daemon", "api"}
 # What an orderly stop must never leave: a failed run pages Slack; a STARTED one is a run nobody will ever end.
 NOT_IN_ORDER = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING,
@@ -66,102 +63,9 @@ def test_demo_points_every_part_at_the_simulator_without_touching_the_callers_en
 # ---- a demo process, as a person starts it ------------------------------------------------------------------------
 
 
-@dataclass
-class Demo:
-    """`cryptoflow demo` in its own session (so the test, not a terminal, decides who gets the Ctrl-C)."""
-
-    home: Path
-    process: subprocess.Popen
-    ui_port: int
-    sim_port: int
-    api_port: int
-    lines: queue.Queue = field(default_factory=queue.Queue)
-    seen: list[str] = field(default_factory=list)
-    reader: threading.Thread | None = None
-
-    @classmethod
-    def start(cls, home: Path, *extra: str) -> Demo:
-        ui_port, sim_port, api_port = free_port(), free_port(), free_port()
-        process = subprocess.Popen(
-            [CRYPTOFLOW, "demo", "--ui-port", str(ui_port), "--sim-port", str(sim_port), "--api-port", str(api_port),
-             *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, cwd=REPO_ROOT,
-        )
-        demo = cls(home, process, ui_port, sim_port, api_port)
-        demo.reader = threading.Thread(target=demo._read, daemon=True)
-        demo.reader.start()
-        return demo
-
-    def _read(self) -> None:
-        with self.process.stdout:  # closed at end of file: an open pipe would warn when collected, in another test
-            for line in self.process.stdout:
-                self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    @property
-    def ui(self) -> str:
-        return f"http://127.0.0.1:{self.ui_port}"
-
-    @property
-    def sim(self) -> str:
-        return f"http://127.0.0.1:{self.sim_port}"
-
-    @property
-    def api(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
-
-    def wait_for(self, text: str | re.Pattern, timeout_s: float) -> str:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no {text!r} within {timeout_s}s:\n" + self.tail()) from None
-            if line is None:
-                self.lines.put(None)
-                raise AssertionError(f"demo exited before {text!r}:\n" + self.tail())
-            self.seen.append(line)
-            if (text.search(line) if isinstance(text, re.Pattern) else text in line):
-                return line
-
-    def drain(self) -> None:
-        while not self.lines.empty():
-            line = self.lines.get()
-            if line is None:
-                self.lines.put(None)
-                return
-            self.seen.append(line)
-
-    def tail(self, n: int = 40) -> str:
-        return "\n".join(self.seen[-n:])
-
-    def children(self) -> dict[str, int]:
-        """name -> pid of the children it started (the latest start of each)."""
-        self.drain()
-        found = {}
-        for line in self.seen:
-            if m := re.search(r"started (\S+) \(pid (\d+)\)", line):
-                found[m.group(1)] = int(m.group(2))
-        return found
-
+class Demo(DemoProcess):
     def instance(self) -> dg.DagsterInstance:
         return dg.DagsterInstance.from_config(str(self.home / "dagster_home"))
-
-    def kill_all(self) -> None:
-        """Cleanup after a failed test: nothing may outlive it."""
-        pids = self.children()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=180)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        for pgid in pids.values():
-            if not _gone(pgid):
-                os.killpg(pgid, signal.SIGKILL)
-        self.reader.join(timeout=10)
-        if self.reader.is_alive():  # the reader closes the pipe at end of file; only a stuck one leaves it open
-            self.process.stdout.close()
 
 
 def _group(pgid: int) -> list[str]:
@@ -175,14 +79,6 @@ def _group(pgid: int) -> list[str]:
         except (OSError, IndexError, ValueError):
             continue  # the process ended while we looked
     return found
-
-
-def _gone(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def streaming_run_in_its_loop(instance: dg.DagsterInstance, timeout_s: float) -> str:
@@ -258,7 +154,7 @@ def stop_in_order(demo: Demo, sig: signal.Signals, children: dict[str, int], tim
     forced = [line for line in demo.seen if "did not stop within" in line or "did not end within" in line]
     assert not forced, demo.tail()
     # every child and everything it started (its process group) is gone, and the ports are free again
-    assert {name: _gone(pgid) for name, pgid in children.items()} == {name: True for name in children}
+    assert {name: group_alive(pgid) for name, pgid in children.items()} == {name: False for name in children}
     assert port_is_free("127.0.0.1", demo.ui_port) and port_is_free("127.0.0.1", demo.sim_port)
     assert port_is_free("127.0.0.1", demo.api_port)
     assert not (demo.home / ".env").exists()  # the demo's settings go with it
@@ -368,7 +264,7 @@ def test_demo_restarts_a_part_that_dies_logs_and_alerts_it_and_sigterm_stops_in_
                           timeout_s=30)
             line = demo.wait_for(re.compile(rf"restarted {name} \(pid \d+\)"), timeout_s=30)
             new = int(re.search(r"\(pid (\d+)\)", line).group(1))
-            assert new != old and not _gone(new)
+            assert new != old and group_alive(new)
             children[name] = new
             _eventually(lambda: serving(demo, new), 120, f"the restarted {name} serving", demo)
             # alerted: recorded in the outbox by the demo, delivered to the simulator's Slack sink by the sensor
