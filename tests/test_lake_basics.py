@@ -105,6 +105,24 @@ def test_memory_limit_setting_caps_every_connection(settings, monkeypatch):
     assert default != "1.5 GiB"  # unset: DuckDB's own default, not the cap
 
 
+def test_a_long_lived_reader_keeps_no_copy_of_the_files_it_reads(settings):
+    """A process that keeps its lake database open and reads each new stream file (the API's live feed, the sensors)
+    must not keep the files' blocks: DuckDB's external file cache would hold them up to memory_limit (80 % of RAM by
+    default), +400 MiB an hour at 250 markets. Local files are left to the OS page cache."""
+    with lake.session(settings) as con:
+        lake.ensure_schema(con)
+        for i in range(20):
+            lake.write(con, lambda c, i=i: c.execute(
+                "INSERT INTO silver.trades SELECT 'upbit', 'KRW-BTC', $i * 5000 + range, TIMESTAMPTZ '2026-07-30 07:00:00+00' "
+                "+ to_milliseconds($i * 5000 + range), 100 + range % 7, 0.5, 50, 'buy', now(), now(), 'ws', DATE '2026-07-30' "
+                "FROM range(5000)", {"i": i}))
+    with lake.session(settings, read_only=True) as ro:
+        assert ro.execute("SELECT sum(price) FROM silver.trades").fetchone()[0] > 0  # every file read
+        cached = ro.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() "
+                            "WHERE tag = 'EXTERNAL_FILE_CACHE'").fetchone()[0]
+        assert cached == 0
+
+
 @pytest.mark.parametrize("value", ["3", "3 G", "-1GB", "3gb", "80%", "3GB; SET threads = 1", "1.GB"])
 def test_memory_limit_setting_refuses_a_bad_value(cryptoflow_home, monkeypatch, value):
     monkeypatch.setenv("CRYPTOFLOW_DUCKDB_MEMORY_LIMIT", value)

@@ -154,6 +154,11 @@ def _open_database(
     try:
         if settings.duckdb_memory_limit:  # unset: DuckDB's own default (80 % of RAM)
             con.execute("SET memory_limit = ?", [settings.duckdb_memory_limit])
+        if "://" not in settings.data_path:
+            # DuckDB keeps the blocks of every file it reads in memory, up to memory_limit: in a long-lived process
+            # that reads each new stream file (the API's live feed, the sensors) that was ~55 KB a commit, +400 MiB an
+            # hour at 250 markets (benchmarks/results/endurance.json). Local files are in the OS page cache anyway.
+            con.execute("SET enable_external_file_cache = false")
         install_extensions(con, settings)
         _configure_object_store(con, settings)
         options = f"DATA_PATH {literal(settings.data_path)}" + (", READ_ONLY" if read_only else "")
