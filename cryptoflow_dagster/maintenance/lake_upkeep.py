@@ -10,8 +10,9 @@ keep that in check; each returns what it did in an :class:`UpkeepReport`:
   same writers' turn;
 - :func:`merge_small_files`: small files are merged (``ducklake_merge_adjacent_files``); merged files keep each row's
   snapshot, so time travel is unaffected;
-- :func:`expire_snapshots`: snapshots older than the retention go (``ducklake_expire_snapshots``), after the commit
-  times ``cryptoflow slo`` needs are copied to ``ops.ingest_commits`` in the same transaction;
+- :func:`expire_snapshots`: snapshots older than the retention go (``ducklake_expire_snapshots``), and older than the
+  thin-after setting all but the last of each minute, after the commit times ``cryptoflow slo`` needs are copied to
+  ``ops.ingest_commits`` in the same transaction;
 - :func:`delete_old_files`: files no snapshot uses any more are deleted once the cleanup delay has passed
   (``ducklake_cleanup_old_files``); :func:`delete_orphaned_files`: files the catalog never knew (a writer died before
   its commit), as old (``ducklake_delete_orphaned_files``);
