@@ -5,7 +5,8 @@ Two jobs materialize it, on schedules from the settings (UTC, running by default
 queue's ``cryptoflow/lake-maintenance`` limit, and a host lock for instances whose dagster.yaml predates that limit):
 
 - ``lake_maintenance`` (``CRYPTOFLOW_LAKE_MAINTENANCE_CRON``, every 10 minutes): old files deleted, inlined rows
-  flushed, delete-heavy files rewritten, small files merged, snapshots older than the retention expired;
+  flushed, delete-heavy files rewritten, small files merged, snapshots older than the retention expired and those
+  older than the thin-after setting thinned to the last of each minute;
 - ``lake_catalog_upkeep`` (``CRYPTOFLOW_LAKE_CATALOG_UPKEEP_CRON``, daily): orphaned files deleted, the catalog
   vacuumed and analyzed.
 
@@ -97,7 +98,8 @@ lake_maintenance_job = dg.define_asset_job(
     config=dg.RunConfig(ops={_OP: LakeMaintenanceConfig(steps=list(lake_upkeep.COMPACT_STEPS))}),
     tags=_TAGS,
     description="Lake compaction and expiry: old files deleted, inlined rows flushed, delete-heavy files rewritten, "
-    "small files merged, snapshots past the retention expired (each step a table or a bounded batch per writer turn).",
+    "small files merged, snapshots past the retention expired and older ones than an hour (the thin-after setting) "
+    "thinned to one a minute (each step a table or a bounded batch per writer turn).",
 )
 lake_catalog_upkeep_job = dg.define_asset_job(
     "lake_catalog_upkeep",
