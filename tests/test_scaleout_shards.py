@@ -41,8 +41,11 @@ def test_two_sidecar_shards_share_landing_and_lake_and_match_ground_truth(settin
                                         stderr=subprocess.PIPE, text=True) for name, env in envs.items()}
         try:
             for name, proc in procs.items():
-                # each shard's one Upbit market can sit in an empty minute: wait for a trade of each market
+                # each shard's one Upbit market can sit in an empty minute: wait for a trade of each market, and for
+                # the 5 of each Binance symbol the comparison below asks for (a fast start once stopped at 4)
                 stream_until(proc, load_settings(envs[name]), 60, timeout_s=150, traded=(sim, shard_markets(name)))
+                stream_until(proc, load_settings(envs[name]), 60, timeout_s=150,
+                             traded=(sim, [("binance", s) for s in SHARDS[name][1]]), min_trades=5)
             for proc in procs.values():
                 proc.send_signal(signal.SIGTERM)  # a clean stop flushes what each shard buffered
             for proc in procs.values():

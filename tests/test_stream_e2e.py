@@ -16,7 +16,7 @@ from datetime import datetime
 
 import pytest
 
-from chaos.checks import compare_trades
+from chaos.checks import END_MARGIN_MS, compare_trades
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.defs.streaming.jobs import single_pass, streaming_ingest_job
 from cryptoflow_dagster.defs.streaming.repair import gap_repair_job
@@ -54,32 +54,36 @@ def sidecar(*args: str) -> subprocess.Popen:
 
 
 def stream_until(proc: subprocess.Popen, settings, messages: int, timeout_s: float = 60.0,
-                 traded: tuple = (None, ())) -> None:
+                 traded: tuple = (None, ()), min_trades: int = 1) -> None:
     """Let the sidecar run until its own heartbeat counted ``messages`` (time-based waits break on a loaded machine).
 
-    ``traded=(sim, markets)`` also waits until the simulator made a trade in every one of ``markets`` while its
-    exchange's stream was connected, at least a second before now. Without it, a sidecar shard holding one Upbit market
-    can stop inside one of Upbit's empty minutes (3 % of them) with no trade of that exchange to compare.
+    ``traded=(sim, markets)`` also waits until the simulator made ``min_trades`` trades in every one of ``markets``
+    while its exchange's stream was connected, inside what compare_trades will compare (it leaves the last
+    END_MARGIN_MS out). Without it, a sidecar shard holding one Upbit market can stop inside one of Upbit's empty
+    minutes (3 % of them) with no trade of that exchange to compare, and a test that asks for a few trades of a market
+    to compare depends on how fast the machine reached ``messages``.
     """
     sim, markets = traded
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         beat = read_heartbeat(settings.heartbeat_path)
         if (beat and beat.get("pid") == proc.pid and beat["counters"]["messages"] >= messages
-                and all(_traded_while_connected(sim, beat, exchange, market) for exchange, market in markets)):
+                and all(_trades_while_connected(sim, beat, exchange, market) >= min_trades
+                        for exchange, market in markets)):
             return
         assert proc.poll() is None, proc.stderr.read()
         time.sleep(0.2)
-    raise AssertionError(f"the sidecar did not receive {messages} messages, or {markets} had no trade, in {timeout_s} s")
+    raise AssertionError(f"the sidecar did not receive {messages} messages, or {markets} had fewer than {min_trades} "
+                         f"trades, in {timeout_s} s")
 
 
-def _traded_while_connected(sim, beat: dict, exchange: str, market: str) -> bool:
+def _trades_while_connected(sim, beat: dict, exchange: str, market: str) -> int:
     since = (beat["streams"].get(exchange) or {}).get("connected_since")
     if since is None:
-        return False
+        return 0
     # a second after the connection opened: the subscription is in place by then
     start_ms = int(datetime.fromisoformat(since).timestamp() * 1000) + 1000
-    return bool(sim.ground_truth(market, start_ms, int(time.time() * 1000) - 1000, exchange=exchange))
+    return len(sim.ground_truth(market, start_ms, int(time.time() * 1000) - 1000 - END_MARGIN_MS, exchange=exchange))
 
 
 def ingest(instance) -> None:
