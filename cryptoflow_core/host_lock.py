@@ -4,11 +4,14 @@ dies, so a crashed holder never leaves the lock behind.
 Two ways to take it:
 
 - :meth:`HostLock.try_hold` does not wait: held or not, at once, and whether another holder had it since we last did
-  (the Upbit rate limiter, which then cannot know what the other process sent);
+  (the Upbit rate limiter, which then reads what the other process left in the note below);
 - :meth:`HostLock.hold` waits as long as it takes (the kernel's queue, no polling) and, while it waits, logs every
   ``warn_every_s`` which process holds it and for how long (the lake's writers: a hung holder must at least be visible).
 
-The holder writes ``<pid> <since, epoch seconds> <holder id>`` into the file for the others to read.
+The holder writes ``<pid> <since, epoch seconds> <holder id>`` into the file for the others to read. A holder that
+lets go adds a second line, ``released <note>``: the next holder reads the note in :attr:`HostLock.left_by_previous`
+(what the Upbit limiter's requests may still count for at the server). No such line means the previous holder died
+holding the lock, and whatever it was doing is unknown.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ class HostLock:
         self.path = Path(path)
         self._holder = f"{os.getpid()}:{id(self)}"
         self._fd: int | None = None
+        # The note the previous holder left when it let go; "" if nobody held the lock before; None if the previous
+        # holder died holding it (nothing known).
+        self.left_by_previous: str | None = ""
 
     @property
     def held(self) -> bool:
@@ -62,8 +68,14 @@ class HostLock:
             raise
         self._take(fd)
 
-    def release(self) -> None:
+    def release(self, note: str = "") -> None:
+        """Let go, leaving ``note`` (one line) for the next holder."""
         if self._fd is not None:
+            if "\n" in note:
+                raise ValueError("a host lock's note is one line")
+            line = os.pread(self._fd, 256, 0).decode(errors="replace").split("\n", 1)[0]
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{line}\nreleased {note}\n".encode(), 0)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
@@ -80,8 +92,14 @@ class HostLock:
         return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
 
     def _take(self, fd: int) -> str:
-        """Write us in as the holder (with when), and return the previous holder's id."""
-        previous = os.pread(fd, 128, 0).decode(errors="replace").split()
+        """Write us in as the holder (with when), keep what the previous holder left, and return its id."""
+        holder, _, rest = os.pread(fd, 64 * 1024, 0).decode(errors="replace").partition("\n")
+        previous = holder.split()
+        released = rest.split("\n", 1)[0]
+        if not previous:
+            self.left_by_previous = ""
+        else:
+            self.left_by_previous = released.removeprefix("released ") if released.startswith("released") else None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {time.time():.0f} {self._holder}\n".encode(), 0)
         self._fd = fd

@@ -87,6 +87,47 @@ def test_two_clients_on_one_host_take_turns_instead_of_earning_a_ban(sim, tmp_pa
     assert results["a_429"] == results["b_429"] == 0
 
 
+def test_a_process_taking_the_turn_leaves_the_last_ones_requests_their_second(tmp_path):
+    """The host lock changes hands the moment one process has nothing in flight, often right after it filled the
+    window. The one that takes over must not send into that full window (its first request drew a 429 one run in
+    three): the releaser's note reserves each of its requests until the server's window lets it go."""
+    now = [100.0]
+    first = UpbitLimiter(10, lock_dir=tmp_path, clock=lambda: now[0])
+    probe = first.acquire("candle")
+    first.answered(probe, 200, "group=candle; min=1800; sec=9")
+    now[0] = 101.1
+    burst = [first.acquire("candle") for _ in range(10)]
+    now[0] = 101.2
+    for ticket, left in zip(burst, range(9, -1, -1)):
+        first.answered(ticket, 200, f"group=candle; min=1800; sec={left}")  # the last one lets go of the lock
+    second = UpbitLimiter(10, lock_dir=tmp_path, clock=lambda: now[0])
+    now[0] = 101.3
+    assert second.try_acquire("candle") == pytest.approx(0.9, abs=0.05)  # the burst frees at 102.2: wait for it
+    assert second.capacity("candle") == 10  # learned from the note: no probe has to find out
+    now[0] = 102.25
+    assert sum(isinstance(second.try_acquire("candle"), Ticket) for _ in range(12)) == 10
+    first.close()
+    second.close()
+
+
+def test_a_process_taking_over_from_one_that_died_holding_the_turn_waits_a_window(tmp_path):
+    """A holder that died left no note: what it sent in its last second is unknown, so the next waits one window."""
+    import subprocess
+    import sys
+
+    lock = tmp_path / "upbit-candle.lock"
+    died = subprocess.run([sys.executable, "-c", "import sys; from cryptoflow_core.host_lock import HostLock; "
+                           "assert HostLock(sys.argv[1]).try_hold()[0]; import os; os._exit(0)", str(lock)], timeout=60)
+    assert died.returncode == 0 and "released" not in lock.read_text()
+    now = [5.0]
+    upbit = UpbitLimiter(10, lock_dir=tmp_path, clock=lambda: now[0])
+    assert upbit.try_acquire("candle") == pytest.approx(1.0)
+    now[0] = 6.0
+    assert isinstance(upbit.try_acquire("candle"), Ticket)  # then one request alone finds the allowance out
+    assert upbit.try_acquire("candle") == pytest.approx(0.01)
+    upbit.close()
+
+
 def test_another_client_seen_in_the_servers_count_is_left_its_share():
     """No host lock can see a client on another machine behind the same address: the server's `sec` can."""
     now = [50.0]

@@ -79,3 +79,20 @@ def test_hold_waits_for_the_holder_and_names_it_while_waiting(tmp_path, caplog):
     assert any("test turn: got it after" in r.getMessage() for r in caplog.records)
     assert path.read_text().split()[0] == str(__import__("os").getpid())  # we are the holder now, for others to read
     ours.release()
+
+
+def test_the_next_holder_reads_what_the_last_one_left_and_knows_when_it_died_holding(tmp_path):
+    path = tmp_path / "group.lock"
+    ours = HostLock(path)
+    assert ours.try_hold()[0] and ours.left_by_previous == ""  # nobody before
+    ours.release("busy_until=12.5")
+    other = _holder(path)  # takes it from us, reads our note, lets go without one
+    _let_go(other)
+    assert ours.try_hold() == (True, True) and ours.left_by_previous == ""
+    ours.release("capacity=10")
+    died = subprocess.run([sys.executable, "-c", "import os, sys; from cryptoflow_core.host_lock import HostLock; "
+                           "lock = HostLock(sys.argv[1]); assert lock.try_hold()[0]; "
+                           "assert lock.left_by_previous == 'capacity=10'; os._exit(0)", str(path)], timeout=60)
+    assert died.returncode == 0
+    assert ours.try_hold() == (True, True) and ours.left_by_previous is None  # it held the lock when it died
+    ours.release()

@@ -40,6 +40,18 @@ def parse_remaining_req(header: str | None) -> tuple[str, int] | None:
     return match.group("group"), int(match.group("sec"))
 
 
+def _parse_window_note(note: str | None, *, per_second: int) -> tuple[int, list[float]] | None:
+    """The Upbit limiter's note in a released host lock -> (the group's capacity or 0, until when each of the releaser's
+    requests may still count at the server). ``""``: nobody held the lock before. ``None`` when unknown."""
+    if note == "":
+        return 0, []
+    fields = dict(part.split("=", 1) for part in (note or "").split() if "=" in part)
+    try:
+        return min(per_second, int(fields["capacity"])), [float(b) for b in fields["busy_until"].split(",") if b]
+    except (KeyError, ValueError):
+        return None
+
+
 def parse_retry_after(header: str | None) -> float | None:
     """Retry-After in seconds (the exchanges send delta-seconds, never an HTTP date)."""
     if not header:
@@ -142,12 +154,12 @@ class UpbitLimiter:
                 g.lock = HostLock(self._lock_dir / f"{self._lock_prefix}-{name}.lock")
         return g
 
-    def _hold_host_lock(self, g: _UpbitGroup, group: str) -> bool:
+    def _hold_host_lock(self, g: _UpbitGroup, group: str, now: float) -> bool:
         if g.lock is None or g.lock.held:
             return True
         held, others_were_here = g.lock.try_hold()
         if held and others_were_here:
-            g.needs_probe = True  # what the other process left in the server's window: one request finds out
+            self._take_over(g, g.lock.left_by_previous, now)
         if not held and not g.told_waiting:
             log.info("upbit %s: another process on this host is using this allowance; waiting for it (%s)", group, g.lock.path)
         g.told_waiting = not held
@@ -158,13 +170,13 @@ class UpbitLimiter:
         with self._lock:
             now = self._clock()
             g = self._group(group)
-            if g.blocked_until > now:
-                return g.blocked_until - now
             while g.tickets and g.tickets[0].answered is not None and g.tickets[0].answered < now - _HISTORY_S:
                 g.tickets.popleft()
             g.foreign = [(n, until) for n, until in g.foreign if until > now]
-            if not self._hold_host_lock(g, group):
+            if not self._hold_host_lock(g, group, now):
                 return _LOCK_POLL_S
+            if g.blocked_until > now:  # a Retry-After, or a window the process before us may have filled
+                return g.blocked_until - now
             in_flight = [t for t in g.tickets if t.answered is None]
             if g.capacity is None or g.needs_probe or g.probe is not None:
                 # Until the server has told us this group's allowance, one request at a time finds it out.
@@ -181,6 +193,34 @@ class UpbitLimiter:
                 return self._issue(g, group, now)
             frees = cooling + [until for _, until in g.foreign]
             return max(0.001, min(frees) - now) if frees and not in_flight else max(0.001, min([*frees, now + _POLL_S]) - now)
+
+    def _take_over(self, g: _UpbitGroup, note: str | None, now: float) -> None:
+        """Another process sent this group's requests before us. Its note says which of them the server may still
+        count, and until when: those slots stay reserved. Sending a request to find out instead would itself draw a
+        429 when the other process had just filled the window."""
+        left = _parse_window_note(note, per_second=self.per_second)
+        if left is None:  # it died holding the lock: wait out a whole window, then one request finds out the rest
+            g.blocked_until = max(g.blocked_until, now + 1.0)
+            g.needs_probe = True
+            return
+        capacity, busy_until = left
+        if g.capacity is None and capacity:
+            g.capacity = capacity
+        g.needs_probe = False  # the note says what the window holds: no request has to find out
+        # Nested reservations ("k busy until the first frees, k-1 until the second..."), as ``foreign`` holds them.
+        busy_until = sorted(until for until in busy_until if until > now)
+        g.foreign.extend((len(busy_until) - i, until) for i, until in enumerate(busy_until))
+
+    def _window_note(self, g: _UpbitGroup, now: float) -> str:
+        """For the next holder: until when our requests (and others' we saw) may still count at the server. In the
+        limiter's clock: ``time.monotonic`` is the host's, the same in every process."""
+        busy = [now + 1.0 if t.answered is None else t.answered + 1.0 for t in g.tickets]
+        reserved = 0  # ``foreign`` holds overlapping sightings (the most still counted wins): one slot each, once
+        for n, until in sorted(g.foreign, key=lambda f: -f[1]):
+            busy += [until] * max(0, n - reserved)
+            reserved = max(reserved, n)
+        busy = sorted(b for b in busy if b > now)[-self.per_second:]
+        return f"capacity={g.capacity or 0} busy_until=" + ",".join(f"{b:.3f}" for b in busy)
 
     @staticmethod
     def _issue(g: _UpbitGroup, group: str, now: float) -> Ticket:
@@ -209,7 +249,7 @@ class UpbitLimiter:
             if g.probe is ticket:
                 g.probe = None
             if g.lock is not None and g.lock.held and not g.waiting and all(t.answered is not None for t in g.tickets):
-                g.lock.release()  # nothing more to send for now: another process may take its turn
+                g.lock.release(self._window_note(g, now))  # nothing more to send for now: another process's turn
             if status == 429 and g.capacity is not None:
                 planned = g.shared if g.shared is not None and now < g.shared_until else g.capacity
                 g.shared = max(1, planned // 2)
@@ -244,9 +284,10 @@ class UpbitLimiter:
     def close(self) -> None:
         """Let go of every host lock (the client is done)."""
         with self._lock:
+            now = self._clock()
             for g in self._groups.values():
                 if g.lock is not None:
-                    g.lock.release()
+                    g.lock.release(self._window_note(g, now))
 
     def capacity(self, group: str) -> int | None:
         with self._lock:
