@@ -11,7 +11,7 @@ import pytest
 
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.alerting import outbox
-from cryptoflow_dagster.alerting.delivery import deliver_pending
+from cryptoflow_dagster.alerting.delivery import deliver_claimed, deliver_pending
 from cryptoflow_dagster.alerting.model import Alert
 from cryptoflow_dagster.alerting.slack import SLACK_DEFAULT_API_URL, SlackPoster, make_poster
 
@@ -134,6 +134,53 @@ def test_restart_mid_post_never_doubles_and_is_not_forgotten(settings, con, slac
     first = statuses(con)[recorded[0].alert_id]
     assert first[0] == "failed" and "outcome unknown" in first[2]
     assert recorded[0].alert_id not in posted_ids(slack_server)
+
+
+def _commits(con) -> int:
+    return con.execute("SELECT max(snapshot_id) FROM lake.snapshots()").fetchone()[0]
+
+
+def test_market_alerts_recorded_claimed_reach_slack_after_one_commit(con, slack_server):
+    """The market alert sensor's path: every lake commit waits for the writers' turn (behind a streaming chunk), and a
+    claim and a settle per alert put 2N + 1 of them between a shock and its message; now one before the posts, one after."""
+    poster = SlackPoster(TOKEN, slack_server.url, "#alerts")
+    before = _commits(con)
+    alerts = outbox.record(con, sample(3), claim_for_s=120)
+    assert _commits(con) == before + 1
+    assert {s[:2] for s in statuses(con).values()} == {("sending", 1)}
+    assert deliver_pending(con, poster, now=NOW).sent == []  # claimed: the delivery sensor leaves them alone
+    report = deliver_claimed(con, poster, alerts, "http://ui.test")
+    assert sorted(report.sent) == sorted(a.alert_id for a in alerts)
+    assert _commits(con) == before + 2  # the three settled together
+    assert posted_ids(slack_server) == [a.alert_id for a in alerts]
+    assert {s[0] for s in statuses(con).values()} == {"sent"} and all(s[3] for s in statuses(con).values())
+    # The message is the delivery sensor's, built from the row as stored.
+    assert "<http://ui.test/assets/silver/trades|Open in Dagster>" in json.dumps(slack_server.posts[0].body["blocks"])
+    assert deliver_pending(con, poster, now=NOW + timedelta(hours=1)).sent == [] and len(slack_server.posts) == 3
+
+
+def test_claimed_alerts_slack_cannot_take_go_back_to_pending_and_go_out_once(con, slack_server):
+    poster = SlackPoster(TOKEN, slack_server.url, "#alerts")
+    alerts = outbox.record(con, sample(3), claim_for_s=120)
+    slack_server.fail_next(1, status=503)
+    report = deliver_claimed(con, poster, alerts)
+    assert report.sent == [] and len(report.retry_later) == 3 and len(slack_server.calls) == 1  # not tried further
+    rows = statuses(con)
+    first = rows[alerts[0].alert_id]
+    assert first[:2] == ("pending", 1) and first[2].startswith("HTTP 503") and first[4] is not None
+    assert [rows[a.alert_id][:2] for a in alerts[1:]] == [("pending", 0)] * 2  # their claim handed back unused
+    deliver_pending(con, poster, now=datetime.now(timezone.utc) + timedelta(minutes=1))
+    assert sorted(posted_ids(slack_server)) == sorted(a.alert_id for a in alerts)  # each exactly once
+    assert {s[0] for s in statuses(con).values()} == {"sent"}
+
+
+def test_a_sender_that_stops_between_recording_claimed_and_posting_never_doubles(settings, con, slack_server):
+    poster = SlackPoster(TOKEN, slack_server.url, "#alerts")
+    alerts = outbox.record(con, sample(2), claim_for_s=120)  # and then the process died
+    with lake.session(settings) as fresh:
+        report = deliver_pending(fresh, poster, now=datetime.now(timezone.utc) + timedelta(seconds=300))
+    assert report.expired_claims == 2 and slack_server.posts == []
+    assert all(statuses(con)[a.alert_id][0] == "failed" for a in alerts)
 
 
 def test_without_a_token_alerts_stay_pending_but_a_local_sink_receives(con, slack_server, recorded):

@@ -1,8 +1,13 @@
-"""Deliver pending outbox rows to Slack: claim, post, settle; retries with backoff, Retry-After honoured.
+"""Deliver outbox rows to Slack: claim, post, settle; retries with backoff, Retry-After honoured.
 
-A pass stops at the first error that says Slack is unavailable (5xx, connection refused, a long rate limit): the rest wait
-for the next pass in pending, so an outage delays alerts and loses none; after ``max_attempts`` a row is failed with its
-last error. Short Retry-After waits are slept within the pass (bounded by ``budget_s``).
+Two ways in:
+
+- :func:`deliver_pending` (the delivery sensor, the CLI): due pending rows, each claimed, posted and settled. A pass
+  stops at the first error that says Slack is unavailable (5xx, connection refused, a long rate limit): the rest wait
+  for the next pass in pending, so an outage delays alerts and loses none; after ``max_attempts`` a row is failed with
+  its last error. Short Retry-After waits are slept within the pass (bounded by ``budget_s``).
+- :func:`deliver_claimed` (the market alert sensor): alerts it has just recorded already claimed; posted at once and
+  settled in one commit. Nothing is retried here: a row that could not go is left pending for the delivery sensor.
 """
 
 from __future__ import annotations
@@ -18,10 +23,13 @@ import duckdb
 from cryptoflow_core import retry
 from cryptoflow_dagster.alerting import outbox
 from cryptoflow_dagster.alerting.messages import alert_message
-from cryptoflow_dagster.alerting.model import FAILED, PENDING, SENT
+from cryptoflow_dagster.alerting.model import FAILED, PENDING, SENT, Alert
 from cryptoflow_dagster.alerting.slack import SlackPoster
 
 log = logging.getLogger(__name__)
+
+# How long a claim keeps a row from other senders: longer than any post with its Retry-After waits in a pass.
+LEASE_S = 120.0
 
 
 @dataclass
@@ -46,7 +54,7 @@ def deliver_pending(
     now: datetime | None = None,
     max_attempts: int = 8,
     budget_s: float = 15.0,
-    lease_s: float = 120.0,
+    lease_s: float = LEASE_S,
     limit: int = 50,
     sleep: Callable[[float], None] = time.sleep,
 ) -> DeliveryReport:
@@ -64,30 +72,65 @@ def deliver_pending(
         return report
     for row in outbox.due(con, start, limit):
         alert_id = row["alert_id"]
-        text, blocks = alert_message(row, ui_url)
-        metadata = {"event_type": "cryptoflow_alert", "event_payload": {"alert_id": alert_id, "rule": row["rule"]}}
         attempts = row["attempts"]
         while True:
             if not outbox.claim(con, alert_id, current(), lease_s):
                 break  # another sender took it
             attempts += 1
-            result = poster.post(text, blocks, metadata)
-            if result.ok:
-                outbox.settle(con, alert_id, SENT, now=current())
-                report.sent.append(alert_id)
-                break
-            log.warning("alert %s delivery attempt %d failed: %s", alert_id, attempts, result.error)
-            if result.permanent or attempts >= max_attempts:
-                outbox.settle(con, alert_id, FAILED, now=current(), error=result.error)
-                report.failed.append(alert_id)
-                break
-            wait = result.retry_after_s if result.retry_after_s is not None else backoff_s(attempts)
-            if result.retry_after_s is not None and time.monotonic() - clock_start + wait <= budget_s:
-                outbox.settle(con, alert_id, PENDING, now=current(), error=result.error)
+            outcome, wait = _post(poster, row, ui_url, attempts, max_attempts, current)
+            if outcome.status == PENDING and wait is not None and time.monotonic() - clock_start + wait <= budget_s:
+                outbox.settle(con, alert_id, PENDING, now=current(), error=outcome.error)  # a short Retry-After
                 sleep(wait)
                 continue
-            outbox.settle(con, alert_id, PENDING, now=current(), error=result.error,
-                          retry_at=current() + timedelta(seconds=wait))
-            report.retry_later.append(alert_id)
-            return report  # Slack is unavailable: leave the rest pending for the next pass
+            outbox.settle_all(con, [outcome], now=current())
+            _report(report, outcome)
+            if outcome.status == PENDING:
+                return report  # Slack is unavailable: leave the rest pending for the next pass
+            break
     return report
+
+
+def deliver_claimed(
+    con: duckdb.DuckDBPyConnection,
+    poster: SlackPoster,
+    alerts: list[Alert],
+    ui_url: str = "http://127.0.0.1:3000",
+    *,
+    max_attempts: int = 8,
+) -> DeliveryReport:
+    """Post ``alerts``, recorded claimed (``outbox.record(..., claim_for_s=...)``), and settle them in one commit.
+
+    Once Slack is found unavailable the rest are not tried: they go back to pending, their attempt not counted."""
+    report = DeliveryReport()
+    outcomes: list[outbox.Settled] = []
+    for row in outbox.rows_of(alerts):
+        if outcomes and outcomes[-1].status == PENDING:
+            outcomes.append(outbox.Settled(row["alert_id"], PENDING, retry_at=outcomes[-1].retry_at, posted=False))
+            continue
+        outcome, _ = _post(poster, row, ui_url, 1, max_attempts, lambda: datetime.now(timezone.utc))
+        outcomes.append(outcome)
+    outbox.settle_all(con, outcomes, now=datetime.now(timezone.utc))
+    for outcome in outcomes:
+        _report(report, outcome)
+    return report
+
+
+def _post(poster: SlackPoster, row: dict, ui_url: str, attempts: int, max_attempts: int,
+          now: Callable[[], datetime]) -> tuple[outbox.Settled, float | None]:
+    """Post one claimed row; how it ends, and (when it may be retried after a Retry-After) that wait."""
+    alert_id = row["alert_id"]
+    text, blocks = alert_message(row, ui_url)
+    metadata = {"event_type": "cryptoflow_alert", "event_payload": {"alert_id": alert_id, "rule": row["rule"]}}
+    result = poster.post(text, blocks, metadata)
+    if result.ok:
+        return outbox.Settled(alert_id, SENT), None
+    log.warning("alert %s delivery attempt %d failed: %s", alert_id, attempts, result.error)
+    if result.permanent or attempts >= max_attempts:
+        return outbox.Settled(alert_id, FAILED, result.error), None
+    wait = result.retry_after_s if result.retry_after_s is not None else backoff_s(attempts)
+    retry_at = now() + timedelta(seconds=wait)
+    return outbox.Settled(alert_id, PENDING, result.error, retry_at), result.retry_after_s
+
+
+def _report(report: DeliveryReport, outcome: outbox.Settled) -> None:
+    {SENT: report.sent, FAILED: report.failed, PENDING: report.retry_later}[outcome.status].append(outcome.alert_id)

@@ -46,17 +46,19 @@ def rules_for(settings: Settings) -> RuleSet:
 
 def record_market_alerts(
     con: duckdb.DuckDBPyConnection, trades: Any, settings: Settings | None = None, now: datetime | None = None,
-    context: Any = None,
+    context: Any = None, claim_for_s: float | None = None,
 ) -> list[Alert]:
     """Evaluate the market rules on a new micro-batch and write what fires to the outbox (pending). Returns it.
 
     Needs the columns exchange, market, trade_id, ts, price, volume. Call it before the batch's own lake transaction:
     alerts then do not wait for any gold work, and a retried batch yields the same dedupe keys (recorded once).
     A failure here is logged and never stops ingestion: trades matter more than an alert about them.
+    ``claim_for_s``: recorded claimed for the caller to post at once (``outbox.record``).
     """
     try:
         settings = settings or load_settings()
-        return outbox.record(con, evaluate_market_rules(con, trades, rules_for(settings), now, context))
+        return outbox.record(con, evaluate_market_rules(con, trades, rules_for(settings), now, context),
+                             claim_for_s=claim_for_s)
     except Exception:
         log.exception("market alert evaluation failed for a batch of %d trades; ingestion continues", len(trades))
         return []
@@ -64,7 +66,7 @@ def record_market_alerts(
 
 def record_landing_alerts(
     con: duckdb.DuckDBPyConnection, root: Path, files: list[landing_files.LandingFile], settings: Settings | None = None,
-    now: datetime | None = None,
+    now: datetime | None = None, claim_for_s: float | None = None,
 ) -> list[Alert]:
     """Market alerts for newly landed trade ``files``, evaluated before (and whether or not) they reach silver.
 
@@ -86,7 +88,7 @@ def record_landing_alerts(
     except Exception:
         log.exception("reading %d landed files for market alerts failed; they are not evaluated", len(files))
         return []
-    return record_market_alerts(con, trades, settings, now, context=context)
+    return record_market_alerts(con, trades, settings, now, context=context, claim_for_s=claim_for_s)
 
 
 def _markets_of(settings: Settings, exchange: str) -> tuple[str, ...]:

@@ -5,12 +5,16 @@
 - Delivery (delivery.py) claims a row (pending -> sending, attempts + 1) in its own committed transaction before posting, and
   settles it (sent | pending again with a later ``next_attempt_at`` | failed) after: a restart finds every undelivered alert
   still pending, and a row whose post may have happened stays out of the pending set (see docs/decisions/0005).
+- The market alert sensor records its alerts already claimed (``record(..., claim_for_s=...)``) and settles them all in
+  one commit after posting: every lake commit waits for the writers' turn, often behind a streaming chunk, and a claim
+  and a settle per alert put several such waits between a price shock and its message.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -28,7 +32,8 @@ COLUMNS = (
 )
 
 
-def _frame(alerts: list[Alert]) -> pl.DataFrame:
+def _frame(alerts: list[Alert], status: str = PENDING, attempts: int = 0,
+           next_attempt_at: datetime | None = None) -> pl.DataFrame:
     import polars as pl  # on first use, not at import: loading the code location does not need it
 
     return pl.DataFrame(
@@ -43,25 +48,41 @@ def _frame(alerts: list[Alert]) -> pl.DataFrame:
             "threshold": [a.threshold for a in alerts],
             "message": [redact(a.message) for a in alerts],
             "dedupe_key": [a.dedupe_key for a in alerts],
-            "status": [PENDING] * len(alerts),
-            "attempts": [0] * len(alerts),
+            "status": [status] * len(alerts),
+            "attempts": [attempts] * len(alerts),
+            "next_attempt_at": [next_attempt_at] * len(alerts),
             "details_json": [redact(json.dumps(a.details, default=str, sort_keys=True)) for a in alerts],
         },
         schema_overrides={
             "exchange": pl.String, "market": pl.String, "value": pl.Float64, "threshold": pl.Float64,
             "event_time": pl.Datetime("us", "UTC"), "triggered_at": pl.Datetime("us", "UTC"), "attempts": pl.Int32,
+            "next_attempt_at": pl.Datetime("us", "UTC"),
         },
     )
+
+
+def rows_of(alerts: list[Alert]) -> list[dict]:
+    """The outbox rows of ``alerts`` as :func:`due` returns them (what a message is built from), without a read."""
+    return [{**row, "delivered_at": None, "last_error": None} for row in _frame(alerts).to_dicts()]
 
 
 def _moment(a: Alert) -> datetime:
     return a.event_time or a.triggered_at
 
 
-def record(con: duckdb.DuckDBPyConnection, alerts: list[Alert]) -> list[Alert]:
-    """Write the new alerts as pending; return those written (duplicates and cooled-down repeats are dropped)."""
+def record(con: duckdb.DuckDBPyConnection, alerts: list[Alert], *, claim_for_s: float | None = None) -> list[Alert]:
+    """Write the new alerts as pending; return those written (duplicates and cooled-down repeats are dropped).
+
+    ``claim_for_s``: write them claimed by the caller instead (sending, attempts 1, a lease of that long), who posts
+    them at once and settles them with :func:`settle_all`; a caller that stops before settling leaves rows that
+    :func:`expire_stale_claims` fails as "outcome unknown", as for any claim.
+    """
     if not alerts:
         return []
+    if claim_for_s is None:
+        status, attempts, lease_until = PENDING, 0, None
+    else:
+        status, attempts, lease_until = SENDING, 1, datetime.now(timezone.utc) + timedelta(seconds=claim_for_s)
 
     def work(c: duckdb.DuckDBPyConnection) -> list[Alert]:
         keys = [a.dedupe_key for a in alerts]
@@ -87,7 +108,7 @@ def record(con: duckdb.DuckDBPyConnection, alerts: list[Alert]) -> list[Alert]:
             seen.add(a.dedupe_key)
             earlier.append(_moment(a))
             kept.append(a)
-        lake.insert(c, "gold.alerts", _frame(kept))
+        lake.insert(c, "gold.alerts", _frame(kept, status, attempts, lease_until))
         return kept
 
     return lake.write(con, work)
@@ -118,15 +139,41 @@ def claim(con: duckdb.DuckDBPyConnection, alert_id: str, now: datetime, lease_s:
     return lake.write(con, work)
 
 
+@dataclass(frozen=True)
+class Settled:
+    """How one claimed row ends: sent | pending (retry at ``retry_at``) | failed, with the error kept. ``posted``
+    False: the claim is handed back unused (Slack was found unavailable before its turn), its attempt not counted."""
+
+    alert_id: str
+    status: str
+    error: str | None = None
+    retry_at: datetime | None = None
+    posted: bool = True
+
+
 def settle(con: duckdb.DuckDBPyConnection, alert_id: str, status: str, *, now: datetime,
            error: str | None = None, retry_at: datetime | None = None) -> None:
     """sending -> sent | pending (retry at ``retry_at``) | failed, with the error kept."""
-    if status not in (SENT, PENDING, FAILED):
-        raise ValueError(f"cannot settle an alert as {status!r}")
-    lake.write(con, lambda c: c.execute(
-        "UPDATE gold.alerts SET status = ?, delivered_at = ?, last_error = ?, next_attempt_at = ? WHERE alert_id = ?",
-        [status, now if status == SENT else None, error, retry_at, alert_id],
-    ))
+    settle_all(con, [Settled(alert_id, status, error, retry_at)], now=now)
+
+
+def settle_all(con: duckdb.DuckDBPyConnection, outcomes: list[Settled], *, now: datetime) -> None:
+    """Settle claimed rows, all in one commit."""
+    for o in outcomes:
+        if o.status not in (SENT, PENDING, FAILED):
+            raise ValueError(f"cannot settle an alert as {o.status!r}")
+    if not outcomes:
+        return
+
+    def work(c: duckdb.DuckDBPyConnection) -> None:
+        for o in outcomes:
+            c.execute(
+                "UPDATE gold.alerts SET status = ?, delivered_at = ?, last_error = ?, next_attempt_at = ?, "
+                "attempts = attempts - ? WHERE alert_id = ?",
+                [o.status, now if o.status == SENT else None, o.error, o.retry_at, 0 if o.posted else 1, o.alert_id],
+            )
+
+    lake.write(con, work)
 
 
 def expire_stale_claims(con: duckdb.DuckDBPyConnection, now: datetime) -> int:

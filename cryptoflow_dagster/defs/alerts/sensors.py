@@ -1,8 +1,8 @@
 """Sensors that record alerts (market rules on landed files, sidecar heartbeat, failed runs) and deliver the outbox.
 
-Every source writes gold.alerts first (the outbox). ``market_alert_sensor`` then delivers at once, because market
-alerts are the time-critical ones; ``alert_delivery_sensor`` delivers the rest and retries what failed, so backoff and
-dedupe live in one place (alerting/delivery.py).
+Every source writes gold.alerts first (the outbox). ``market_alert_sensor`` records its alerts claimed and posts them
+at once, because market alerts are the time-critical ones; ``alert_delivery_sensor`` delivers the rest and retries
+what failed, so backoff and dedupe live in one place (alerting/delivery.py).
 """
 
 import json
@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from cryptoflow_dagster.alerting import outbox
-from cryptoflow_dagster.alerting.delivery import deliver_pending
+from cryptoflow_dagster.alerting.delivery import LEASE_S, deliver_claimed, deliver_pending
 from cryptoflow_dagster.alerting.hooks import record_landing_alerts
 from cryptoflow_core.heartbeat import heartbeat_files, heartbeat_path, last_beat
 from cryptoflow_dagster.alerting.heartbeat import sidecar_transition
@@ -61,9 +61,13 @@ def market_alert_sensor(context: dg.SensorEvaluationContext, lake: LakeResource,
         if files:
             batch_started = time.monotonic()
             with lake.connect() as con:
-                alerts = record_landing_alerts(con, root, files, settings)
-                # Delivered at once: the delivery sensor only retries what this tick could not send.
-                report = deliver_pending(con, slack.poster(), slack.base_ui_url(), budget_s=3) if alerts else None
+                # Recorded claimed and posted at once, then settled in one commit: each lake commit waits for the
+                # writers' turn (behind a streaming chunk), so only one stands between the shock and its message. The
+                # delivery sensor retries what could not go. Without a token they are recorded pending, as elsewhere.
+                poster = slack.poster()
+                alerts = record_landing_alerts(con, root, files, settings,
+                                               claim_for_s=LEASE_S if poster is not None else None)
+                report = deliver_claimed(con, poster, alerts, slack.base_ui_url()) if alerts and poster else None
             new_files.take(files)
             context.update_cursor(new_files.cursor())
             seen, fired, sent = seen + len(files), fired + len(alerts), sent + (len(report.sent) if report else 0)
