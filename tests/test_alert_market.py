@@ -11,7 +11,7 @@ import pytest
 
 from cryptoflow_dagster import lake
 from cryptoflow_dagster.alerting import outbox
-from cryptoflow_dagster.alerting.market import evaluate_market_rules
+from cryptoflow_dagster.alerting.market import VolatilityMemo, evaluate_market_rules
 from cryptoflow_dagster.alerting.rules import RuleError, load_rules, parse_rules, rules_path
 
 T0 = datetime(2025, 3, 4, 0, 0, tzinfo=timezone.utc)
@@ -153,6 +153,32 @@ def test_volatility_above_trailing_percentile(con, rules):
     vol = [a for a in got if a.rule == "volatility"]
     assert len(vol) == 1 and vol[0].value > vol[0].threshold
     assert alerts(con, "volatility")[0][2] == "KRW-ETH"
+
+
+def test_volatility_limits_kept_for_the_minute_give_what_a_fresh_evaluation_gives(con, rules):
+    """The sensor keeps each market's trailing limit for the minute (a day of bars read once a minute, not per batch):
+    batch by batch, every alert, value and threshold equals an evaluation that computes everything afresh."""
+    calm = [(i, T0 + timedelta(seconds=20 * i), 100 * (1 + 0.0005 * ((i * 7) % 5 - 2)), 1.0) for i in range(3 * 240)]
+    land(con, trades("upbit", "KRW-ETH", calm))
+    land(con, trades("upbit", "KRW-SOL", [(i, t, p * 2, v) for i, t, p, v in calm]))
+    start = T0 + timedelta(minutes=240)
+    wild = [(10_000 + i, start + timedelta(seconds=7 * i), 100 * (1 + 0.01 * (1 if i % 17 < 9 else -1)), 1.0)
+            for i in range(8 * 60 // 7)]  # 8 wild minutes, ~9 batches a minute
+    memo, kept, fresh, fired = VolatilityMemo(), 0, 0, 0
+    for i, row in enumerate(wild):
+        batch = pl.concat([trades("upbit", "KRW-ETH", [row]),
+                           trades("upbit", "KRW-SOL", [(row[0], row[1], 200 + 0.01 * (i % 3), 1.0)])])
+        now = batch["ts"].max()
+        with_memo = evaluate_market_rules(con, batch, rules, now=now, memo=memo)
+        assert with_memo == evaluate_market_rules(con, batch, rules, now=now)
+        assert [(a.value, a.threshold) for a in with_memo] == [
+            (a.value, a.threshold) for a in evaluate_market_rules(con, batch, rules, now=now)]
+        fired += sum(a.rule == "volatility" for a in with_memo)
+        minute = row[1].replace(second=0)
+        kept += memo.get(("upbit", "KRW-ETH", 15, 360, 99), minute) is not None
+        land(con, batch)
+    assert fired >= 5  # the wild minutes fire, batch after batch (evaluate alone applies no cooldown)
+    assert kept == len(wild)  # and the limit was the memo's after every batch's first evaluation
 
 
 def test_kimchi_premium_from_the_three_legs(con, rules):

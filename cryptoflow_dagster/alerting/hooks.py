@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 
 from cryptoflow_dagster.alerting import outbox
-from cryptoflow_dagster.alerting.market import evaluate_market_rules, max_lookback_s
+from cryptoflow_dagster.alerting.market import VolatilityMemo, evaluate_market_rules, max_lookback_s
 from cryptoflow_dagster.alerting.model import Alert
 from cryptoflow_dagster.alerting.rules import RuleSet, load_rules, rules_path
 from cryptoflow_dagster.alerting.slack import SlackPoster, make_poster
@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 _CLOCK_MARGIN = timedelta(minutes=1)
 
 _rules_cache: dict[Path, tuple[float, RuleSet]] = {}
+# Per lake, the market alert evaluations' volatility limits (one per market, for the current minute): the standing
+# code server's market alert sensor evaluates batch after batch, tick after tick.
+_volatility_memos: dict[tuple[str, str, str], VolatilityMemo] = {}
 
 
 def rules_for(settings: Settings) -> RuleSet:
@@ -57,7 +60,9 @@ def record_market_alerts(
     """
     try:
         settings = settings or load_settings()
-        return outbox.record(con, evaluate_market_rules(con, trades, rules_for(settings), now, context),
+        lake_id = (str(settings.home), settings.lake_catalog, settings.lake_data_path)
+        memo = _volatility_memos.setdefault(lake_id, VolatilityMemo())
+        return outbox.record(con, evaluate_market_rules(con, trades, rules_for(settings), now, context, memo),
                              claim_for_s=claim_for_s)
     except Exception:
         log.exception("market alert evaluation failed for a batch of %d trades; ingestion continues", len(trades))

@@ -31,12 +31,35 @@ _PARAMS = "_alert_params"
 _TRADES_LINK = "/assets/silver/trades"
 
 
+class VolatilityMemo:
+    """Each market's trailing volatility limit, for the minute it was computed in.
+
+    The limit is a percentile of the rolling volatility over the windows that ended in the minutes before the current
+    one: it changes once a minute, while a batch comes every second or so. Computing it means a day of 1-minute bars per
+    market (at 250 markets, half of an evaluation: 0.4 of 0.8 s, benchmarks/results/alert_width*.json), so a caller
+    that evaluates batch after batch (the market alert sensor) keeps one of these: a market's later batches in the same
+    minute read only the bars of its current window. A trade that reaches the history after its minute is over (a gap
+    repaired late) moves the limit from the next minute on. One entry per market and rule shape."""
+
+    def __init__(self) -> None:
+        self._limits: dict[tuple, tuple[datetime, float | None, int]] = {}
+
+    def get(self, key: tuple, minute: datetime) -> tuple[float | None, int] | None:
+        hit = self._limits.get(key)
+        return hit[1:] if hit is not None and hit[0] == minute else None
+
+    def put(self, key: tuple, minute: datetime, limit: float | None, n: int) -> None:
+        self._limits[key] = (minute, limit, n)
+
+
 def evaluate_market_rules(
-    con: duckdb.DuckDBPyConnection, trades: Any, rules: RuleSet, now: datetime | None = None, context: Any = None
+    con: duckdb.DuckDBPyConnection, trades: Any, rules: RuleSet, now: datetime | None = None, context: Any = None,
+    memo: VolatilityMemo | None = None,
 ) -> list[Alert]:
     """Alerts the new ``trades`` (a frame with exchange, market, trade_id, ts, price, volume) trigger. Records nothing.
 
     ``context``: earlier trades (same columns) that are not in silver yet; they count as history, never fire themselves.
+    ``memo``: kept by a caller that evaluates batch after batch, so the volatility limits are computed once a minute.
     """
     now = now or datetime.now(timezone.utc)
     if trades is None or len(trades) == 0:
@@ -52,21 +75,41 @@ def evaluate_market_rules(
             f"SELECT exchange, market, min(ts), max(ts) FROM {_NEW} GROUP BY 1, 2 ORDER BY 1, 2").fetchall()}
         batch_end = max(hi for _, hi in spans.values())
         per_market = {key: rules.for_market(*key) for key in spans}
+        memo = memo if memo is not None else VolatilityMemo()
+        limits = {key: hit for key, mr in per_market.items()
+                  if (hit := _known_limit(memo, mr, spans[key][1])) is not None}
         legs = _premium_legs(con, rules, set(spans), batch_end)
-        ranges = _history_ranges(spans, per_market, legs, batch_end)
+        ranges = _history_ranges(spans, per_market, legs, batch_end, limits)
         known = mem.execute(f"SELECT * FROM {_NEW}").to_arrow_table()
         if context is not None and len(context):
             mem.register("_alert_context", context)
             known = mem.execute(f"SELECT * FROM {_NEW} UNION ALL SELECT * FROM _alert_context").to_arrow_table()
         for name, frame in _load_history(con, ranges, known).items():
             mem.register(name, frame)
-        return _evaluate(mem, per_market, spans, legs, batch_end, now)
+        return _evaluate(mem, per_market, spans, legs, batch_end, now, _Limits(memo, limits))
     finally:
         mem.close()
 
 
+class _Limits:
+    """The volatility limits known for this batch's minute (``known``), and the memo that learns the others."""
+
+    def __init__(self, memo: VolatilityMemo, known: dict[tuple[str, str], tuple[float | None, int]]) -> None:
+        self.memo, self.known = memo, known
+
+
+def _volatility_key(mr: MarketRules) -> tuple | None:
+    p = mr.get("volatility")
+    return None if p is None else (mr.exchange, mr.market, p["window_bars"], p["trailing_bars"], p["percentile"])
+
+
+def _known_limit(memo: VolatilityMemo, mr: MarketRules, last_ts: datetime) -> tuple[float | None, int] | None:
+    key = _volatility_key(mr)
+    return None if key is None else memo.get(key, last_ts.replace(second=0, microsecond=0))
+
+
 def _evaluate(con: duckdb.DuckDBPyConnection, per_market: dict, spans: dict, legs: dict, batch_end: datetime,
-              now: datetime) -> list[Alert]:
+              now: datetime, limits: _Limits) -> list[Alert]:
     alerts: list[Alert] = []
     for rule, evaluate, structural in _RULES:
         # Markets whose rule has the same shape (window sizes) share one query; thresholds vary per market.
@@ -76,7 +119,7 @@ def _evaluate(con: duckdb.DuckDBPyConnection, per_market: dict, spans: dict, leg
             if params is not None:
                 groups.setdefault(tuple(params[k] for k in structural), []).append(mr)
         for shape, members in groups.items():
-            alerts += evaluate(con, dict(zip(structural, shape)), members, spans, now)
+            alerts += evaluate(con, dict(zip(structural, shape)), members, spans, now, limits)
     alerts += _kimchi_premiums(con, legs, batch_end, now)
     return alerts
 
@@ -146,7 +189,9 @@ def _legs(asset: str) -> list[tuple[str, str]]:
     return [("upbit", f"KRW-{asset}"), ("binance", f"{asset}USDT"), ("upbit", "KRW-USDT")]
 
 
-def _history_ranges(spans, per_market, legs, batch_end) -> pa.Table:
+def _history_ranges(spans, per_market, legs, batch_end, limits: dict) -> pa.Table:
+    """Per market: the history to read (since .. until), single trades from raw_since, and the 1-minute closes before
+    ``since`` from bars_since: a day for the volatility limit, or only the current window's when the limit is known."""
     import pyarrow as pa  # on first use, not at import: loading the code location does not need it
 
     wanted: dict[tuple[str, str], tuple[datetime, datetime]] = {}
@@ -164,8 +209,18 @@ def _history_ranges(spans, per_market, legs, batch_end) -> pa.Table:
             raw[key] = min(raw.get(key, batch_end), batch_end - timedelta(seconds=120))
     keys = sorted(wanted)
     raw_since = [max(wanted[k][0], raw[k]).replace(second=0, microsecond=0) for k in keys]
+    bars_since = []
+    for k in keys:
+        since = wanted[k][0]
+        if k in limits:  # the current window's closes: window_bars returns need one more bar
+            window = per_market[k].get("volatility")["window_bars"]
+            current = spans[k][1].replace(second=0, microsecond=0)
+            bars_since.append(min(since, current - timedelta(minutes=window + 1)))
+        else:
+            bars_since.append(since - timedelta(days=1))
     return pa.table({
         "exchange": [k[0] for k in keys], "market": [k[1] for k in keys],
+        "bars_since": pa.array(bars_since, pa.timestamp("us", "UTC")),
         "since": pa.array([wanted[k][0] for k in keys], pa.timestamp("us", "UTC")),
         "raw_since": pa.array([max(r, wanted[k][0]) for k, r in zip(keys, raw_since)], pa.timestamp("us", "UTC")),
         "until": pa.array([wanted[k][1] for k in keys], pa.timestamp("us", "UTC")),
@@ -192,13 +247,13 @@ def _load_history(con: duckdb.DuckDBPyConnection, ranges: pa.Table, new: pa.Tabl
                AND g.ts < r.raw_since
             """
         ).to_arrow_table()
-        # Older 1-minute closes for the volatility history: at most a day back, before the trade history starts.
+        # Older 1-minute closes for the volatility history (from bars_since), before the trade history starts.
         bars = con.execute(
             f"""
             SELECT g.exchange, g.market, g.ts AS minute, g.close
               FROM gold.ohlcv_1m_from_trades g JOIN {_RANGES} r ON g.exchange = r.exchange AND g.market = r.market
-             WHERE g.day BETWEEN CAST(r.since AS DATE) - 1 AND CAST(r.since AS DATE)
-               AND g.ts >= r.since - INTERVAL 1 DAY AND g.ts < date_trunc('minute', r.since) + INTERVAL 1 MINUTE
+             WHERE g.day BETWEEN CAST(r.bars_since AS DATE) AND CAST(r.since AS DATE)
+               AND g.ts >= r.bars_since AND g.ts < date_trunc('minute', r.since) + INTERVAL 1 MINUTE
             """
         ).to_arrow_table()
     finally:
@@ -224,7 +279,8 @@ def _alert(mr: MarketRules, rule: str, event_time: datetime, value: float, thres
     )
 
 
-def _price_move(con, shape: dict, members: list[MarketRules], spans: dict, now: datetime) -> list[Alert]:
+def _price_move(con, shape: dict, members: list[MarketRules], spans: dict, now: datetime,
+                limits: _Limits) -> list[Alert]:
     window = int(shape["window_s"])
     _with_params(con, "price_move", members, ("pct",))
     # Per market, the first trade of the batch whose price is pct% away from the low or high of the window before it.
@@ -282,7 +338,8 @@ def _price_move(con, shape: dict, members: list[MarketRules], spans: dict, now: 
     return alerts
 
 
-def _volume_spike(con, shape: dict, members: list[MarketRules], spans: dict, now: datetime) -> list[Alert]:
+def _volume_spike(con, shape: dict, members: list[MarketRules], spans: dict, now: datetime,
+                  limits: _Limits) -> list[Alert]:
     bucket = int(shape["bucket_s"])
     _with_params(con, "volume_spike", members, ("z", "min_buckets"))
     # Buckets without trades count as zero volume; each market's history starts at its first bucket with a trade.
@@ -328,11 +385,13 @@ def _volume_spike(con, shape: dict, members: list[MarketRules], spans: dict, now
     return alerts
 
 
-def _volatility(con, shape: dict, members: list[MarketRules], spans: dict, now: datetime) -> list[Alert]:
+def _volatility(con, shape: dict, members: list[MarketRules], spans: dict, now: datetime,
+                limits: _Limits) -> list[Alert]:
     window, trailing, pctl = int(shape["window_bars"]), int(shape["trailing_bars"]), shape["percentile"]
-    _with_params(con, "volatility", members, ("min_history",))
+    _with_params(con, "volatility", members, ())
     # 1-minute closes (gold bars before the trade history, trades after) -> log returns -> rolling stdev over `window`
-    # bars; each market's latest value against its trailing ones.
+    # bars; each market's latest value against its trailing ones. A market whose limit is known for this minute has
+    # only its current window's bars here: its limit comes from the memo, the query's is not complete.
     rows = con.execute(
         f"""
         WITH recent AS (
@@ -364,9 +423,8 @@ def _volatility(con, shape: dict, members: list[MarketRules], spans: dict, now: 
             SELECT exchange, market, quantile_cont(vol, {pctl / 100.0}) AS lim, count(*) AS n
               FROM ranked WHERE rn BETWEEN 2 AND {trailing + 1} GROUP BY ALL
         )
-        SELECT c.exchange, c.market, c.minute, c.vol, h.lim, h.n
-          FROM cur c JOIN hist h USING (exchange, market) JOIN {_PARAMS} p USING (exchange, market)
-         WHERE h.n >= p.min_history AND c.vol > h.lim
+        SELECT c.exchange, c.market, c.minute, c.vol, h.lim, coalesce(h.n, 0)
+          FROM cur c LEFT JOIN hist h USING (exchange, market)
          ORDER BY 1, 2
         """
     ).fetchall()
@@ -374,12 +432,22 @@ def _volatility(con, shape: dict, members: list[MarketRules], spans: dict, now: 
     by_key = {(m.exchange, m.market): m for m in members}
     alerts = []
     for exchange, market, minute, vol, limit, n in rows:
+        mr = by_key[(exchange, market)]
+        known = limits.known.get((exchange, market))
+        if known is not None:
+            if minute != spans[(exchange, market)][1].replace(second=0, microsecond=0):
+                continue  # the batch's own minute has no full window yet: nothing of this batch can fire
+            limit, n = known
+        else:
+            limits.memo.put(_volatility_key(mr), minute, limit, n)
+        if limit is None or n < mr.get("volatility")["min_history"] or not vol > limit:
+            continue
         # Only a bar this batch touched may fire: older bars were judged when their own trades arrived.
         if minute < spans[(exchange, market)][0].replace(second=0, microsecond=0):
             continue
         daily, limit_daily = vol * math.sqrt(1440), limit * math.sqrt(1440)
         alerts.append(_alert(
-            by_key[(exchange, market)], "volatility", minute, daily, limit_daily,
+            mr, "volatility", minute, daily, limit_daily,
             f"{exchange} {market} realized volatility {daily * 100:.2f}% (daily sigma, last {window} 1m bars) is above "
             f"the trailing p{pctl:g} {limit_daily * 100:.2f}% of {int(n)} windows",
             now, {"Volatility": f"{daily * 100:.2f}%", f"p{pctl:g}": f"{limit_daily * 100:.2f}%",
