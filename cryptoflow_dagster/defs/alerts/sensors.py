@@ -54,7 +54,7 @@ def market_alert_sensor(context: dg.SensorEvaluationContext, lake: LakeResource,
     # more batch (as long as the slowest so far) would end past the deadline, to stay inside Dagster's 60 s timeout.
     deadline = time.monotonic() + settings.alert_watch_s
     in_server = _code_server_running()
-    seen = fired = sent = 0
+    seen = fired = sent = batches = 0
     slowest_batch_s = 0.0
     while True:
         files = new_files.poll()[:_ALERT_FILES_PER_TICK]
@@ -64,17 +64,23 @@ def market_alert_sensor(context: dg.SensorEvaluationContext, lake: LakeResource,
                 # Recorded claimed and posted at once, then settled in one commit: each lake commit waits for the
                 # writers' turn (behind a streaming chunk), so only one stands between the shock and its message. The
                 # delivery sensor retries what could not go. Without a token they are recorded pending, as elsewhere.
+                opened = time.monotonic()
                 poster = slack.poster()
                 alerts = record_landing_alerts(con, root, files, settings,
                                                claim_for_s=LEASE_S if poster is not None else None)
+                recorded = time.monotonic()
                 report = deliver_claimed(con, poster, alerts, slack.base_ui_url()) if alerts and poster else None
             new_files.take(files)
             context.update_cursor(new_files.cursor())
             seen, fired, sent = seen + len(files), fired + len(alerts), sent + (len(report.sent) if report else 0)
-            if alerts:
-                context.log.info("market alerts: %d files, %d alerts, sent %d", len(files), len(alerts),
-                                 len(report.sent) if report else 0)
-            slowest_batch_s = max(slowest_batch_s, time.monotonic() - batch_started)
+            batch_s = time.monotonic() - batch_started
+            if alerts:  # where an alert's time went: the session (other sensors of this process), rules, Slack
+                context.log.info("market alerts: %d files, %d alerts, sent %d in %.2f s (lake session %.2f s, "
+                                 "evaluated and recorded %.2f s, posted and settled %.2f s)", len(files), len(alerts),
+                                 len(report.sent) if report else 0, batch_s, opened - batch_started,
+                                 recorded - opened, time.monotonic() - recorded)
+            batches += 1
+            slowest_batch_s = max(slowest_batch_s, batch_s)
         if len(files) == _ALERT_FILES_PER_TICK or time.monotonic() + _WATCH_POLL_S + slowest_batch_s > deadline:
             break  # a backlog is worked off over the next ticks, each a fresh evaluation with its own cursor commit
         if in_server and not _code_server_running():
@@ -83,7 +89,8 @@ def market_alert_sensor(context: dg.SensorEvaluationContext, lake: LakeResource,
     context.update_cursor(new_files.cursor())
     if not seen:
         return dg.SkipReason("no new trade files")
-    return dg.SkipReason(f"{seen} files, {fired} alerts" + (f", sent {sent}" if fired else ""))
+    return dg.SkipReason(f"{seen} files in {batches} batches (slowest {slowest_batch_s:.2f} s), {fired} alerts"
+                         + (f", sent {sent}" if fired else ""))
 
 
 # Dagster's gRPC code server keeps a thread by this name for as long as it serves, and ends it when told to stop
