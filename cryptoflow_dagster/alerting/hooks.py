@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,21 +50,27 @@ def rules_for(settings: Settings) -> RuleSet:
 
 def record_market_alerts(
     con: duckdb.DuckDBPyConnection, trades: Any, settings: Settings | None = None, now: datetime | None = None,
-    context: Any = None, claim_for_s: float | None = None,
+    context: Any = None, claim_for_s: float | None = None, timings: dict[str, float] | None = None,
 ) -> list[Alert]:
     """Evaluate the market rules on a new micro-batch and write what fires to the outbox (pending). Returns it.
 
     Needs the columns exchange, market, trade_id, ts, price, volume. Call it before the batch's own lake transaction:
     alerts then do not wait for any gold work, and a retried batch yields the same dedupe keys (recorded once).
     A failure here is logged and never stops ingestion: trades matter more than an alert about them.
-    ``claim_for_s``: recorded claimed for the caller to post at once (``outbox.record``).
+    ``claim_for_s``: recorded claimed for the caller to post at once (``outbox.record``). ``timings``: filled with the
+    seconds the rules and the record took ("evaluated", "recorded").
     """
     try:
         settings = settings or load_settings()
         lake_id = (str(settings.home), settings.lake_catalog, settings.lake_data_path)
         memo = _volatility_memos.setdefault(lake_id, VolatilityMemo())
-        return outbox.record(con, evaluate_market_rules(con, trades, rules_for(settings), now, context, memo),
-                             claim_for_s=claim_for_s)
+        started = time.monotonic()
+        alerts = evaluate_market_rules(con, trades, rules_for(settings), now, context, memo)
+        evaluated = time.monotonic()
+        recorded = outbox.record(con, alerts, claim_for_s=claim_for_s)
+        if timings is not None:
+            timings.update(evaluated=evaluated - started, recorded=time.monotonic() - evaluated)
+        return recorded
     except Exception:
         log.exception("market alert evaluation failed for a batch of %d trades; ingestion continues", len(trades))
         return []
@@ -71,7 +78,7 @@ def record_market_alerts(
 
 def record_landing_alerts(
     con: duckdb.DuckDBPyConnection, root: Path, files: list[landing_files.LandingFile], settings: Settings | None = None,
-    now: datetime | None = None, claim_for_s: float | None = None,
+    now: datetime | None = None, claim_for_s: float | None = None, timings: dict[str, float] | None = None,
 ) -> list[Alert]:
     """Market alerts for newly landed trade ``files``, evaluated before (and whether or not) they reach silver.
 
@@ -81,6 +88,7 @@ def record_landing_alerts(
     if not files:
         return []
     settings = settings or load_settings()
+    started = time.monotonic()
     try:
         rules = rules_for(settings)
         markets = sorted({(f.exchange, m) for f in files for m in _markets_of(settings, f.exchange)})
@@ -93,7 +101,9 @@ def record_landing_alerts(
     except Exception:
         log.exception("reading %d landed files for market alerts failed; they are not evaluated", len(files))
         return []
-    return record_market_alerts(con, trades, settings, now, context=context, claim_for_s=claim_for_s)
+    if timings is not None:
+        timings["read"] = time.monotonic() - started  # the new files and the not yet ingested ones before them
+    return record_market_alerts(con, trades, settings, now, context=context, claim_for_s=claim_for_s, timings=timings)
 
 
 def _markets_of(settings: Settings, exchange: str) -> tuple[str, ...]:

@@ -66,8 +66,9 @@ def market_alert_sensor(context: dg.SensorEvaluationContext, lake: LakeResource,
                 # delivery sensor retries what could not go. Without a token they are recorded pending, as elsewhere.
                 opened = time.monotonic()
                 poster = slack.poster()
+                took: dict[str, float] = {}
                 alerts = record_landing_alerts(con, root, files, settings,
-                                               claim_for_s=LEASE_S if poster is not None else None)
+                                               claim_for_s=LEASE_S if poster is not None else None, timings=took)
                 recorded = time.monotonic()
                 report = deliver_claimed(con, poster, alerts, slack.base_ui_url()) if alerts and poster else None
             new_files.take(files)
@@ -76,9 +77,10 @@ def market_alert_sensor(context: dg.SensorEvaluationContext, lake: LakeResource,
             batch_s = time.monotonic() - batch_started
             if alerts:  # where an alert's time went: the session (other sensors of this process), rules, Slack
                 context.log.info("market alerts: %d files, %d alerts, sent %d in %.2f s (lake session %.2f s, "
-                                 "evaluated and recorded %.2f s, posted and settled %.2f s)", len(files), len(alerts),
-                                 len(report.sent) if report else 0, batch_s, opened - batch_started,
-                                 recorded - opened, time.monotonic() - recorded)
+                                 "files read %.2f s, rules %.2f s, recorded %.2f s, posted and settled %.2f s)",
+                                 len(files), len(alerts), len(report.sent) if report else 0, batch_s,
+                                 opened - batch_started, took.get("read", 0.0), took.get("evaluated", 0.0),
+                                 took.get("recorded", 0.0), time.monotonic() - recorded)
             batches += 1
             slowest_batch_s = max(slowest_batch_s, batch_s)
         if len(files) == _ALERT_FILES_PER_TICK or time.monotonic() + _WATCH_POLL_S + slowest_batch_s > deadline:
