@@ -212,6 +212,13 @@ class Settings:
         "tick; at most 45). Dagster's sensor daemon starts a tick at most every 5 s and 2-5 s after the last one "
         "ended, so a watching tick sees a file within 0.2 s of landing, and only the hand-over between ticks is blind.",
     )
+    background_nice: int = _s(
+        "CRYPTOFLOW_BACKGROUND_NICE",
+        "5",
+        "Niceness of work that can wait: batch runs (backfills, dbt builds, maintenance, forecasts, digests) and the "
+        "API. The sidecar, the streaming run and the alert sensor keep the normal priority, so on a saturated machine "
+        "they get the CPU first (docs/decisions/0024). 0: everything at the same priority.",
+    )
     heartbeat_stale_s: float = _s(
         "CRYPTOFLOW_HEARTBEAT_STALE_S", "30", "A sidecar heartbeat older than this raises a sidecar-down alert."
     )
@@ -464,6 +471,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(
             f"CRYPTOFLOW_LAKE_TARGET_FILE_SIZE={values['lake_target_file_size']!r}: expected a number and a unit, e.g. 16MB"
         )
+    if not 0 <= values["background_nice"] <= 19:
+        raise SettingsError(f"CRYPTOFLOW_BACKGROUND_NICE={values['background_nice']}: expected 0 to 19")
     if values["api_rate_limit"] < 0:
         raise SettingsError(f"CRYPTOFLOW_API_RATE_LIMIT={values['api_rate_limit']}: expected 0 (no limit) or more")
     if not 0 < values["lake_rewrite_delete_threshold"] <= 1:

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from cryptoflow_core.priority import run_in_background
 from cryptoflow_core.settings import load_env_files, load_settings
 from cryptoflow_serving.auth import is_loopback
 
@@ -47,14 +48,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cryptoflow serve: {exc}", file=sys.stderr)
         return 2
 
+    # The API reads what the writers commit: on a saturated machine the sidecar, the streaming run and the alert
+    # sensor come first (ADR 0024); its answers and pushes then come a little later, never the other way round.
+    nice = run_in_background(settings.background_nice)
     import uvicorn
 
     from cryptoflow_serving.app import create_app
 
     app = create_app(settings, poll_s=args.poll, queue_size=args.queue_size,
                      cache_bytes=args.cache_mb * 1024 * 1024)
-    log.info("serving the market-data API on http://%s:%d (keys %s)", args.host, args.port,
-             "required" if settings.api_keys else "not required")
+    log.info("serving the market-data API on http://%s:%d (keys %s, nice %d)", args.host, args.port,
+             "required" if settings.api_keys else "not required", nice)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", ws="websockets-sansio",
                 timeout_graceful_shutdown=5)
     return 0
