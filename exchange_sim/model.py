@@ -38,7 +38,7 @@ WALK_DAYS = 12_000  # walk covers 2015..2047 (each market draws it once: 30,000 
 CHUNK_TRADES = 8192  # trades per generated chunk (whole minutes): the unit of generation, caching and folding
 BURST_MINUTES = 5  # a live shock raises the market's rate for this long...
 BURST_FACTOR = 4.0  # ...by this factor (news moves volume with price)
-UPBIT_EMPTY_MINUTE_P = 0.03  # Upbit candles have gaps; Binance majors trade every minute
+UPBIT_EMPTY_MINUTE_P = 0.03  # Upbit candles have gaps (at the recorded rate); Binance majors trade every minute
 BINANCE_SWEEP_P = 0.3  # share of Binance fills that continue the previous taker order (same time, price, side)
 
 
@@ -757,7 +757,10 @@ class Model:
         n = _rng(seed, key, day, 1).poisson(lam).astype(np.int64)
         empty = _rng(seed, key, day, 11).random(MINUTES)
         if spec.exchange == "upbit":
-            n[empty < UPBIT_EMPTY_MINUTE_P] = 0
+            # A minute is empty the way a Poisson count is zero, e^(-c x rate): UPBIT_EMPTY_MINUTE_P at the recorded
+            # rate, that to the power rate / recorded rate at another. A market trading 50 a second (the endurance
+            # run's ETH) is never silent for a whole minute, where a flat 3 % once hid a price shock for 36 s.
+            n[empty < UPBIT_EMPTY_MINUTE_P ** (lam / max(self.config.history_per_minute, 1e-9))] = 0
         else:
             n = np.maximum(n, 1)
         real = self._real_day(spec, day)

@@ -217,3 +217,17 @@ def test_a_stream_cursor_follows_a_shock_without_gaps_or_changes():
     ids = np.concatenate([t.ids for t in got])
     truth = sim.model.trades("binance", "BTCUSDT", t0 + 1, int(got[-1].ts[-1]) + 1)
     assert np.array_equal(ids, truth.ids) and np.array_equal(np.concatenate([t.price for t in got]), truth.price)
+
+
+def test_upbit_empty_minutes_follow_the_rate_as_a_poisson_count_would():
+    day0 = START_DAY * DAY_MS
+
+    def empty_minutes(m: Model) -> int:
+        t = m.trades("upbit", "KRW-SOL", day0, day0 + DAY_MS)
+        return 1440 - len(np.unique(t.ts // 60_000))
+
+    recorded = empty_minutes(model())  # history at the recorded rate (20 a minute): Upbit's ~3 % of gaps
+    assert 15 <= recorded <= 70
+    assert empty_minutes(live_model(1.0)) <= 1  # 3x the recorded rate: 0.03^3 a minute, none in a day
+    thin = empty_minutes(live_model(0.2))  # 12 a minute: 0.03^0.6, about 12 %
+    assert 100 <= thin <= 260 and thin > recorded
