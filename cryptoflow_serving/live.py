@@ -1,8 +1,10 @@
 """Live push (``WS /v1/live``): new trades, closed 1-minute bars and alerts as they reach silver and gold.
 
 One :class:`Feed` per process polls the lake every ``poll_s``: in one read transaction it takes the current snapshot
-and, when it moved past the feed's cursor, reads what was committed in between with DuckLake's change feed
-(``ducklake_table_changes``) of ``silver.trades``, ``gold.ohlcv_1m_from_trades`` and ``gold.alerts``. Each message is
+and, when it moved past the feed's cursor, reads the rows committed in between (``ducklake_table_insertions``: an
+update's new image is among them) of ``silver.trades``, ``gold.ohlcv_1m_from_trades`` and ``gold.alerts``. Not the
+whole change feed (``ducklake_table_changes``): its deletions are read back from the files that held the deleted rows,
+and every commit of intraday gold deletes the current minute's bars, so that cost grew with the table. Each message is
 encoded once and put on the bounded queue of every subscriber that asked for its market and channel. A subscriber whose
 queue is full (a client that reads slower than the market trades) is dropped at once: taken off the feed, its queue
 released, its connection closed with code 4008 and a reason. The feed never waits for a client and the memory it holds
@@ -56,20 +58,20 @@ GONE = "client went away"
 
 _TRADES = """
     SELECT exchange, market, trade_id, ts, price, volume, side
-    FROM ducklake_table_changes(?, 'silver', 'trades', ?, ?)
-    WHERE change_type IN ('insert', 'update_postimage') AND ts >= ?
+    FROM ducklake_table_insertions(?, 'silver', 'trades', ?, ?)
+    WHERE ts >= ?
     ORDER BY ts, trade_id LIMIT ?
 """
 _BARS = """
     SELECT exchange, market, ts, open, high, low, close, volume, quote_volume, trade_count, vwap
-    FROM ducklake_table_changes(?, 'gold', 'ohlcv_1m_from_trades', ?, ?)
-    WHERE change_type IN ('insert', 'update_postimage') AND ts >= ?
+    FROM ducklake_table_insertions(?, 'gold', 'ohlcv_1m_from_trades', ?, ?)
+    WHERE ts >= ?
     ORDER BY ts LIMIT ?
 """
 _ALERTS = """
     SELECT alert_id, rule, exchange, market, event_time, triggered_at, value, threshold, message, status
-    FROM ducklake_table_changes(?, 'gold', 'alerts', ?, ?)
-    WHERE change_type IN ('insert', 'update_postimage') AND triggered_at >= ?
+    FROM ducklake_table_insertions(?, 'gold', 'alerts', ?, ?)
+    WHERE triggered_at >= ?
     ORDER BY triggered_at LIMIT ?
 """
 
