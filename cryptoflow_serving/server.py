@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     # The API reads what the writers commit: on a saturated machine the sidecar, the streaming run and the alert
-    # sensor come first (ADR 0024); its answers and pushes then come a little later, never the other way round.
+    # sensor come first (ADR 0024), and the API's answers and pushes come a little later.
     nice = run_in_background(settings.background_nice)
     import uvicorn
 
