@@ -285,3 +285,81 @@ def test_a_low_that_left_the_window_during_the_batch_no_longer_counts(con):
     batch = trades("upbit", "KRW-BTC", [(3000, start, 99.9, 1.0)])
     [alert] = evaluate_market_rules(con, batch, rules, now=start)
     assert alert.value == pytest.approx((99.9 / 99.0 - 1) * 100)
+
+
+@pytest.mark.parametrize("in_silver", [False, True])  # the batch not yet in silver / already ingested
+def test_volume_spike_and_volatility_equal_a_reference_over_every_trade(con, in_silver):
+    """The evaluation reads the window summed per market and bucket inside the lake (not trade by trade), leaves out the
+    batch's and context's trades there and adds them back once: the volume z-scores and volatility figures equal a
+    plain computation over every trade (deduplicated by id), with 30 s buckets (not whole minutes), trades filled
+    twice, context trades not in silver, and a batch that may already be in silver."""
+    import math
+    import random
+    import statistics
+
+    import numpy as np
+
+    rng = random.Random(7 + in_silver)
+    rules = parse_rules({"defaults": {
+        "volume_spike": {"z": 0.0, "bucket_s": 30, "trailing_buckets": 20, "min_buckets": 3},
+        "volatility": {"percentile": 5, "window_bars": 4, "trailing_bars": 40, "min_history": 3}}})
+    markets = [("upbit", "KRW-BTC"), ("binance", "TRXUSDT")]
+    start = T0 + timedelta(minutes=90, seconds=17)
+    history, context, batch = [], [], []
+    for k, (exchange, market) in enumerate(markets):
+        price, tid, t = 100.0 + k, 0, T0
+        while t < start + timedelta(seconds=3):
+            t += timedelta(milliseconds=rng.randint(100, 9000))
+            price *= 1 + rng.gauss(0, 0.003)
+            volume = rng.expovariate(1.0) * (15 if rng.random() < 0.02 or t >= start else 1)  # the batch: a spike
+            for _ in range(2 if rng.random() < 0.1 else 1):  # filled twice: another trade at the same time
+                tid += 1
+                row = (exchange, market, tid, t, price, volume)
+                (history if t < start - timedelta(seconds=25) else context if t < start else batch).append(row)
+    assert {r[:2] for r in batch} == set(markets)
+
+    def frame(rows):
+        return pl.concat([trades(e, m, [r[2:] for r in rows if r[:2] == (e, m)]) for e, m in markets])
+
+    land(con, frame(history))
+    if in_silver:
+        land(con, frame(context + batch))
+    got = evaluate_market_rules(con, frame(batch), rules, now=start, context=frame(context))
+
+    expected = {}
+    every = {r[:3]: r for r in history + context + batch}.values()  # each trade once
+    for exchange, market in markets:
+        mine = sorted((r for r in every if r[:2] == (exchange, market)), key=lambda r: r[3])
+        lo, hi = min(r[3] for r in batch if r[:2] == (exchange, market)), max(r[3] for r in batch if r[:2] == (exchange, market))
+        # volume: 30 s buckets from the look-back's start (21 buckets before the batch) to the batch's last one
+        since = lo - timedelta(seconds=30 * 21)
+        sums: dict[int, float] = {}
+        for r in mine:
+            if since <= r[3] <= hi:
+                b = int(r[3].timestamp()) // 30 * 30
+                sums[b] = sums.get(b, 0.0) + r[5]
+        grid = [sums.get(b, 0.0) for b in range(min(sums), max(sums) + 1, 30)]
+        trailing = grid[:-1]
+        z = (grid[-1] - statistics.mean(trailing)) / statistics.stdev(trailing)
+        expected[("volume_spike", market)] = (datetime.fromtimestamp(max(sums), timezone.utc), z)
+        # volatility: each minute's last price, log returns between minutes with trades, sample stdev of 4 returns
+        closes: dict[datetime, float] = {}
+        for r in mine:
+            if r[3] <= hi:
+                closes[r[3].replace(second=0, microsecond=0)] = r[4]  # sorted by time: the minute's last trade
+        minutes = sorted(closes)
+        returns = [math.log(closes[b] / closes[a]) for a, b in zip(minutes, minutes[1:])]
+        vols = [statistics.stdev(returns[i - 3:i + 1]) for i in range(3, len(returns))]
+        limit = float(np.quantile(vols[-41:-1], 0.05))
+        if vols[-1] > limit and minutes[-1] >= lo.replace(second=0, microsecond=0):
+            expected[("volatility", market)] = (minutes[-1], vols[-1] * math.sqrt(1440), limit * math.sqrt(1440))
+    volume = {("volume_spike", a.market): (a.event_time, a.value) for a in got if a.rule == "volume_spike"}
+    volatility = {("volatility", a.market): (a.event_time, a.value, a.threshold) for a in got if a.rule == "volatility"}
+    assert volume.keys() == {k for k in expected if k[0] == "volume_spike" and expected[k][1] >= 0} == {
+        ("volume_spike", m) for _, m in markets}
+    for key, (at, z) in volume.items():
+        assert at == expected[key][0] and z == pytest.approx(expected[key][1], rel=1e-9)
+    assert volatility.keys() == {k for k in expected if k[0] == "volatility"} and volatility
+    for key, (at, value, threshold) in volatility.items():
+        assert (at, value, threshold) == (expected[key][0], pytest.approx(expected[key][1], rel=1e-9),
+                                          pytest.approx(expected[key][2], rel=1e-9))

@@ -1,14 +1,14 @@
 """Market rules over a new micro-batch of trades: price move, volume spike, volatility, Korean premium.
 
-Per batch the lake is read twice: the history of the markets involved (one query, partition-pruned by ``day``) and the
-1-minute bars of ``gold.ohlcv_1m_from_trades`` for the volatility history. The history is raw ``silver.trades`` only as
-far back as a rule reads single trades (the price-move window, two minutes for volatility); older than that, each minute
-is one row from the gold bar (its close and volume, at the minute's start): the volume-spike buckets (whole minutes) and
-the volatility closes come out the same, and an evaluation reads minutes, not an hour of trades, per market (issue 17:
-at 250 markets the hour of trades made one evaluation 16x dearer than at 9, benchmarks/results/width.md). Everything else runs in
-memory, so an alert fires as soon as the streaming path sees the batch, without waiting for any gold work. The batch may
-or may not be in silver yet: rows are de-duplicated by trade id. Event times come from the data, so re-evaluating a batch
-after a restart gives the same dedupe keys and the outbox drops the repeat.
+Per batch the lake is read twice (``_load_history``): one scan of ``silver.trades`` over the markets' recent history
+(partition-pruned by ``day``) and the 1-minute bars of ``gold.ohlcv_1m_from_trades`` for the older history. The scan
+brings back single trades only where a rule looks at them one by one (the price-move window's older edge and the batch's
+own span); the rest of the window is summed per market and bucket inside DuckDB (volume, last price, low and high), and
+older whole minutes are one gold bar each. At 250 markets the rules look at ~300,000 trades a batch, and the rows an
+evaluation handles grow with the batch, not with markets x window (issue 17; docs/decisions/0023). Everything else runs
+in memory, so an alert fires as soon as the market alert sensor sees the batch, without waiting for any gold work. The
+batch may or may not be in silver yet: trades of the batch and its context are taken once, by trade id. Event times
+come from the data, so re-evaluating a batch after a restart gives the same dedupe keys and the outbox drops the repeat.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
-_NEW, _RANGES, _HIST, _BARS = "_alert_new_trades", "_alert_ranges", "_alert_hist", "_alert_gold_bars"
+_NEW, _KNOWN, _RANGES = "_alert_new_trades", "_alert_known_trades", "_alert_ranges"
+_HIST, _RAW, _COMMON, _BARS = "_alert_hist", "_alert_raw", "_alert_common", "_alert_gold_bars"
 _PARAMS = "_alert_params"
 _TRADES_LINK = "/assets/silver/trades"
 
@@ -84,8 +85,11 @@ def evaluate_market_rules(
         if context is not None and len(context):
             mem.register("_alert_context", context)
             known = mem.execute(f"SELECT * FROM {_NEW} UNION ALL SELECT * FROM _alert_context").to_arrow_table()
-        for name, frame in _load_history(con, ranges, known).items():
+        for name, frame in _load_history(con, ranges, known, _bucket_s(per_market)).items():
             mem.register(name, frame)
+        mem.register(_KNOWN, known)
+        mem.register(_RANGES, ranges)
+        _combine_history(mem, _bucket_s(per_market))
         return _evaluate(mem, per_market, spans, legs, batch_end, now, _Limits(memo, limits))
     finally:
         mem.close()
@@ -172,10 +176,14 @@ def _premium_legs(con: duckdb.DuckDBPyConnection, rules: RuleSet, touched: set[t
     """Assets whose Korean premium the batch may have moved (it traded one of the three legs), with their rules."""
     assets = {m[4:] for e, m in touched if e == "upbit" and m.startswith("KRW-")}
     assets |= {m[:-4] for e, m in touched if e == "binance" and m.endswith("USDT")}
-    if ("upbit", "KRW-USDT") in touched:  # the exchange rate moved every asset's premium
+    if ("upbit", "KRW-USDT") in touched:  # the exchange rate moved the premium of every asset quoted lately
+        # A premium needs each leg's last trade within its staleness, so the assets Upbit traded in the longest one:
+        # from the 1-minute bars (a row per market and minute; the streaming run writes them with silver), not a scan
+        # of silver that grew all day.
+        since = at - timedelta(seconds=_longest_staleness_s(rules))
         assets |= {r[0][4:] for r in con.execute(
-            "SELECT DISTINCT market FROM silver.trades WHERE exchange = 'upbit' AND market LIKE 'KRW-%' "
-            "AND day >= CAST(? AS DATE) - 1 AND ts >= ? - INTERVAL 1 DAY", [at, at]).fetchall()}
+            "SELECT DISTINCT market FROM gold.ohlcv_1m_from_trades WHERE exchange = 'upbit' AND market LIKE 'KRW-%' "
+            "AND day >= CAST(? AS DATE) AND ts >= date_trunc('minute', ?)", [since, since]).fetchall()}
     assets.discard("USDT")
     out = {}
     for asset in sorted(assets):
@@ -185,17 +193,36 @@ def _premium_legs(con: duckdb.DuckDBPyConnection, rules: RuleSet, touched: set[t
     return out
 
 
+def _longest_staleness_s(rules: RuleSet) -> float:
+    """The longest ``max_staleness_s`` of any market's Korean premium rule (the default's and every override's)."""
+    markets = [("upbit", "")] + list(rules.overrides)  # a market without overrides has the defaults
+    return max((rules.for_market(*m).get("kimchi_premium") or {}).get("max_staleness_s", 0.0) for m in markets)
+
+
 def _legs(asset: str) -> list[tuple[str, str]]:
     return [("upbit", f"KRW-{asset}"), ("binance", f"{asset}USDT"), ("upbit", "KRW-USDT")]
 
 
+def _bucket_s(per_market: dict) -> int:
+    """The width of the buckets the trade history is summed in: a divisor of a minute (the volatility closes) and of
+    every volume-spike bucket of the batch's markets, so each rule's own buckets are whole sums of these."""
+    width = 60
+    for mr in per_market.values():
+        if p := mr.get("volume_spike"):
+            width = math.gcd(width, max(1, int(p["bucket_s"])))
+    return width
+
+
 def _history_ranges(spans, per_market, legs, batch_end, limits: dict) -> pa.Table:
-    """Per market: the history to read (since .. until), single trades from raw_since, and the 1-minute closes before
-    ``since`` from bars_since: a day for the volatility limit, or only the current window's when the limit is known."""
+    """Per market: the history to read (since .. until); from raw_since on from silver (before it, 1-minute gold bars),
+    and the 1-minute closes before ``since`` from bars_since: a day for the volatility limit, or only the current
+    window's when the limit is known. For a market with a price-move rule, the single trades its window function needs:
+    from edge_since to edge_until (the window's older edge) and from first_ts (the batch) on; the trades in between lie
+    in every batch trade's window and are read as one low and high (see ``_price_move``)."""
     import pyarrow as pa  # on first use, not at import: loading the code location does not need it
 
     wanted: dict[tuple[str, str], tuple[datetime, datetime]] = {}
-    raw: dict[tuple[str, str], datetime] = {}  # from when single trades are read (whole minutes before it: bars)
+    raw: dict[tuple[str, str], datetime] = {}  # from when silver is read (whole minutes before it: bars)
     for key, (lo, hi) in spans.items():
         wanted[key] = (lo - timedelta(seconds=_lookback_s(per_market[key])), hi)
         raw[key] = lo - timedelta(seconds=_raw_lookback_s(per_market[key]))
@@ -204,12 +231,12 @@ def _history_ranges(spans, per_market, legs, batch_end, limits: dict) -> pa.Tabl
         for key in _legs(asset):
             lo, hi = wanted.get(key, (since, batch_end))
             wanted[key] = (min(lo, since), max(hi, batch_end))
-            # a leg's last price: the latest trades as trades, older ones as minute closes (at the minute's start,
+            # a leg's last price: the latest trades from silver, older ones as minute closes (at the minute's start,
             # so a bar never counts as fresher than it is)
             raw[key] = min(raw.get(key, batch_end), batch_end - timedelta(seconds=120))
     keys = sorted(wanted)
     raw_since = [max(wanted[k][0], raw[k]).replace(second=0, microsecond=0) for k in keys]
-    bars_since = []
+    bars_since, first, edge_since, edge_until = [], [], [], []
     for k in keys:
         since = wanted[k][0]
         if k in limits:  # the current window's closes: window_bars returns need one more bar
@@ -218,33 +245,60 @@ def _history_ranges(spans, per_market, legs, batch_end, limits: dict) -> pa.Tabl
             bars_since.append(min(since, current - timedelta(minutes=window + 1)))
         else:
             bars_since.append(since - timedelta(days=1))
+        move = per_market[k].get("price_move") if k in spans else None
+        if move is None:
+            first.append(None), edge_since.append(None), edge_until.append(None)
+            continue
+        lo, hi = spans[k]
+        window = timedelta(seconds=move["window_s"])
+        first.append(lo), edge_since.append(lo - window), edge_until.append(min(hi - window, lo))
+    ts = pa.timestamp("us", "UTC")
     return pa.table({
         "exchange": [k[0] for k in keys], "market": [k[1] for k in keys],
-        "bars_since": pa.array(bars_since, pa.timestamp("us", "UTC")),
-        "since": pa.array([wanted[k][0] for k in keys], pa.timestamp("us", "UTC")),
-        "raw_since": pa.array([max(r, wanted[k][0]) for k, r in zip(keys, raw_since)], pa.timestamp("us", "UTC")),
-        "until": pa.array([wanted[k][1] for k in keys], pa.timestamp("us", "UTC")),
+        "bars_since": pa.array(bars_since, ts),
+        "since": pa.array([wanted[k][0] for k in keys], ts),
+        "raw_since": pa.array([max(r, wanted[k][0]) for k, r in zip(keys, raw_since)], ts),
+        "until": pa.array([wanted[k][1] for k in keys], ts),
+        "first_ts": pa.array(first, ts), "edge_since": pa.array(edge_since, ts), "edge_until": pa.array(edge_until, ts),
     })
 
 
-def _load_history(con: duckdb.DuckDBPyConnection, ranges: pa.Table, new: pa.Table) -> dict[str, pa.Table]:
+def _load_history(con: duckdb.DuckDBPyConnection, ranges: pa.Table, known: pa.Table, bucket_s: int) -> dict[str, pa.Table]:
+    """What the rules read from the lake, in one scan of silver: the single trades of the price-move edges and batch
+    spans; everything else summed per market and ``bucket_s`` bucket (volume, last price, and the low and high of the
+    price-move window's shared part), leaving out the ``known`` trades (the batch and its context), which
+    ``_combine_history`` adds back once, whether or not they reached silver. Older whole minutes come from the gold bars.
+    At 250 markets the window holds ~300,000 trades and an evaluation used to bring them all over; this brings ~2,000
+    rows (docs/decisions/0023)."""
     con.register(_RANGES, ranges)
-    con.register(_NEW, new)
+    con.register(_KNOWN, known)
     try:
         hist = con.execute(
             f"""
-            SELECT t.exchange, t.market, t.trade_id, t.ts, t.price, t.volume
-              FROM silver.trades t JOIN {_RANGES} r ON t.exchange = r.exchange AND t.market = r.market
-             WHERE t.day BETWEEN CAST(r.raw_since AS DATE) AND CAST(r.until AS DATE) AND t.ts >= r.raw_since
-               AND t.ts <= r.until
-            UNION
-            SELECT exchange, market, trade_id, ts, price, volume FROM {_NEW}
+            WITH s AS MATERIALIZED (
+                SELECT t.exchange, t.market, t.trade_id, t.ts, t.price, t.volume, r.first_ts, r.edge_since, r.edge_until
+                  FROM silver.trades t JOIN {_RANGES} r ON t.exchange = r.exchange AND t.market = r.market
+                 WHERE t.day BETWEEN CAST(r.raw_since AS DATE) AND CAST(r.until AS DATE) AND t.ts >= r.raw_since
+                   AND t.ts <= r.until
+            ), buckets AS (
+                SELECT exchange, market, time_bucket(INTERVAL '{bucket_s} seconds', ts) AS bucket,
+                       arg_max(price, ts) AS close, sum(volume) AS vol, max(ts) AS close_ts,
+                       min(price) FILTER (WHERE ts >= edge_until AND ts < first_ts) AS lo,
+                       max(price) FILTER (WHERE ts >= edge_until AND ts < first_ts) AS hi
+                  FROM s ANTI JOIN {_KNOWN} k USING (exchange, market, trade_id)
+                 GROUP BY ALL
+            )
+            SELECT true AS raw, exchange, market, trade_id, ts, price, volume, ts AS close_ts,
+                   NULL::DOUBLE AS lo, NULL::DOUBLE AS hi
+              FROM s WHERE ts >= edge_since AND NOT (ts >= edge_until AND ts < first_ts)
             UNION ALL
-            -- older whole minutes: one row each (no trade id: never a trade of the batch)
-            SELECT g.exchange, g.market, NULL, g.ts, g.close, g.volume
+            SELECT false, exchange, market, NULL, bucket, close, vol, close_ts, lo, hi FROM buckets
+            UNION ALL
+            -- older whole minutes: one row each, at the minute's start (a minute silver's part starts in is silver's)
+            SELECT false, g.exchange, g.market, NULL, g.ts, g.close, g.volume, g.ts, NULL, NULL
               FROM gold.ohlcv_1m_from_trades g JOIN {_RANGES} r ON g.exchange = r.exchange AND g.market = r.market
              WHERE g.day BETWEEN CAST(r.since AS DATE) AND CAST(r.raw_since AS DATE) AND g.ts >= date_trunc('minute', r.since)
-               AND g.ts < r.raw_since
+               AND g.ts + INTERVAL 1 MINUTE <= r.raw_since
             """
         ).to_arrow_table()
         # Older 1-minute closes for the volatility history (from bars_since), before the trade history starts.
@@ -258,8 +312,48 @@ def _load_history(con: duckdb.DuckDBPyConnection, ranges: pa.Table, new: pa.Tabl
         ).to_arrow_table()
     finally:
         con.unregister(_RANGES)
-        con.unregister(_NEW)
-    return {_HIST: hist, _BARS: bars}
+        con.unregister(_KNOWN)
+    return {"_alert_lake": hist, _BARS: bars}
+
+
+def _combine_history(mem: duckdb.DuckDBPyConnection, bucket_s: int) -> None:
+    """The rules' views over what ``_load_history`` read and the known trades (each once):
+
+    - ``_alert_raw``: single trades of the price-move edges and batch spans (exchange, market, trade_id, ts, price,
+      volume);
+    - ``_alert_common``: per market, the low and high of the trades every batch trade's window holds;
+    - ``_alert_hist``: per market and bucket (``ts`` its start; a gold minute at its start): summed ``volume``, the last
+      ``price`` and its time ``close_ts``.
+    """
+    mem.execute(f"CREATE OR REPLACE TEMP TABLE _alert_known_once AS SELECT DISTINCT exchange, market, trade_id, ts, "
+                f"price, volume FROM {_KNOWN}")
+    mem.execute(
+        f"""CREATE OR REPLACE TEMP VIEW {_RAW} AS
+            SELECT exchange, market, trade_id, ts, price, volume FROM _alert_lake WHERE raw
+            UNION
+            SELECT k.exchange, k.market, k.trade_id, k.ts, k.price, k.volume
+              FROM _alert_known_once k JOIN {_RANGES} r USING (exchange, market)
+             WHERE k.ts >= r.edge_since AND NOT (k.ts >= r.edge_until AND k.ts < r.first_ts)""")
+    mem.execute(
+        f"""CREATE OR REPLACE TEMP VIEW {_COMMON} AS
+            SELECT exchange, market, min(lo) AS lo, max(hi) AS hi FROM (
+                SELECT exchange, market, lo, hi FROM _alert_lake WHERE lo IS NOT NULL
+                UNION ALL
+                SELECT k.exchange, k.market, k.price, k.price
+                  FROM _alert_known_once k JOIN {_RANGES} r USING (exchange, market)
+                 WHERE k.ts >= r.edge_until AND k.ts < r.first_ts
+            ) GROUP BY ALL""")
+    mem.execute(
+        f"""CREATE OR REPLACE TEMP TABLE {_HIST} AS
+            SELECT exchange, market, ts, sum(volume) AS volume, arg_max(price, close_ts) AS price,
+                   max(close_ts) AS close_ts
+              FROM (
+                SELECT exchange, market, ts, price, volume, close_ts FROM _alert_lake WHERE NOT raw
+                UNION ALL
+                SELECT exchange, market, time_bucket(INTERVAL '{bucket_s} seconds', ts), arg_max(price, ts), sum(volume),
+                       max(ts)
+                  FROM _alert_known_once GROUP BY ALL
+              ) GROUP BY exchange, market, ts""")
 
 
 def _alert(mr: MarketRules, rule: str, event_time: datetime, value: float, threshold: float, message: str,
@@ -284,31 +378,22 @@ def _price_move(con, shape: dict, members: list[MarketRules], spans: dict, now: 
     window = int(shape["window_s"])
     _with_params(con, "price_move", members, ("pct",))
     # Per market, the first trade of the batch whose price is pct% away from the low or high of the window before it.
-    # A batch spans seconds of a window of minutes: the rows from (last batch trade - window) to the first batch trade
-    # lie in every batch trade's window, so they are one min/max per market ("common"), and the window function runs
-    # over the rest only: the window's older edge and the batch. At 250 markets and 4 trades/s each (300,000 rows in
-    # the window) one evaluation of the packaged rules took 1.25 CPU-s with the window function over every row, 0.87
-    # with this split (benchmarks/results/alert_width_before.json, _after.json).
+    # A batch spans seconds of a window of minutes: the trades from (last batch trade - window) to the first batch
+    # trade lie in every batch trade's window, so they are one low and high per market (_alert_common, summed in the
+    # lake scan), and the window function runs over the rest only (_alert_raw): the window's older edge and the batch.
+    # At 250 markets and 4 trades/s each (300,000 trades in the window) one evaluation of the packaged rules took
+    # 1.25 CPU-s with the window function over every trade, 0.87 with this split (benchmarks/results/alert_width_*.json).
     rows = con.execute(
         f"""
-        WITH span AS (
-            SELECT exchange, market, min(ts) AS first_ts, max(ts) AS last_ts FROM {_NEW} GROUP BY ALL
-        ), h AS (
-            SELECT h.exchange, h.market, h.trade_id, h.ts, h.price,
-                   h.ts >= least(s.last_ts - INTERVAL '{window} seconds', s.first_ts) AND h.ts < s.first_ts AS common
-              FROM {_HIST} h JOIN span s USING (exchange, market) SEMI JOIN {_PARAMS} USING (exchange, market)
-             WHERE h.ts >= s.first_ts - INTERVAL '{window} seconds'
-        ), c AS (
-            SELECT exchange, market, min(price) AS lo, max(price) AS hi FROM h WHERE common GROUP BY ALL
-        ), w AS (
+        WITH w AS (
             SELECT exchange, market, trade_id, ts, price, min(price) OVER win AS lo, max(price) OVER win AS hi
-              FROM h WHERE NOT common
+              FROM {_RAW} SEMI JOIN {_PARAMS} USING (exchange, market)
             WINDOW win AS (PARTITION BY exchange, market ORDER BY ts
                            RANGE BETWEEN INTERVAL '{window} seconds' PRECEDING AND CURRENT ROW)
         ), wc AS (
             SELECT w.exchange, w.market, w.trade_id, w.ts, w.price, least(w.lo, coalesce(c.lo, w.lo)) AS lo,
                    greatest(w.hi, coalesce(c.hi, w.hi)) AS hi
-              FROM w LEFT JOIN c USING (exchange, market)
+              FROM w LEFT JOIN {_COMMON} c USING (exchange, market)
         ),
         m AS (
             SELECT exchange, market, ts, price, lo, hi,
@@ -395,7 +480,7 @@ def _volatility(con, shape: dict, members: list[MarketRules], spans: dict, now: 
     rows = con.execute(
         f"""
         WITH recent AS (
-            SELECT exchange, market, time_bucket(INTERVAL '1 minute', ts) AS minute, arg_max(price, ts) AS close
+            SELECT exchange, market, time_bucket(INTERVAL '1 minute', ts) AS minute, arg_max(price, close_ts) AS close
               FROM {_HIST} SEMI JOIN {_PARAMS} USING (exchange, market) GROUP BY ALL
         ),
         starts AS (SELECT exchange, market, min(minute) AS m0 FROM recent GROUP BY ALL),
@@ -468,7 +553,8 @@ def _kimchi_premiums(con, legs: dict[str, MarketRules], at: datetime, now: datet
     if not legs:
         return []
     last = {(e, m): (price, ts) for e, m, price, ts in con.execute(
-        f"SELECT exchange, market, arg_max(price, ts), max(ts) FROM {_HIST} WHERE ts <= ? GROUP BY ALL", [at]).fetchall()}
+        f"SELECT exchange, market, arg_max(price, close_ts), max(close_ts) FROM {_HIST} WHERE close_ts <= ? GROUP BY ALL",
+        [at]).fetchall()}
     alerts = []
     for asset, mr in legs.items():
         p = mr.get("kimchi_premium")
