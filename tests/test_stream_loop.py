@@ -183,6 +183,28 @@ def test_market_alert_sensor_tick_watches_and_alerts_on_a_file_landing_during_th
     ended = time.monotonic()
     writer.join()
     assert landed_at and started < landed_at[0] < ended, "the shock must land while the tick runs"
-    assert re.fullmatch(r"2 files in [12] batches \(slowest \d+\.\d\d s\), 1 alerts, sent 1", result.skip_message)
+    assert re.fullmatch(r"2 files in [12] batches \(slowest \d+\.\d\d s\), 1 alerts, sent 1"
+                        r"(; \d+\.\d\d s after the last tick)?", result.skip_message)
     assert len([c for c in slack_server.posts if "KRW-BTC moved +5.00%" in c.body.get("text", "")]) == 1
     assert json.loads(ctx.cursor)["taken"], "the tick's cursor holds both files"
+
+
+def test_an_alert_tick_ends_just_before_a_daemon_loop_and_a_batch_past_it_waits_for_the_next():
+    """The daemon starts the next tick at its first loop (every 5 s from the one that started this tick) after this one
+    ended: a tick that ended just after a loop would leave the folder unwatched for up to 5 s, so the tick's end is
+    always just before one (a multiple of 5 s after its start, less the hand-over margin), and a batch that runs past
+    it moves the end to the next loop, not to "now", within Dagster's 60 s evaluation limit."""
+    from cryptoflow_dagster.defs.alerts.sensors import _HANDOVER_MARGIN_S, _WATCH_POLL_S, _Watch
+
+    margin = _HANDOVER_MARGIN_S
+    watch = _Watch(100.0, 30)
+    assert watch.until == 100 + 30 - margin  # 30 s is six loops
+    assert watch.goes_on(100 + 29 - margin - _WATCH_POLL_S) and not watch.goes_on(100 + 30 - margin - _WATCH_POLL_S / 2)
+    assert _Watch(0.0, 31).until == 35 - margin and _Watch(0.0, 4).until == 5 - margin  # up to the next loop
+    late = _Watch(0.0, 30)
+    assert late.goes_on(30.4)  # a batch ended 1.4 s past the tick's planned end: watch on until before the next loop
+    assert late.until == 35 - margin and not late.goes_on(35 - margin)
+    assert not _Watch(0.0, 0).goes_on(0.0)  # 0: one look
+    longest = _Watch(0.0, 45)
+    assert longest.goes_on(51.0) and longest.until == 55 - margin
+    assert not longest.goes_on(55.0), "past 55 s the next loop's end would be too close to Dagster's 60 s limit"

@@ -6,6 +6,7 @@ what failed, so backoff and dedupe live in one place (alerting/delivery.py).
 """
 
 import json
+import math
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -33,6 +34,18 @@ _ALERT_START_BACK = timedelta(minutes=2)
 
 # While a tick watches, it looks at the landing folder this often (a listing of names, no lake query).
 _WATCH_POLL_S = 0.2
+# Dagster's sensor daemon looks at every sensor once a loop, and a loop starts every 5 s (MIN_INTERVAL_LOOP_TIME in
+# dagster/_daemon/sensor.py, not configurable); the next tick starts at the first loop after this one ended. Loops fall
+# 5 s apart from the one that started this tick, so a tick that ends just before a multiple of 5 s after it started is
+# followed at once, and one that ends just after waits up to a whole loop: it watches until such a moment.
+_DAEMON_LOOP_S = 5.0
+# How long before that loop the tick lets go: the daemon's part (starting the tick before this function runs, recording
+# it after) has to fit in it. The gap since the last tick is in each tick's summary.
+_HANDOVER_MARGIN_S = 1.0
+# A tick never watches past this (Dagster fails a sensor evaluation after 60 s).
+_TICK_LIMIT_S = 55.0
+# When the last tick of this process ended (wall clock), to report the hand-over gap.
+_last_tick_end: list[float] = []
 
 
 @dg.sensor(name="market_alert_sensor", minimum_interval_seconds=1, default_status=RUNNING,
@@ -46,13 +59,14 @@ def market_alert_sensor(context: dg.SensorEvaluationContext, lake: LakeResource,
         new_files = landing_files.NewFiles.from_cursor(root, context.cursor)
     else:
         new_files = landing_files.NewFiles(root, start_after=datetime.now(timezone.utc) - _ALERT_START_BACK)
-    # Dagster's sensor daemon starts a tick at most every 5 s (not configurable), and measured at 1,000 msg/s the next
-    # tick started 2-5 s after the last one ended: a file landing in between waited that long. So one tick keeps
-    # watching for alert_watch_s (30 s): files are evaluated within _WATCH_POLL_S of landing and only the hand-over
-    # between ticks is blind (ADR 0011). The lake is opened only when there is a file, so other sensors of this code
-    # server are not held behind the lake's SQLite session lock while this one waits. The tick stops looking when one
-    # more batch (as long as the slowest so far) would end past the deadline, to stay inside Dagster's 60 s timeout.
-    deadline = time.monotonic() + settings.alert_watch_s
+    # Dagster's sensor daemon starts a tick at most every 5 s (not configurable): a file landing between two ticks
+    # waits for the next one. So one tick keeps watching for about alert_watch_s (30 s): files are evaluated within
+    # _WATCH_POLL_S of landing and only the hand-over between ticks is blind (ADR 0011), ended just before a daemon
+    # loop so that the next tick follows at once. The lake is opened only when there is a file, so other sensors of
+    # this code server are not held behind the lake's SQLite session lock while this one waits.
+    started, started_wall = time.monotonic(), time.time()
+    gap_s = started_wall - _last_tick_end[-1] if _last_tick_end else None
+    watch = _Watch(started, settings.alert_watch_s)
     in_server = _code_server_running()
     seen = fired = sent = batches = 0
     slowest_batch_s = 0.0
@@ -83,16 +97,42 @@ def market_alert_sensor(context: dg.SensorEvaluationContext, lake: LakeResource,
                                  took.get("recorded", 0.0), time.monotonic() - recorded)
             batches += 1
             slowest_batch_s = max(slowest_batch_s, batch_s)
-        if len(files) == _ALERT_FILES_PER_TICK or time.monotonic() + _WATCH_POLL_S + slowest_batch_s > deadline:
+        if len(files) == _ALERT_FILES_PER_TICK or not watch.goes_on(time.monotonic()):
             break  # a backlog is worked off over the next ticks, each a fresh evaluation with its own cursor commit
         if in_server and not _code_server_running():
             break  # the code server is stopping and waits for this call: let it go; the next server resumes the cursor
         time.sleep(_WATCH_POLL_S)
     context.update_cursor(new_files.cursor())
+    _last_tick_end[:] = [time.time()]
+    since_last = f"; {gap_s:.2f} s after the last tick" if gap_s is not None else ""
     if not seen:
-        return dg.SkipReason("no new trade files")
+        return dg.SkipReason("no new trade files" + since_last)
     return dg.SkipReason(f"{seen} files in {batches} batches (slowest {slowest_batch_s:.2f} s), {fired} alerts"
-                         + (f", sent {sent}" if fired else ""))
+                         + (f", sent {sent}" if fired else "") + since_last)
+
+
+class _Watch:
+    """How long a tick started at ``started`` watches: until just before the daemon's loop ``watch_s`` (rounded up to
+    whole loops) after its start; when a batch runs past that moment, until just before the next loop (waiting for the one after would
+    leave the folder unwatched for up to a loop), but never past _TICK_LIMIT_S. ``watch_s`` 0: one look."""
+
+    def __init__(self, started: float, watch_s: float) -> None:
+        self.started, self.once = started, watch_s <= 0
+        self.until = started + max(1, math.ceil(watch_s / _DAEMON_LOOP_S)) * _DAEMON_LOOP_S - _HANDOVER_MARGIN_S
+
+    @staticmethod
+    def _loop_end(elapsed_s: float) -> float:
+        """The first end before a loop that is not past ``elapsed_s``."""
+        loops = math.ceil((elapsed_s + _HANDOVER_MARGIN_S) / _DAEMON_LOOP_S)
+        return loops * _DAEMON_LOOP_S - _HANDOVER_MARGIN_S
+
+    def goes_on(self, now: float) -> bool:
+        """Whether to look again after a pause of _WATCH_POLL_S."""
+        if self.once:
+            return False
+        if now > self.until:  # a batch ran past the loop this tick meant to end before
+            self.until = self.started + self._loop_end(now - self.started)
+        return now + _WATCH_POLL_S <= self.until and self.until - self.started <= _TICK_LIMIT_S
 
 
 # Dagster's gRPC code server keeps a thread by this name for as long as it serves, and ends it when told to stop
