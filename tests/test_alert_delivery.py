@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from cryptoflow_dagster import lake
-from cryptoflow_dagster.alerting import outbox
-from cryptoflow_dagster.alerting.delivery import deliver_claimed, deliver_pending
-from cryptoflow_dagster.alerting.model import Alert
+from cryptoflow_dagster.alerting import in_flight, outbox
+from cryptoflow_dagster.alerting.delivery import deliver_pending, post_then_record
+from cryptoflow_dagster.alerting.model import SENT, Alert
 from cryptoflow_dagster.alerting.slack import SLACK_DEFAULT_API_URL, SlackPoster, make_poster
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
@@ -140,47 +144,90 @@ def _commits(con) -> int:
     return con.execute("SELECT max(snapshot_id) FROM lake.snapshots()").fetchone()[0]
 
 
-def test_market_alerts_recorded_claimed_reach_slack_after_one_commit(con, slack_server):
-    """The market alert sensor's path: every lake commit waits for the writers' turn (behind a streaming chunk), and a
-    claim and a settle per alert put 2N + 1 of them between a shock and its message; now one before the posts, one after."""
+def test_market_alerts_reach_slack_while_another_writer_holds_the_lake_and_are_recorded_in_one_commit_after(
+        settings, con, slack_server, tmp_path):
+    """The market alert sensor's path: a lake commit waits for the writers' turn (behind a streaming chunk, seconds at
+    250 markets), so the posts go first: they reach Slack while another writer holds the turn, and the alerts are
+    recorded, sent, in one commit once it lets go."""
     poster = SlackPoster(TOKEN, slack_server.url, "#alerts")
+    in_flight_file = tmp_path / "in-flight.json"
     before = _commits(con)
-    alerts = outbox.record(con, sample(3), claim_for_s=120)
-    assert _commits(con) == before + 1
-    assert {s[:2] for s in statuses(con).values()} == {("sending", 1)}
-    assert deliver_pending(con, poster, now=NOW).sent == []  # claimed: the delivery sensor leaves them alone
-    report = deliver_claimed(con, poster, alerts, "http://ui.test")
-    assert sorted(report.sent) == sorted(a.alert_id for a in alerts)
-    assert _commits(con) == before + 2  # the three settled together
+    result: list = []
+    # another process holds the writers' turn (the streaming run's chunk, as long as it takes) until told to let go
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom cryptoflow_dagster import lake\nwith lake.session() as c:\n"
+         "    with lake.writer_turn(c):\n        print('held', flush=True)\n        sys.stdin.readline()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        worker = threading.Thread(target=lambda: result.append(
+            post_then_record(con, poster, sample(3), in_flight_file, "http://ui.test")))
+        worker.start()
+        deadline = time.monotonic() + 30
+        while len(slack_server.posts) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(slack_server.posts) == 3, "the posts must not wait for the writers' turn"
+        time.sleep(0.5)
+        assert worker.is_alive() and in_flight_file.exists()  # the record waits for the turn; the file holds them
+        holder.communicate("go\n", timeout=30)
+    finally:
+        holder.kill()
+        holder.wait()
+    worker.join(30)
+    [(alerts, report)] = result
+    assert sorted(report.sent) == sorted(a.alert_id for a in alerts) and len(alerts) == 3
+    assert _commits(con) == before + 1 and not in_flight_file.exists()
     assert posted_ids(slack_server) == [a.alert_id for a in alerts]
-    assert {s[0] for s in statuses(con).values()} == {"sent"} and all(s[3] for s in statuses(con).values())
-    # The message is the delivery sensor's, built from the row as stored.
+    assert {s[:2] for s in statuses(con).values()} == {("sent", 1)} and all(s[3] for s in statuses(con).values())
     assert "<http://ui.test/assets/silver/trades|Open in Dagster>" in json.dumps(slack_server.posts[0].body["blocks"])
-    assert deliver_pending(con, poster, now=NOW + timedelta(hours=1)).sent == [] and len(slack_server.posts) == 3
+    # recorded: neither the delivery sensor nor the same alerts evaluated again post them twice
+    assert deliver_pending(con, poster, now=NOW + timedelta(hours=1)).sent == []
+    assert post_then_record(con, poster, sample(3), in_flight_file)[0] == [] and len(slack_server.posts) == 3
 
 
-def test_claimed_alerts_slack_cannot_take_go_back_to_pending_and_go_out_once(con, slack_server):
+def test_market_alerts_slack_cannot_take_are_recorded_pending_and_go_out_once(con, slack_server, tmp_path):
     poster = SlackPoster(TOKEN, slack_server.url, "#alerts")
-    alerts = outbox.record(con, sample(3), claim_for_s=120)
     slack_server.fail_next(1, status=503)
-    report = deliver_claimed(con, poster, alerts)
+    alerts, report = post_then_record(con, poster, sample(3), tmp_path / "in-flight.json")
     assert report.sent == [] and len(report.retry_later) == 3 and len(slack_server.calls) == 1  # not tried further
     rows = statuses(con)
     first = rows[alerts[0].alert_id]
     assert first[:2] == ("pending", 1) and first[2].startswith("HTTP 503") and first[4] is not None
-    assert [rows[a.alert_id][:2] for a in alerts[1:]] == [("pending", 0)] * 2  # their claim handed back unused
+    assert [rows[a.alert_id][:2] for a in alerts[1:]] == [("pending", 0)] * 2  # never tried: no attempt counted
     deliver_pending(con, poster, now=datetime.now(timezone.utc) + timedelta(minutes=1))
     assert sorted(posted_ids(slack_server)) == sorted(a.alert_id for a in alerts)  # each exactly once
     assert {s[0] for s in statuses(con).values()} == {"sent"}
 
 
-def test_a_sender_that_stops_between_recording_claimed_and_posting_never_doubles(settings, con, slack_server):
+@pytest.mark.parametrize("stopped", ["before the post", "after the post"])
+def test_a_market_alert_sensor_stopped_between_its_post_and_its_record_loses_and_doubles_nothing(
+        settings, con, slack_server, tmp_path, stopped):
+    """The sensor stopped with alerts in flight (the file written before the post, and again with the outcomes after):
+    its next batch records them. With outcomes: as they ended (sent, never posted again). Without: Slack may or may
+    not have them, so failed "outcome unknown", never posted (a second post could double the message)."""
     poster = SlackPoster(TOKEN, slack_server.url, "#alerts")
-    alerts = outbox.record(con, sample(2), claim_for_s=120)  # and then the process died
-    with lake.session(settings) as fresh:
-        report = deliver_pending(fresh, poster, now=datetime.now(timezone.utc) + timedelta(seconds=300))
-    assert report.expired_claims == 2 and slack_server.posts == []
-    assert all(statuses(con)[a.alert_id][0] == "failed" for a in alerts)
+    in_flight_file = tmp_path / "in-flight.json"
+    alerts = sample(2)
+    in_flight.write(in_flight_file, alerts)
+    if stopped == "after the post":
+        in_flight.write(in_flight_file, alerts, [outbox.Settled(a.alert_id, SENT) for a in alerts])
+    with lake.session(settings) as restarted:
+        assert post_then_record(restarted, poster, [], in_flight_file)[0] == []
+        recovered = in_flight.recover(restarted, in_flight_file)
+        assert [a.alert_id for a in recovered] == [a.alert_id for a in alerts] and not in_flight_file.exists()
+        # the same shock evaluated again by the next tick: already recorded, not posted
+        assert post_then_record(restarted, poster, alerts, in_flight_file)[0] == []
+        deliver_pending(restarted, poster, now=datetime.now(timezone.utc) + timedelta(minutes=10))
+    assert slack_server.posts == []
+    rows = statuses(con)
+    if stopped == "after the post":
+        assert {rows[a.alert_id][:2] for a in alerts} == {("sent", 1)}
+    else:
+        assert {rows[a.alert_id][0] for a in alerts} == {"failed"}
+        assert all("outcome unknown" in rows[a.alert_id][2] for a in alerts)
+    assert [r["message"] for r in outbox.rows_of(recovered)] == [a.message for a in alerts]
+    assert con.execute("SELECT details_json FROM gold.alerts ORDER BY event_time").fetchone()[0] == \
+        json.dumps(alerts[0].details, sort_keys=True)
 
 
 def test_without_a_token_alerts_stay_pending_but_a_local_sink_receives(con, slack_server, recorded):

@@ -6,8 +6,9 @@ Two ways in:
   stops at the first error that says Slack is unavailable (5xx, connection refused, a long rate limit): the rest wait
   for the next pass in pending, so an outage delays alerts and loses none; after ``max_attempts`` a row is failed with
   its last error. Short Retry-After waits are slept within the pass (bounded by ``budget_s``).
-- :func:`deliver_claimed` (the market alert sensor): alerts it has just recorded already claimed; posted at once and
-  settled in one commit. Nothing is retried here: a row that could not go is left pending for the delivery sensor.
+- :func:`post_then_record` (the market alert sensor): alerts it has just evaluated, posted at once and then recorded
+  with their outcomes in one commit (``in_flight.py`` holds them in between). Nothing is retried here: an alert that
+  could not go is recorded pending for the delivery sensor.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import duckdb
 
 from cryptoflow_core import retry
-from cryptoflow_dagster.alerting import outbox
+from cryptoflow_dagster.alerting import in_flight, outbox
 from cryptoflow_dagster.alerting.messages import alert_message
 from cryptoflow_dagster.alerting.model import FAILED, PENDING, SENT, Alert
 from cryptoflow_dagster.alerting.slack import SlackPoster
@@ -90,29 +92,46 @@ def deliver_pending(
     return report
 
 
-def deliver_claimed(
+def post_then_record(
     con: duckdb.DuckDBPyConnection,
     poster: SlackPoster,
     alerts: list[Alert],
+    in_flight_path: Path,
     ui_url: str = "http://127.0.0.1:3000",
     *,
     max_attempts: int = 8,
-) -> DeliveryReport:
-    """Post ``alerts``, recorded claimed (``outbox.record(..., claim_for_s=...)``), and settle them in one commit.
+    timings: dict[str, float] | None = None,
+) -> tuple[list[Alert], DeliveryReport]:
+    """Post the new ones of ``alerts`` at once, then record them with their outcomes in one commit; return them.
 
-    Once Slack is found unavailable the rest are not tried: they go back to pending, their attempt not counted."""
+    No lake commit stands before the post (each waits for the writers' turn); ``in_flight_path`` holds them in between,
+    so a stop there loses and doubles nothing (``in_flight.recover``). Once Slack is found unavailable the rest are not
+    tried: they are recorded pending, their attempt not counted. ``timings``: "posted" and "recorded" are filled with
+    the seconds each took."""
     report = DeliveryReport()
+    fresh = outbox.unrecorded(con, alerts)
+    if not fresh:
+        return [], report
+    started = time.monotonic()
+    in_flight.write(in_flight_path, fresh)
     outcomes: list[outbox.Settled] = []
-    for row in outbox.rows_of(alerts):
+    for row in outbox.rows_of(fresh):
         if outcomes and outcomes[-1].status == PENDING:
             outcomes.append(outbox.Settled(row["alert_id"], PENDING, retry_at=outcomes[-1].retry_at, posted=False))
             continue
         outcome, _ = _post(poster, row, ui_url, 1, max_attempts, lambda: datetime.now(timezone.utc))
         outcomes.append(outcome)
-    outbox.settle_all(con, outcomes, now=datetime.now(timezone.utc))
+    posted = time.monotonic()
+    in_flight.write(in_flight_path, fresh, outcomes)
+    recorded = outbox.record_posted(con, fresh, outcomes, now=datetime.now(timezone.utc))
+    in_flight.clear(in_flight_path)
+    if timings is not None:
+        timings.update(posted=posted - started, recorded=time.monotonic() - posted)
+    if len(recorded) < len(fresh):
+        log.warning("%d posted market alerts were recorded by another writer meanwhile", len(fresh) - len(recorded))
     for outcome in outcomes:
         _report(report, outcome)
-    return report
+    return fresh, report
 
 
 def _post(poster: SlackPoster, row: dict, ui_url: str, attempts: int, max_attempts: int,

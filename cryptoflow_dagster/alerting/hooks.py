@@ -1,7 +1,8 @@
 """The calls other parts of the platform make into alerting.
 
 - The market alert sensor, once per tick with the trade files landed since its last one:
-  ``record_landing_alerts(con, root, files)`` (built on ``record_market_alerts(con, trades)``).
+  ``landing_alerts(con, root, files)`` (built on ``market_alerts(con, trades)``), posted and then recorded by
+  ``delivery.post_then_record``; ``record_landing_alerts`` records them pending instead.
 - Anything outside Dagster that wants to deliver (the CLI): ``deliver_pending(con, poster_from_env(settings))``; inside
   Dagster the ``alert_delivery_sensor`` does it with the ``slack`` resource.
 """
@@ -48,17 +49,15 @@ def rules_for(settings: Settings) -> RuleSet:
     return cached[1]
 
 
-def record_market_alerts(
+def market_alerts(
     con: duckdb.DuckDBPyConnection, trades: Any, settings: Settings | None = None, now: datetime | None = None,
-    context: Any = None, claim_for_s: float | None = None, timings: dict[str, float] | None = None,
+    context: Any = None, timings: dict[str, float] | None = None,
 ) -> list[Alert]:
-    """Evaluate the market rules on a new micro-batch and write what fires to the outbox (pending). Returns it.
+    """The market rules' alerts on a new micro-batch (records nothing).
 
-    Needs the columns exchange, market, trade_id, ts, price, volume. Call it before the batch's own lake transaction:
-    alerts then do not wait for any gold work, and a retried batch yields the same dedupe keys (recorded once).
-    A failure here is logged and never stops ingestion: trades matter more than an alert about them.
-    ``claim_for_s``: recorded claimed for the caller to post at once (``outbox.record``). ``timings``: filled with the
-    seconds the rules and the record took ("evaluated", "recorded").
+    Needs the columns exchange, market, trade_id, ts, price, volume. Event times come from the data, so a batch
+    evaluated again yields the same dedupe keys (recorded once). A failure here is logged and yields nothing: trades
+    matter more than an alert about them. ``timings``: "evaluated" is filled with the seconds the rules took.
     """
     try:
         settings = settings or load_settings()
@@ -66,19 +65,17 @@ def record_market_alerts(
         memo = _volatility_memos.setdefault(lake_id, VolatilityMemo())
         started = time.monotonic()
         alerts = evaluate_market_rules(con, trades, rules_for(settings), now, context, memo)
-        evaluated = time.monotonic()
-        recorded = outbox.record(con, alerts, claim_for_s=claim_for_s)
         if timings is not None:
-            timings.update(evaluated=evaluated - started, recorded=time.monotonic() - evaluated)
-        return recorded
+            timings["evaluated"] = time.monotonic() - started
+        return alerts
     except Exception:
         log.exception("market alert evaluation failed for a batch of %d trades; ingestion continues", len(trades))
         return []
 
 
-def record_landing_alerts(
+def landing_alerts(
     con: duckdb.DuckDBPyConnection, root: Path, files: list[landing_files.LandingFile], settings: Settings | None = None,
-    now: datetime | None = None, claim_for_s: float | None = None, timings: dict[str, float] | None = None,
+    now: datetime | None = None, timings: dict[str, float] | None = None,
 ) -> list[Alert]:
     """Market alerts for newly landed trade ``files``, evaluated before (and whether or not) they reach silver.
 
@@ -103,7 +100,15 @@ def record_landing_alerts(
         return []
     if timings is not None:
         timings["read"] = time.monotonic() - started  # the new files and the not yet ingested ones before them
-    return record_market_alerts(con, trades, settings, now, context=context, claim_for_s=claim_for_s, timings=timings)
+    return market_alerts(con, trades, settings, now, context=context, timings=timings)
+
+
+def record_landing_alerts(
+    con: duckdb.DuckDBPyConnection, root: Path, files: list[landing_files.LandingFile], settings: Settings | None = None,
+    now: datetime | None = None,
+) -> list[Alert]:
+    """:func:`landing_alerts`, recorded pending in the outbox for the delivery sensor; returns those recorded."""
+    return outbox.record(con, landing_alerts(con, root, files, settings, now))
 
 
 def _markets_of(settings: Settings, exchange: str) -> tuple[str, ...]:

@@ -5,9 +5,11 @@
 - Delivery (delivery.py) claims a row (pending -> sending, attempts + 1) in its own committed transaction before posting, and
   settles it (sent | pending again with a later ``next_attempt_at`` | failed) after: a restart finds every undelivered alert
   still pending, and a row whose post may have happened stays out of the pending set (see docs/decisions/0005).
-- The market alert sensor records its alerts already claimed (``record(..., claim_for_s=...)``) and settles them all in
-  one commit after posting: every lake commit waits for the writers' turn, often behind a streaming chunk, and a claim
-  and a settle per alert put several such waits between a price shock and its message.
+- The market alert sensor posts its alerts first and records them after, each with how its post ended, in one
+  commit (:func:`record_posted`): every lake commit waits for the writers' turn, often behind a streaming chunk, and
+  none now stands between a price shock and its message. Between the post and that commit the alerts live in a synced
+  file on the code server's disk (``alerting/in_flight.py``), so a sensor stopped in between forgets none and posts none
+  twice.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ COLUMNS = (
 )
 
 
-def _frame(alerts: list[Alert], status: str = PENDING, attempts: int = 0,
-           next_attempt_at: datetime | None = None) -> pl.DataFrame:
+def _frame(alerts: list[Alert], states: list[Settled] | None = None, now: datetime | None = None) -> pl.DataFrame:
+    """Outbox rows: pending, or (``states``, one per alert) as each post ended at ``now``."""
     import polars as pl  # on first use, not at import: loading the code location does not need it
 
+    states = states or [Settled(a.alert_id, PENDING, posted=False) for a in alerts]
     return pl.DataFrame(
         {
             "alert_id": [a.alert_id for a in alerts],
@@ -48,15 +51,17 @@ def _frame(alerts: list[Alert], status: str = PENDING, attempts: int = 0,
             "threshold": [a.threshold for a in alerts],
             "message": [redact(a.message) for a in alerts],
             "dedupe_key": [a.dedupe_key for a in alerts],
-            "status": [status] * len(alerts),
-            "attempts": [attempts] * len(alerts),
-            "next_attempt_at": [next_attempt_at] * len(alerts),
+            "status": [o.status for o in states],
+            "attempts": [int(o.posted) for o in states],
+            "delivered_at": [now if o.status == SENT else None for o in states],
+            "last_error": [redact(o.error) if o.error else None for o in states],
+            "next_attempt_at": [o.retry_at for o in states],
             "details_json": [redact(json.dumps(a.details, default=str, sort_keys=True)) for a in alerts],
         },
         schema_overrides={
             "exchange": pl.String, "market": pl.String, "value": pl.Float64, "threshold": pl.Float64,
             "event_time": pl.Datetime("us", "UTC"), "triggered_at": pl.Datetime("us", "UTC"), "attempts": pl.Int32,
-            "next_attempt_at": pl.Datetime("us", "UTC"),
+            "delivered_at": pl.Datetime("us", "UTC"), "last_error": pl.String, "next_attempt_at": pl.Datetime("us", "UTC"),
         },
     )
 
@@ -70,48 +75,59 @@ def _moment(a: Alert) -> datetime:
     return a.event_time or a.triggered_at
 
 
-def record(con: duckdb.DuckDBPyConnection, alerts: list[Alert], *, claim_for_s: float | None = None) -> list[Alert]:
-    """Write the new alerts as pending; return those written (duplicates and cooled-down repeats are dropped).
+def record(con: duckdb.DuckDBPyConnection, alerts: list[Alert]) -> list[Alert]:
+    """Write the new alerts as pending; return those written (duplicates and cooled-down repeats are dropped)."""
+    return lake.write(con, lambda c: _insert(c, alerts)) if alerts else []
 
-    ``claim_for_s``: write them claimed by the caller instead (sending, attempts 1, a lease of that long), who posts
-    them at once and settles them with :func:`settle_all`; a caller that stops before settling leaves rows that
-    :func:`expire_stale_claims` fails as "outcome unknown", as for any claim.
-    """
+
+def unrecorded(con: duckdb.DuckDBPyConnection, alerts: list[Alert]) -> list[Alert]:
+    """The ``alerts`` :func:`record` would write now (a read: no writers' turn). A caller that posts before it records
+    (the market alert sensor) asks this first; it must be the only writer of these rules' alerts in between."""
+    return _new(con, alerts) if alerts else []
+
+
+def record_posted(con: duckdb.DuckDBPyConnection, alerts: list[Alert], outcomes: list[Settled], *,
+                  now: datetime) -> list[Alert]:
+    """Write alerts already posted, each with how its post ended (``outcomes``, same order), in one commit; return
+    those written. One already stored (recorded by someone else since :func:`unrecorded`) is left as stored."""
     if not alerts:
         return []
-    if claim_for_s is None:
-        status, attempts, lease_until = PENDING, 0, None
-    else:
-        status, attempts, lease_until = SENDING, 1, datetime.now(timezone.utc) + timedelta(seconds=claim_for_s)
+    by_id = {o.alert_id: o for o in outcomes}
+    return lake.write(con, lambda c: _insert(c, alerts, lambda kept: [by_id[a.alert_id] for a in kept], now))
 
-    def work(c: duckdb.DuckDBPyConnection) -> list[Alert]:
-        keys = [a.dedupe_key for a in alerts]
-        seen = {r[0] for r in c.execute("SELECT dedupe_key FROM gold.alerts WHERE list_contains(?, dedupe_key)",
-                                        [keys]).fetchall()}
-        subjects = sorted({(a.rule, a.exchange or "", a.market or "") for a in alerts})
-        last: dict[str, list[datetime]] = {}
-        for rule, exchange, market in subjects:
-            rows = c.execute(
-                "SELECT coalesce(event_time, triggered_at) FROM gold.alerts "
-                "WHERE rule = ? AND coalesce(exchange, '') = ? AND coalesce(market, '') = ?",
-                [rule, exchange, market],
-            ).fetchall()
-            last[f"{rule}|{exchange}|{market}"] = [r[0] for r in rows]
-        kept: list[Alert] = []
-        for a in sorted(alerts, key=_moment):
-            if a.dedupe_key in seen:
-                continue
-            window = timedelta(seconds=a.cooldown_s)
-            earlier = last.setdefault(a.subject, [])
-            if a.cooldown_s > 0 and any(abs(_moment(a) - t) < window for t in earlier):
-                continue
-            seen.add(a.dedupe_key)
-            earlier.append(_moment(a))
-            kept.append(a)
-        lake.insert(c, "gold.alerts", _frame(kept, status, attempts, lease_until))
-        return kept
 
-    return lake.write(con, work)
+def _insert(c: duckdb.DuckDBPyConnection, alerts: list[Alert], states=None, now: datetime | None = None) -> list[Alert]:
+    kept = _new(c, alerts)
+    lake.insert(c, "gold.alerts", _frame(kept, states(kept) if states else None, now))
+    return kept
+
+
+def _new(c: duckdb.DuckDBPyConnection, alerts: list[Alert]) -> list[Alert]:
+    """``alerts`` less those whose dedupe key is stored and those inside the cooldown of a stored or earlier one."""
+    keys = [a.dedupe_key for a in alerts]
+    seen = {r[0] for r in c.execute("SELECT dedupe_key FROM gold.alerts WHERE list_contains(?, dedupe_key)",
+                                    [keys]).fetchall()}
+    subjects = sorted({(a.rule, a.exchange or "", a.market or "") for a in alerts})
+    last: dict[str, list[datetime]] = {}
+    for rule, exchange, market in subjects:
+        rows = c.execute(
+            "SELECT coalesce(event_time, triggered_at) FROM gold.alerts "
+            "WHERE rule = ? AND coalesce(exchange, '') = ? AND coalesce(market, '') = ?",
+            [rule, exchange, market],
+        ).fetchall()
+        last[f"{rule}|{exchange}|{market}"] = [r[0] for r in rows]
+    kept: list[Alert] = []
+    for a in sorted(alerts, key=_moment):
+        if a.dedupe_key in seen:
+            continue
+        window = timedelta(seconds=a.cooldown_s)
+        earlier = last.setdefault(a.subject, [])
+        if a.cooldown_s > 0 and any(abs(_moment(a) - t) < window for t in earlier):
+            continue
+        seen.add(a.dedupe_key)
+        earlier.append(_moment(a))
+        kept.append(a)
+    return kept
 
 
 def due(con: duckdb.DuckDBPyConnection, now: datetime, limit: int = 50) -> list[dict]:

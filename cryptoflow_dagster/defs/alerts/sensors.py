@@ -1,8 +1,9 @@
 """Sensors that record alerts (market rules on landed files, sidecar heartbeat, failed runs) and deliver the outbox.
 
-Every source writes gold.alerts first (the outbox). ``market_alert_sensor`` records its alerts claimed and posts them
-at once, because market alerts are the time-critical ones; ``alert_delivery_sensor`` delivers the rest and retries
-what failed, so backoff and dedupe live in one place (alerting/delivery.py).
+Every source writes gold.alerts (the outbox), and ``alert_delivery_sensor`` delivers and retries what is pending, so
+backoff and dedupe live in one place (alerting/delivery.py). Market alerts are the time-critical ones:
+``market_alert_sensor`` posts them first and records them after, with their outcomes (alerting/in_flight.py holds them
+in between).
 """
 
 import json
@@ -14,8 +15,9 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from cryptoflow_dagster.alerting import outbox
-from cryptoflow_dagster.alerting.delivery import LEASE_S, deliver_claimed, deliver_pending
-from cryptoflow_dagster.alerting.hooks import record_landing_alerts
+from cryptoflow_dagster.alerting import in_flight
+from cryptoflow_dagster.alerting.delivery import deliver_pending, post_then_record
+from cryptoflow_dagster.alerting.hooks import landing_alerts
 from cryptoflow_core.heartbeat import heartbeat_files, heartbeat_path, last_beat
 from cryptoflow_dagster.alerting.heartbeat import sidecar_transition
 from cryptoflow_dagster.alerting.runs import run_failure_alert
@@ -68,6 +70,7 @@ def market_alert_sensor(context: dg.SensorEvaluationContext, lake: LakeResource,
     gap_s = started_wall - _last_tick_end[-1] if _last_tick_end else None
     watch = _Watch(started, settings.alert_watch_s)
     in_server = _code_server_running()
+    in_flight_file = in_flight.path_for(settings.home)
     seen = fired = sent = batches = 0
     slowest_batch_s = 0.0
     while True:
@@ -75,26 +78,31 @@ def market_alert_sensor(context: dg.SensorEvaluationContext, lake: LakeResource,
         if files:
             batch_started = time.monotonic()
             with lake.connect() as con:
-                # Recorded claimed and posted at once, then settled in one commit: each lake commit waits for the
-                # writers' turn (behind a streaming chunk), so only one stands between the shock and its message. The
-                # delivery sensor retries what could not go. Without a token they are recorded pending, as elsewhere.
+                # Posted first, recorded after in one commit: each lake commit waits for the writers' turn (behind a
+                # streaming chunk), so none stands between the shock and its message (in_flight.py keeps the promise
+                # of the outbox meanwhile). The delivery sensor retries what could not go. Without a token they are
+                # recorded pending, as elsewhere.
                 opened = time.monotonic()
+                in_flight.recover(con, in_flight_file)  # what a stopped tick left between its post and its record
                 poster = slack.poster()
                 took: dict[str, float] = {}
-                alerts = record_landing_alerts(con, root, files, settings,
-                                               claim_for_s=LEASE_S if poster is not None else None, timings=took)
-                recorded = time.monotonic()
-                report = deliver_claimed(con, poster, alerts, slack.base_ui_url()) if alerts and poster else None
+                alerts = landing_alerts(con, root, files, settings, timings=took)
+                evaluated = time.monotonic()
+                if poster is not None:
+                    alerts, report = post_then_record(con, poster, alerts, in_flight_file, slack.base_ui_url(),
+                                                      timings=took)
+                else:
+                    alerts, report = outbox.record(con, alerts), None
             new_files.take(files)
             context.update_cursor(new_files.cursor())
             seen, fired, sent = seen + len(files), fired + len(alerts), sent + (len(report.sent) if report else 0)
             batch_s = time.monotonic() - batch_started
-            if alerts:  # where an alert's time went: the session (other sensors of this process), rules, Slack
+            if alerts:  # where an alert's time went: the session (other sensors of this process), rules, Slack, lake
                 context.log.info("market alerts: %d files, %d alerts, sent %d in %.2f s (lake session %.2f s, "
-                                 "files read %.2f s, rules %.2f s, recorded %.2f s, posted and settled %.2f s)",
+                                 "files read %.2f s, rules %.2f s, posted %.2f s, recorded %.2f s)",
                                  len(files), len(alerts), len(report.sent) if report else 0, batch_s,
                                  opened - batch_started, took.get("read", 0.0), took.get("evaluated", 0.0),
-                                 took.get("recorded", 0.0), time.monotonic() - recorded)
+                                 took.get("posted", 0.0), took.get("recorded", time.monotonic() - evaluated))
             batches += 1
             slowest_batch_s = max(slowest_batch_s, batch_s)
         if len(files) == _ALERT_FILES_PER_TICK or not watch.goes_on(time.monotonic()):
