@@ -207,10 +207,11 @@ class Settings:
     )
     alert_watch_s: float = _s(
         "CRYPTOFLOW_ALERT_WATCH_S",
-        "30",
+        "45",
         "Market alert sensor: seconds one tick keeps watching the landing folder for new trade files (0: one look per "
-        "tick; at most 45). Dagster's sensor daemon starts a tick at most every 5 s and 2-5 s after the last one "
-        "ended, so a watching tick sees a file within 0.2 s of landing, and only the hand-over between ticks is blind.",
+        "tick; at most 45). Dagster's sensor daemon starts a tick at most every 5 s, at its next loop after the last "
+        "one ended, so a watching tick sees a file within 0.2 s of landing, and only the hand-over between ticks (ended "
+        "just before a loop) is blind.",
     )
     background_nice: int = _s(
         "CRYPTOFLOW_BACKGROUND_NICE",

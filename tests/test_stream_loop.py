@@ -190,21 +190,24 @@ def test_market_alert_sensor_tick_watches_and_alerts_on_a_file_landing_during_th
 
 
 def test_an_alert_tick_ends_just_before_a_daemon_loop_and_a_batch_past_it_waits_for_the_next():
-    """The daemon starts the next tick at its first loop (every 5 s from the one that started this tick) after this one
-    ended: a tick that ended just after a loop would leave the folder unwatched for up to 5 s, so the tick's end is
-    always just before one (a multiple of 5 s after its start, less the hand-over margin), and a batch that runs past
-    it moves the end to the next loop, not to "now", within Dagster's 60 s evaluation limit."""
+    """The daemon starts the next tick at its first loop (every 5 s, on the grid of the previous tick's start) after
+    this one ended: a tick that ended just after a loop would leave the folder unwatched for up to 5 s. So a tick ends
+    just before a loop, does not begin a batch (as long as the recent ones) that would run past it, and when a batch
+    still does, watches on until just before the next loop, within Dagster's 60 s evaluation limit."""
     from cryptoflow_dagster.defs.alerts.sensors import _HANDOVER_MARGIN_S, _WATCH_POLL_S, _Watch
 
     margin = _HANDOVER_MARGIN_S
-    watch = _Watch(100.0, 30)
-    assert watch.until == 100 + 30 - margin  # 30 s is six loops
-    assert watch.goes_on(100 + 29 - margin - _WATCH_POLL_S) and not watch.goes_on(100 + 30 - margin - _WATCH_POLL_S / 2)
-    assert _Watch(0.0, 31).until == 35 - margin and _Watch(0.0, 4).until == 5 - margin  # up to the next loop
+    # the daemon started the previous tick at 1.3 (loops at 1.3, 6.3, ...) and this one's code runs from 101.6
+    watch = _Watch(101.6, 30, grid=1.3)
+    assert watch.until == 131.3 + 5 - margin  # the first loop at least 30 s after the start: 136.3
+    assert watch.goes_on(135.0, batch_s=0.2)
+    assert not watch.goes_on(134.0, batch_s=2.0), "a 2 s batch begun at 134.2 would run past the loop"
+    assert _Watch(0.0, 30).until == 30 - margin and _Watch(0.0, 4).until == 5 - margin  # no grid: from the start
     late = _Watch(0.0, 30)
-    assert late.goes_on(30.4)  # a batch ended 1.4 s past the tick's planned end: watch on until before the next loop
+    assert late.goes_on(30.4)  # a batch ended 0.9 s past the tick's planned end: watch on until before the next loop
     assert late.until == 35 - margin and not late.goes_on(35 - margin)
     assert not _Watch(0.0, 0).goes_on(0.0)  # 0: one look
     longest = _Watch(0.0, 45)
     assert longest.goes_on(51.0) and longest.until == 55 - margin
     assert not longest.goes_on(55.0), "past 55 s the next loop's end would be too close to Dagster's 60 s limit"
+    assert not _Watch(0.0, 45).goes_on(45 - margin - _WATCH_POLL_S / 2)

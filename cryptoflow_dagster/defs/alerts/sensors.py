@@ -8,8 +8,10 @@ in between).
 
 import json
 import math
+import statistics
 import threading
 import time
+from collections import deque
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -37,15 +39,17 @@ _ALERT_START_BACK = timedelta(minutes=2)
 # While a tick watches, it looks at the landing folder this often (a listing of names, no lake query).
 _WATCH_POLL_S = 0.2
 # Dagster's sensor daemon looks at every sensor once a loop, and a loop starts every 5 s (MIN_INTERVAL_LOOP_TIME in
-# dagster/_daemon/sensor.py, not configurable); the next tick starts at the first loop after this one ended. Loops fall
-# 5 s apart from the one that started this tick, so a tick that ends just before a multiple of 5 s after it started is
-# followed at once, and one that ends just after waits up to a whole loop: it watches until such a moment.
+# dagster/_daemon/sensor.py, not configurable); the next tick starts at the first loop after this one ended. A tick
+# that ends just before a loop is followed at once; one that ends just after leaves the folder unwatched for up to 5 s.
+# The loops keep their phase (measured at 250 markets: tick starts 60.04-60.14 s apart), and the daemon tells each tick
+# when it started the previous one (last_tick_completion_time, despite the name): the grid a tick ends on.
 _DAEMON_LOOP_S = 5.0
-# How long before that loop the tick lets go: the daemon's part (starting the tick before this function runs, recording
-# it after) has to fit in it. The gap since the last tick is in each tick's summary.
-_HANDOVER_MARGIN_S = 1.0
+# How long before a loop the tick lets go: the daemon's bookkeeping after the call, and the loops' drift.
+_HANDOVER_MARGIN_S = 0.5
 # A tick never watches past this (Dagster fails a sensor evaluation after 60 s).
 _TICK_LIMIT_S = 55.0
+# The batches' recent durations (this process): a batch that would not end before the tick's planned end is not begun.
+_recent_batches_s: deque[float] = deque(maxlen=20)
 # When the last tick of this process ended (wall clock), to report the hand-over gap.
 _last_tick_end: list[float] = []
 
@@ -68,7 +72,9 @@ def market_alert_sensor(context: dg.SensorEvaluationContext, lake: LakeResource,
     # this code server are not held behind the lake's SQLite session lock while this one waits.
     started, started_wall = time.monotonic(), time.time()
     gap_s = started_wall - _last_tick_end[-1] if _last_tick_end else None
-    watch = _Watch(started, settings.alert_watch_s)
+    last_tick = context.last_tick_completion_time  # the daemon's start of the previous tick: on the loops' grid
+    grid = started - (started_wall - last_tick) if last_tick and 0 < started_wall - last_tick < 600 else None
+    watch = _Watch(started, settings.alert_watch_s, grid)
     in_server = _code_server_running()
     in_flight_file = in_flight.path_for(settings.home)
     seen = fired = sent = batches = 0
@@ -105,7 +111,9 @@ def market_alert_sensor(context: dg.SensorEvaluationContext, lake: LakeResource,
                                  took.get("posted", 0.0), took.get("recorded", time.monotonic() - evaluated))
             batches += 1
             slowest_batch_s = max(slowest_batch_s, batch_s)
-        if len(files) == _ALERT_FILES_PER_TICK or not watch.goes_on(time.monotonic()):
+            _recent_batches_s.append(batch_s)
+        typical_batch_s = statistics.median(_recent_batches_s) if _recent_batches_s else 0.0
+        if len(files) == _ALERT_FILES_PER_TICK or not watch.goes_on(time.monotonic(), typical_batch_s):
             break  # a backlog is worked off over the next ticks, each a fresh evaluation with its own cursor commit
         if in_server and not _code_server_running():
             break  # the code server is stopping and waits for this call: let it go; the next server resumes the cursor
@@ -120,27 +128,28 @@ def market_alert_sensor(context: dg.SensorEvaluationContext, lake: LakeResource,
 
 
 class _Watch:
-    """How long a tick started at ``started`` watches: until just before the daemon's loop ``watch_s`` (rounded up to
-    whole loops) after its start; when a batch runs past that moment, until just before the next loop (waiting for the one after would
-    leave the folder unwatched for up to a loop), but never past _TICK_LIMIT_S. ``watch_s`` 0: one look."""
+    """How long a tick started at ``started`` watches: until just before the first daemon loop ``watch_s`` after its
+    start (the loops fall every 5 s from ``grid``, a moment the daemon started a tick; without one, from ``started``).
+    It does not look again when a batch as long as the recent ones would run past that moment: ending then, the next
+    tick starts at that loop. A batch that still runs past it moves the end to just before the next loop, never past
+    _TICK_LIMIT_S. ``watch_s`` 0: one look."""
 
-    def __init__(self, started: float, watch_s: float) -> None:
-        self.started, self.once = started, watch_s <= 0
-        self.until = started + max(1, math.ceil(watch_s / _DAEMON_LOOP_S)) * _DAEMON_LOOP_S - _HANDOVER_MARGIN_S
+    def __init__(self, started: float, watch_s: float, grid: float | None = None) -> None:
+        self.started, self.once, self.grid = started, watch_s <= 0, started if grid is None else grid
+        self.until = self._before_loop(started + watch_s - _HANDOVER_MARGIN_S)
 
-    @staticmethod
-    def _loop_end(elapsed_s: float) -> float:
-        """The first end before a loop that is not past ``elapsed_s``."""
-        loops = math.ceil((elapsed_s + _HANDOVER_MARGIN_S) / _DAEMON_LOOP_S)
-        return loops * _DAEMON_LOOP_S - _HANDOVER_MARGIN_S
+    def _before_loop(self, moment: float) -> float:
+        """Just before the first loop that is not before ``moment`` by the margin."""
+        loops = math.ceil((moment + _HANDOVER_MARGIN_S - self.grid) / _DAEMON_LOOP_S)
+        return self.grid + loops * _DAEMON_LOOP_S - _HANDOVER_MARGIN_S
 
-    def goes_on(self, now: float) -> bool:
-        """Whether to look again after a pause of _WATCH_POLL_S."""
+    def goes_on(self, now: float, batch_s: float = 0.0) -> bool:
+        """Whether to look again after a pause of _WATCH_POLL_S (and maybe run a batch of ``batch_s``)."""
         if self.once:
             return False
         if now > self.until:  # a batch ran past the loop this tick meant to end before
-            self.until = self.started + self._loop_end(now - self.started)
-        return now + _WATCH_POLL_S <= self.until and self.until - self.started <= _TICK_LIMIT_S
+            self.until = self._before_loop(now)
+        return now + _WATCH_POLL_S + batch_s <= self.until and self.until - self.started <= _TICK_LIMIT_S
 
 
 # Dagster's gRPC code server keeps a thread by this name for as long as it serves, and ends it when told to stop
