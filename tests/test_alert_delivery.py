@@ -270,3 +270,23 @@ def test_token_never_in_messages_or_logs(con, slack_server, monkeypatch, caplog)
     assert TOKEN not in stored and "[redacted]" in stored
     assert caplog.records and all(TOKEN not in r.getMessage() for r in caplog.records)
     assert TOKEN not in caplog.text
+
+
+def test_a_repeat_is_not_posted_when_a_read_misses_the_alert_this_process_posted(con, slack_server, tmp_path):
+    """The check before a post reads gold.alerts outside the writers' turn, and such a read can miss rows for a moment
+    while maintenance flushes inlined rows (DuckLake; measured in an endurance run: a repeat inside the cooldown was
+    posted). What this process posted lately counts as recorded whatever the read shows: here the rows are gone from
+    the table (deleted, as the read would not see them), and neither the same alert nor a repeat inside the cooldown
+    goes out again; without the memory both would."""
+    poster = SlackPoster(TOKEN, slack_server.url, "#alerts")
+    recent = in_flight.RecentlyPosted()
+    first = sample(1)
+    post_then_record(con, poster, first, tmp_path / "f.json", recently_posted=recent)
+    lake.write(con, lambda c: c.execute("DELETE FROM gold.alerts"))
+    repeat = Alert(rule="price_move", exchange="upbit", market="KRW-BTC", event_time=NOW + timedelta(minutes=5),
+                   triggered_at=NOW, value=5.0, threshold=2.0, message="KRW-BTC moved 5%",
+                   dedupe_key="price_move:upbit:KRW-BTC:later", cooldown_s=600)
+    assert post_then_record(con, poster, first + [repeat], tmp_path / "f.json", recently_posted=recent)[0] == []
+    assert len(slack_server.posts) == 1
+    assert [a.dedupe_key for a in post_then_record(con, poster, first + [repeat], tmp_path / "f.json")[0]] == [
+        first[0].dedupe_key]  # without what it posted: the read alone lets the repeat's earlier twin go again

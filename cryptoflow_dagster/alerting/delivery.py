@@ -101,15 +101,18 @@ def post_then_record(
     *,
     max_attempts: int = 8,
     timings: dict[str, float] | None = None,
+    recently_posted: in_flight.RecentlyPosted | None = None,
 ) -> tuple[list[Alert], DeliveryReport]:
     """Post the new ones of ``alerts`` at once, then record them with their outcomes in one commit; return them.
 
     No lake commit stands before the post (each waits for the writers' turn); ``in_flight_path`` holds them in between,
     so a stop there loses and doubles nothing (``in_flight.recover``). Once Slack is found unavailable the rest are not
     tried: they are recorded pending, their attempt not counted. ``timings``: "posted" and "recorded" are filled with
-    the seconds each took."""
+    the seconds each took. ``recently_posted``: kept by a caller that posts batch after batch (the sensor), counted as
+    recorded by the check before the posts (``outbox.unrecorded``)."""
     report = DeliveryReport()
-    fresh = outbox.unrecorded(con, alerts)
+    known = recently_posted.alerts(time.monotonic()) if recently_posted is not None else []
+    fresh = outbox.unrecorded(con, alerts, known=known)
     if not fresh:
         return [], report
     started = time.monotonic()
@@ -122,6 +125,8 @@ def post_then_record(
         outcome, _ = _post(poster, row, ui_url, 1, max_attempts, lambda: datetime.now(timezone.utc))
         outcomes.append(outcome)
     posted = time.monotonic()
+    if recently_posted is not None:
+        recently_posted.add([a for a, o in zip(fresh, outcomes) if o.posted], posted)
     in_flight.write(in_flight_path, fresh, outcomes)
     recorded = outbox.record_posted(con, fresh, outcomes, now=datetime.now(timezone.utc))
     in_flight.clear(in_flight_path)

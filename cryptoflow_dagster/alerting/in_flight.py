@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import deque
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +26,24 @@ from cryptoflow_dagster.alerting.model import FAILED, Alert
 log = logging.getLogger(__name__)
 
 UNKNOWN = "delivery outcome unknown: the sender stopped during the post"
+
+
+class RecentlyPosted:
+    """The alerts this process posted within the last ``keep_s`` seconds (by when they were posted): what the check
+    before the next post counts as stored even when a read of ``gold.alerts`` does not show them yet (see
+    ``outbox.unrecorded``). Kept as long as the longest cooldown, so that a repeat inside it is still dropped."""
+
+    def __init__(self, keep_s: float = 3600.0) -> None:
+        self.keep_s = keep_s
+        self._posted: deque[tuple[float, Alert]] = deque()
+
+    def add(self, alerts: list[Alert], now: float) -> None:
+        self._posted.extend((now, a) for a in alerts)
+
+    def alerts(self, now: float) -> list[Alert]:
+        while self._posted and self._posted[0][0] < now - self.keep_s:
+            self._posted.popleft()
+        return [a for _, a in self._posted]
 
 
 def path_for(home: Path) -> Path:

@@ -50,6 +50,9 @@ _HANDOVER_MARGIN_S = 0.5
 _TICK_LIMIT_S = 55.0
 # The batches' recent durations (this process): a batch that would not end before the tick's planned end is not begun.
 _recent_batches_s: deque[float] = deque(maxlen=20)
+# Per lake, the market alerts this process posted lately: the check before a post counts them as recorded
+# (outbox.unrecorded).
+_recently_posted: dict[tuple[str, str, str], in_flight.RecentlyPosted] = {}
 # When the last tick of this process ended (wall clock), to report the hand-over gap.
 _last_tick_end: list[float] = []
 
@@ -77,6 +80,8 @@ def market_alert_sensor(context: dg.SensorEvaluationContext, lake: LakeResource,
     watch = _Watch(started, settings.alert_watch_s, grid)
     in_server = _code_server_running()
     in_flight_file = in_flight.path_for(settings.home)
+    recent = _recently_posted.setdefault((str(settings.home), settings.lake_catalog, settings.lake_data_path),
+                                         in_flight.RecentlyPosted())
     seen = fired = sent = batches = 0
     slowest_batch_s = 0.0
     while True:
@@ -96,7 +101,7 @@ def market_alert_sensor(context: dg.SensorEvaluationContext, lake: LakeResource,
                 evaluated = time.monotonic()
                 if poster is not None:
                     alerts, report = post_then_record(con, poster, alerts, in_flight_file, slack.base_ui_url(),
-                                                      timings=took)
+                                                      timings=took, recently_posted=recent)
                 else:
                     alerts, report = outbox.record(con, alerts), None
             new_files.take(files)
