@@ -133,7 +133,8 @@ def post_then_record(
     if timings is not None:
         timings.update(posted=posted - started, recorded=time.monotonic() - posted)
     if len(recorded) < len(fresh):
-        log.warning("%d posted market alerts were recorded by another writer meanwhile", len(fresh) - len(recorded))
+        log.warning("%d posted market alerts were already in gold.alerts (or inside a stored one's cooldown) although the "
+                    "check before the post did not see them: they went to Slack again", len(fresh) - len(recorded))
     for outcome in outcomes:
         _report(report, outcome)
     return fresh, report

@@ -58,9 +58,9 @@ _last_tick_end: list[float] = []
 
 
 @dg.sensor(name="market_alert_sensor", minimum_interval_seconds=1, default_status=RUNNING,
-           description="Evaluates the market rules on trade files as soon as they land (before silver), records what "
-                       "fires in gold.alerts and delivers it to Slack at once. Each tick watches the landing folder "
-                       "for CRYPTOFLOW_ALERT_WATCH_S seconds.")
+           description="Evaluates the market rules on trade files as soon as they land (before silver), posts what "
+                       "fires to Slack at once and records it in gold.alerts. Each tick watches the landing folder "
+                       "for about CRYPTOFLOW_ALERT_WATCH_S seconds.")
 def market_alert_sensor(context: dg.SensorEvaluationContext, lake: LakeResource, slack: SlackAlertsResource):
     settings = lake.settings()
     root = settings.landing_dir
@@ -69,7 +69,7 @@ def market_alert_sensor(context: dg.SensorEvaluationContext, lake: LakeResource,
     else:
         new_files = landing_files.NewFiles(root, start_after=datetime.now(timezone.utc) - _ALERT_START_BACK)
     # Dagster's sensor daemon starts a tick at most every 5 s (not configurable): a file landing between two ticks
-    # waits for the next one. So one tick keeps watching for about alert_watch_s (30 s): files are evaluated within
+    # waits for the next one. So one tick keeps watching for about alert_watch_s (45 s): files are evaluated within
     # _WATCH_POLL_S of landing and only the hand-over between ticks is blind (ADR 0011), ended just before a daemon
     # loop so that the next tick follows at once. The lake is opened only when there is a file, so other sensors of
     # this code server are not held behind the lake's SQLite session lock while this one waits.
