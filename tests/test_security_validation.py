@@ -220,7 +220,8 @@ REVIEWED_SQL_INTERPOLATIONS = {
     "cryptoflow_dagster/defs/silver/candles.py": {"table"},
     "cryptoflow_dagster/defs/lake_tables.py": {"_checked(table)"},
     "cryptoflow_dagster/alerting/market.py": {"_HIST", "_PARAMS", "window", "_NEW", "bucket", "_BARS", "window - 1",
-                                              "pctl / 100.0", "trailing + 1", "_RANGES"},
+                                              "pctl / 100.0", "trailing + 1", "_RANGES", "_RAW", "_COMMON", "_KNOWN",
+                                              "bucket_s"},  # bucket_s: an int, math.gcd of rule integers
     "cryptoflow_dagster/alerting/digest.py": {"vol_day", "vol_roll", "' '.join(joins)"},
     "cryptoflow_dagster/alerting/outbox.py": {"COLUMNS"},
     "cryptoflow_dagster/batch/quality.py": {"sql", "table"},
