@@ -290,3 +290,17 @@ def test_a_repeat_is_not_posted_when_a_read_misses_the_alert_this_process_posted
     assert len(slack_server.posts) == 1
     assert [a.dedupe_key for a in post_then_record(con, poster, first + [repeat], tmp_path / "f.json")[0]] == [
         first[0].dedupe_key]  # without what it posted: the read alone lets the repeat's earlier twin go again
+
+
+def test_an_unreadable_in_flight_file_is_kept_aside_and_the_sensor_goes_on(con, slack_server, tmp_path, caplog):
+    """The file is written atomically, so only a hand breaks it: it is moved aside with an error that says where, and
+    alerting goes on (a broken file must not stop every later batch)."""
+    in_flight_file = tmp_path / "in-flight.json"
+    in_flight_file.write_text('{"alerts": [{"rule": ', encoding="utf-8")
+    with caplog.at_level(logging.ERROR, logger="cryptoflow_dagster.alerting.in_flight"):
+        assert in_flight.recover(con, in_flight_file) == []
+    [kept] = tmp_path.glob("in-flight.json.unreadable-*")
+    assert kept.read_text(encoding="utf-8") == '{"alerts": [{"rule": ' and not in_flight_file.exists()
+    assert str(kept) in caplog.text
+    poster = SlackPoster(TOKEN, slack_server.url, "#alerts")
+    assert len(post_then_record(con, poster, sample(1), in_flight_file)[0]) == 1 and len(slack_server.posts) == 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections import deque
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -71,8 +72,15 @@ def recover(con: duckdb.DuckDBPyConnection, path: Path) -> list[Alert]:
     """Record the alerts a stopped sender left in ``path`` (see the module), then remove it; return those recorded."""
     if not path.exists():
         return []
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    alerts = [_alert_of(d) for d in doc["alerts"]]
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        alerts = [_alert_of(d) for d in doc["alerts"]]
+    except (ValueError, KeyError, TypeError) as exc:  # written atomically by write(): only a hand could break it
+        kept = path.with_name(f"{path.name}.unreadable-{int(time.time())}")
+        os.replace(path, kept)
+        log.error("market alerts in flight could not be read (%s): kept as %s for a person to look at; the sensor "
+                  "goes on without them", exc, kept)
+        return []
     if doc["outcomes"] is not None:
         outcomes = [outbox.Settled(**{**o, "retry_at": _when(o["retry_at"])}) for o in doc["outcomes"]]
     else:
