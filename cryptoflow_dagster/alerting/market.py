@@ -85,11 +85,12 @@ def evaluate_market_rules(
         if context is not None and len(context):
             mem.register("_alert_context", context)
             known = mem.execute(f"SELECT * FROM {_NEW} UNION ALL SELECT * FROM _alert_context").to_arrow_table()
-        for name, frame in _load_history(con, ranges, known, _bucket_s(per_market)).items():
+        bucket_s = _bucket_s(per_market)
+        for name, frame in _load_history(con, ranges, known, bucket_s).items():
             mem.register(name, frame)
         mem.register(_KNOWN, known)
         mem.register(_RANGES, ranges)
-        _combine_history(mem, _bucket_s(per_market))
+        _combine_history(mem, bucket_s)
         return _evaluate(mem, per_market, spans, legs, batch_end, now, _Limits(memo, limits))
     finally:
         mem.close()
